@@ -1,0 +1,42 @@
+# One command each on a fresh machine: `make demo`, `make test`, `make dev`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOME_DIR := $(CURDIR)/.selfheal/dagster_home
+
+.PHONY: install demo test lint format dev bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/selfheal demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/python -m pytest
+
+$(HOME_DIR)/dagster.yaml:
+	mkdir -p $(HOME_DIR)
+	printf 'telemetry:\n  enabled: false\n' > $@
+
+dev: install $(HOME_DIR)/dagster.yaml
+	DAGSTER_HOME=$(HOME_DIR) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .selfheal .pytest_cache .ruff_cache *.egg-info

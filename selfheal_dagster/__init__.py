@@ -1,0 +1,1 @@
+"""selfheal_dagster: a Dagster code location that keeps the basketball-props warehouse whole."""

@@ -1,0 +1,49 @@
+"""Phase 4 assets: SQL processors run inside the warehouse, in the registry's dependency order.
+
+A processor for date D reads Phase 2 history strictly before D (its lookback window) plus the
+schedule and odds of D; the partition mappings declared from the registry say exactly that.
+"""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from selfheal_dagster.defs.partitions import (
+    asset_deps,
+    asset_metadata,
+    daily_partitions,
+    partition_day,
+    written,
+)
+from selfheal_dagster.defs.resources import WarehouseResource
+from selfheal_dagster.lib.settings import Settings
+from selfheal_dagster.tables import PHASE_GROUPS, Table, execution_order, in_phase
+
+
+def phase4_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=table.key_path,
+        group_name=PHASE_GROUPS[4],
+        partitions_def=daily_partitions,
+        deps=asset_deps(table),
+        kinds={warehouse_kind, "sql"},
+        description=table.description,
+        metadata=asset_metadata(table),
+        tags={"selfheal/phase": "4"},
+    )
+    def _process(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        day = partition_day(context)
+        wh = warehouse.open()
+        result = wh.run_processor(table, day, since=day - timedelta(days=table.lookback_days))
+        context.log.info(f"{table.key} {day}: {result.rows} rows computed")
+        return written(result, games=wh.games_on(day))
+
+    return _process
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    kind = Settings.from_env().warehouse_kind
+    return dg.Definitions(assets=[phase4_asset(t, kind) for t in execution_order(in_phase(4))])

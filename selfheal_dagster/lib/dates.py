@@ -1,0 +1,41 @@
+"""Game dates are US/Eastern calendar dates; these helpers keep that rule in one place."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+EASTERN = ZoneInfo("America/New_York")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class BadDateError(ValueError):
+    pass
+
+
+def parse_date(text: str, what: str = "date") -> date:
+    """Parse a strict ``YYYY-MM-DD`` date, or raise one line naming the bad value."""
+    if not _ISO_DATE.match(text or ""):
+        raise BadDateError(f"invalid {what} '{text}': expected YYYY-MM-DD")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise BadDateError(f"invalid {what} '{text}': not a calendar date (YYYY-MM-DD)") from None
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def today_et(now: datetime | None = None) -> date:
+    return (now or now_utc()).astimezone(EASTERN).date()
+
+
+def eastern(day: date, hour: int, minute: int = 0) -> datetime:
+    """An aware datetime at a wall-clock time in US/Eastern on ``day``."""
+    return datetime.combine(day, time(hour, minute), tzinfo=EASTERN)
+
+
+def date_range(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]

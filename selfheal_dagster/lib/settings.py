@@ -1,0 +1,83 @@
+"""Every environment variable the project reads, parsed and validated in one place.
+
+Errors are one line naming the variable and what a right value looks like, so the CLI and the
+code location can show them as they are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from selfheal_dagster.lib.dates import BadDateError
+from selfheal_dagster.lib.league import opening_night, parse_outages
+
+DEFAULT_SEED = 20251021
+DEFAULT_SEASON = 2024  # the 2024-25 season
+ENVIRONMENTS = ("local", "prod")
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}='{raw}' is not a whole number") from None
+
+
+def season_from_env(environ: Mapping[str, str] = os.environ) -> int:
+    """``SELFHEAL_SEASON``: the year the first partitioned season starts in (2024 = 2024-25)."""
+    season = _int(environ, "SELFHEAL_SEASON", DEFAULT_SEASON)
+    if not 2000 <= season <= 2100:
+        raise SettingsError(f"SELFHEAL_SEASON={season} is out of range: expected e.g. 2024")
+    return season
+
+
+def season_start(environ: Mapping[str, str] = os.environ) -> date:
+    """First partition: opening night of the configured season."""
+    return opening_night(season_from_env(environ))
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    duckdb_path: Path
+    league_seed: int
+    league_outages: str
+    season: int
+
+    @property
+    def is_prod(self) -> bool:
+        return self.env == "prod"
+
+    @property
+    def warehouse_kind(self) -> str:
+        return "bigquery" if self.is_prod else "duckdb"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        env = environ.get("SELFHEAL_ENV", "local").strip().lower() or "local"
+        if env not in ENVIRONMENTS:
+            raise SettingsError(f"SELFHEAL_ENV='{env}' is not valid: expected local or prod")
+        outages = environ.get("SELFHEAL_LEAGUE_OUTAGES", "")
+        try:
+            parse_outages(outages)
+        except (ValueError, BadDateError) as exc:
+            raise SettingsError(f"SELFHEAL_LEAGUE_OUTAGES: {exc}") from None
+        raw_path = environ.get("SELFHEAL_DUCKDB_PATH", "").strip() or ".selfheal/warehouse.duckdb"
+        return cls(
+            env=env,
+            duckdb_path=Path(raw_path).expanduser().resolve(),
+            league_seed=_int(environ, "SELFHEAL_LEAGUE_SEED", DEFAULT_SEED),
+            league_outages=outages,
+            season=season_from_env(environ),
+        )

@@ -1,0 +1,50 @@
+-- Per player scheduled on $d: the model's feature vector. Consensus lines average every
+-- bookmaker's line for the game on $d; a game without lines keeps its players with NULL lines.
+WITH lines AS (
+    SELECT
+        game_id,
+        AVG(CASE WHEN market = 'spreads' AND outcome = home_team THEN point END) AS home_spread,
+        AVG(CASE WHEN market = 'totals' AND outcome = 'Over' THEN point END) AS game_total,
+        AVG(CASE WHEN market = 'h2h' AND outcome = home_team THEN price END) AS home_moneyline,
+        AVG(CASE WHEN market = 'h2h' AND outcome = away_team THEN price END) AS away_moneyline,
+        COUNT(DISTINCT bookmaker) AS bookmakers
+    FROM {odds_api_game_lines}
+    WHERE game_date = $d
+    GROUP BY game_id
+)
+SELECT
+    $d AS game_date,
+    c.player_id,
+    c.player_name,
+    c.game_id,
+    c.team_abbr,
+    c.opponent_abbr,
+    c.is_home,
+    c.points_avg_last_5,
+    c.points_avg_last_10,
+    c.minutes_avg_last_5,
+    c.minutes_avg_last_10,
+    s.paint_share,
+    s.three_share,
+    d.paint_defense_rating AS opp_paint_defense_rating,
+    d.three_defense_rating AS opp_three_defense_rating,
+    f.matchup_factor,
+    f.fatigue_factor,
+    f.composite_adjustment,
+    c.days_rest,
+    c.is_back_to_back,
+    CASE WHEN c.is_home THEN l.home_spread ELSE -l.home_spread END AS team_spread,
+    l.game_total,
+    CAST(ROUND(CASE WHEN c.is_home THEN l.home_moneyline ELSE l.away_moneyline END) AS BIGINT)
+        AS team_moneyline,
+    COALESCE(l.bookmakers, 0) AS bookmakers,
+    'v2' AS feature_version
+FROM {player_daily_cache} AS c
+LEFT JOIN {player_shot_zone_analysis} AS s
+    ON s.analysis_date = $d AND s.player_id = c.player_id
+LEFT JOIN {team_defense_zone_analysis} AS d
+    ON d.analysis_date = $d AND d.team_abbr = c.opponent_abbr
+LEFT JOIN {player_composite_factors} AS f
+    ON f.analysis_date = $d AND f.player_id = c.player_id
+LEFT JOIN lines AS l ON l.game_id = c.game_id
+WHERE c.game_date = $d

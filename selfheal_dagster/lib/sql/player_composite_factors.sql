@@ -1,0 +1,39 @@
+-- Per player scheduled on $d: how the player's shot profile meets the opponent's zone defense
+-- (matchup), rest and minutes load (fatigue), recent form, combined and clamped to [0.8, 1.2].
+WITH factors AS (
+    SELECT
+        c.player_id,
+        c.team_abbr,
+        c.opponent_abbr,
+        c.game_id,
+        COALESCE(
+            s.paint_share * d.paint_defense_rating
+            + s.mid_share * d.mid_defense_rating
+            + s.three_share * d.three_defense_rating,
+            1.0
+        ) AS matchup_factor,
+        CASE
+            WHEN c.is_back_to_back THEN 0.94
+            WHEN c.days_rest >= 3 THEN 1.02
+            ELSE 1.0
+        END - CASE WHEN c.minutes_avg_last_5 > 36 THEN 0.02 ELSE 0.0 END AS fatigue_factor,
+        COALESCE(c.points_avg_last_5 / NULLIF(c.points_avg_last_10, 0), 1.0) AS form_trend
+    FROM {player_daily_cache} AS c
+    LEFT JOIN {player_shot_zone_analysis} AS s
+        ON s.analysis_date = $d AND s.player_id = c.player_id
+    LEFT JOIN {team_defense_zone_analysis} AS d
+        ON d.analysis_date = $d AND d.team_abbr = c.opponent_abbr
+    WHERE c.game_date = $d
+)
+SELECT
+    $d AS analysis_date,
+    player_id,
+    team_abbr,
+    opponent_abbr,
+    game_id,
+    matchup_factor,
+    fatigue_factor,
+    form_trend,
+    GREATEST(0.8, LEAST(1.2, matchup_factor * fatigue_factor * (1 + 0.5 * (form_trend - 1))))
+        AS composite_adjustment
+FROM factors

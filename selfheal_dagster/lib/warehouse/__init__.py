@@ -1,0 +1,11 @@
+"""Warehouses behind one interface; import an engine's module only where that engine is used."""
+
+from selfheal_dagster.lib.warehouse.base import (
+    PartitionStats,
+    Warehouse,
+    WarehouseError,
+    WriteResult,
+    processor_sql,
+)
+
+__all__ = ["PartitionStats", "Warehouse", "WarehouseError", "WriteResult", "processor_sql"]

@@ -1,0 +1,89 @@
+"""The one small interface both warehouses (DuckDB locally, BigQuery in production) implement."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from importlib import resources
+from typing import Any, ClassVar
+
+from selfheal_dagster.tables import BY_NAME, SCHEDULE, TABLES, Table
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse operation failed; the message is one line a person can act on."""
+
+
+@dataclass(frozen=True)
+class PartitionStats:
+    rows: int
+    loaded_at: datetime | None  # aware UTC; None when the partition holds no rows
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    rows: int
+    loaded_at: datetime
+
+
+def processor_sql(table: Table) -> str:
+    """The Phase 4 processor of ``table``: a SELECT template shared by every engine.
+
+    Table references are ``{table_name}`` placeholders; values are the named parameters
+    ``$d`` (the partition date) and ``$since`` (first date of the lookback window).
+    """
+    return resources.files("selfheal_dagster.lib.sql").joinpath(f"{table.name}.sql").read_text()
+
+
+class Warehouse(ABC):
+    """Partition-level storage for the registry's tables.
+
+    Every write replaces exactly one date of one table atomically; ``statements`` counts what
+    was sent to the engine so callers (tests, benchmarks) can see the cost of an operation.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.statements = 0
+
+    @abstractmethod
+    def ref(self, table: Table) -> str:
+        """The engine's quoted reference to ``table``."""
+
+    @abstractmethod
+    def ensure_tables(self, tables: Sequence[Table] = TABLES) -> None:
+        """Create the datasets and tables of the registry that do not exist yet."""
+
+    @abstractmethod
+    def replace_partition(
+        self, table: Table, day: date, rows: Sequence[Mapping[str, Any]]
+    ) -> WriteResult:
+        """Make ``rows`` the whole content of ``table`` for ``day``, atomically."""
+
+    @abstractmethod
+    def run_processor(self, table: Table, day: date, since: date) -> WriteResult:
+        """Compute ``table`` for ``day`` from its processor SQL and replace the partition."""
+
+    @abstractmethod
+    def partition_stats(self, table: Table, start: date, end: date) -> dict[date, PartitionStats]:
+        """Rows and last load time per date in [start, end], in one query for the table."""
+
+    @abstractmethod
+    def punch_gap(self, table: Table, day: date, keep: float = 0.0) -> tuple[int, int]:
+        """Delete a date's rows, or all but ``keep`` of them; returns (rows before, rows after)."""
+
+    @abstractmethod
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run a read-only query (table refs already rendered) and return rows as dicts."""
+
+    def render(self, template: str) -> str:
+        """Substitute ``{table_name}`` placeholders with this engine's table references."""
+        return template.format_map({name: self.ref(t) for name, t in BY_NAME.items()})
+
+    def games_on(self, day: date) -> int:
+        """Games scheduled on ``day``, as the warehouse's schedule table knows them."""
+        stats = self.partition_stats(SCHEDULE, day, day).get(day)
+        return stats.rows if stats else 0

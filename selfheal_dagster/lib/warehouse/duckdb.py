@@ -1,0 +1,206 @@
+"""The embedded DuckDB warehouse: the local default, one file under the project's data dir.
+
+DuckDB lets one process hold the file at a time, and run processes, the CLI and the sweep all
+touch it; so every operation opens a short-lived connection and waits (with back-off) while
+another process holds the lock, instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from selfheal_dagster.lib.dates import now_utc
+from selfheal_dagster.lib.warehouse.base import (
+    PartitionStats,
+    Warehouse,
+    WarehouseError,
+    WriteResult,
+    processor_sql,
+)
+from selfheal_dagster.tables import LOADED_AT, TABLES, Table
+
+_TYPES = {
+    "DATE": "DATE",
+    "STRING": "VARCHAR",
+    "INT": "BIGINT",
+    "FLOAT": "DOUBLE",
+    "BOOL": "BOOLEAN",
+    "TIMESTAMP": "TIMESTAMP",
+}
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+_INSERT_CHUNK = 200
+_ready: set[tuple[str, int]] = set()  # (path, inode) whose tables exist, per process
+
+
+def quote(ident: str) -> str:
+    if not _IDENT.match(ident):
+        raise WarehouseError(f"refusing identifier '{ident}': expected lower_snake_case")
+    return f'"{ident}"'
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _naive_utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None)
+
+
+class DuckDBWarehouse(Warehouse):
+    kind = "duckdb"
+
+    def __init__(self, path: str | os.PathLike[str], lock_timeout: float = 120.0) -> None:
+        super().__init__()
+        self.path = str(path)
+        self.lock_timeout = lock_timeout
+
+    def ref(self, table: Table) -> str:
+        return f"{quote(table.dataset)}.{quote(table.name)}"
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.02
+        while True:
+            try:
+                con = duckdb.connect(self.path)
+                break
+            except duckdb.Error as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise WarehouseError(
+                        f"cannot open the DuckDB warehouse {self.path}: {_one_line(exc)}"
+                    ) from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.5)
+        try:
+            marker = (self.path, os.stat(self.path).st_ino)
+            if marker not in _ready:
+                self._create(con, TABLES)
+                _ready.add(marker)
+            yield con
+        finally:
+            con.close()
+
+    def _exec(
+        self, con: duckdb.DuckDBPyConnection, sql: str, params: Any = None
+    ) -> duckdb.DuckDBPyConnection:
+        self.statements += 1
+        return con.execute(sql, params) if params is not None else con.execute(sql)
+
+    def _create(self, con: duckdb.DuckDBPyConnection, tables: Sequence[Table]) -> None:
+        for dataset in sorted({t.dataset for t in tables}):
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(dataset)}")
+        for t in tables:
+            cols = [f"{quote(c.name)} {_TYPES[c.type]}" for c in t.columns]
+            cols.append(f"{quote(LOADED_AT)} TIMESTAMP NOT NULL")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {self.ref(t)} ({', '.join(cols)})")
+
+    def ensure_tables(self, tables: Sequence[Table] = TABLES) -> None:
+        with self.connect() as con:
+            self._create(con, tables)
+
+    @contextmanager
+    def _transaction(self, con: duckdb.DuckDBPyConnection, what: str) -> Iterator[None]:
+        """Explicit BEGIN/COMMIT; on any error ROLLBACK so the previous rows stay."""
+        self._exec(con, "BEGIN TRANSACTION")
+        try:
+            yield
+            self._exec(con, "COMMIT")
+        except Exception as exc:
+            # If the transaction is already aborted there is nothing to undo.
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise WarehouseError(f"{what} failed and was rolled back: {_one_line(exc)}") from exc
+
+    def replace_partition(
+        self, table: Table, day: date, rows: Sequence[Mapping[str, Any]]
+    ) -> WriteResult:
+        cols = table.column_names
+        pc = table.partition_column
+        for i, row in enumerate(rows):
+            missing = [c for c in cols if c not in row]
+            if missing or row[pc] != day:
+                raise WarehouseError(
+                    f"row {i} for {table.key} {day} is not of that partition"
+                    + (f": lacks {', '.join(missing)}" if missing else f": {pc}={row[pc]}")
+                )
+        loaded_at = now_utc()
+        stamp = _naive_utc(loaded_at)
+        collist = ", ".join(quote(c) for c in [*cols, LOADED_AT])
+        placeholder = "(" + ", ".join("?" * (len(cols) + 1)) + ")"
+        with self.connect() as con, self._transaction(con, f"replace {table.key} {day}"):
+            self._exec(con, f"DELETE FROM {self.ref(table)} WHERE {quote(pc)} = ?", [day])
+            for start in range(0, len(rows), _INSERT_CHUNK):
+                chunk = rows[start : start + _INSERT_CHUNK]
+                params = [v for row in chunk for v in (*(row[c] for c in cols), stamp)]
+                self._exec(
+                    con,
+                    f"INSERT INTO {self.ref(table)} ({collist}) VALUES "
+                    + ", ".join([placeholder] * len(chunk)),
+                    params,
+                )
+        return WriteResult(rows=len(rows), loaded_at=loaded_at)
+
+    def run_processor(self, table: Table, day: date, since: date) -> WriteResult:
+        select = self.render(processor_sql(table))
+        cols = ", ".join(quote(c) for c in table.column_names)
+        loaded_at = now_utc()
+        pc = quote(table.partition_column)
+        params = {k: v for k, v in {"d": day, "since": since}.items() if f"${k}" in select}
+        with self.connect() as con, self._transaction(con, f"processor {table.key} {day}"):
+            self._exec(con, f"DELETE FROM {self.ref(table)} WHERE {pc} = $d", {"d": day})
+            inserted = self._exec(
+                con,
+                f"INSERT INTO {self.ref(table)} ({cols}, {quote(LOADED_AT)}) "
+                f"SELECT {cols}, $loaded_at FROM ({select}) AS processed",
+                {**params, "loaded_at": _naive_utc(loaded_at)},
+            ).fetchone()
+        return WriteResult(rows=int(inserted[0]) if inserted else 0, loaded_at=loaded_at)
+
+    def partition_stats(self, table: Table, start: date, end: date) -> dict[date, PartitionStats]:
+        pc = quote(table.partition_column)
+        with self.connect() as con:
+            found = self._exec(
+                con,
+                f"SELECT {pc}, COUNT(*), MAX({quote(LOADED_AT)}) FROM {self.ref(table)} "
+                f"WHERE {pc} BETWEEN ? AND ? GROUP BY {pc}",
+                [start, end],
+            ).fetchall()
+        return {
+            day: PartitionStats(rows=n, loaded_at=ts.replace(tzinfo=UTC) if ts else None)
+            for day, n, ts in found
+        }
+
+    def punch_gap(self, table: Table, day: date, keep: float = 0.0) -> tuple[int, int]:
+        pc = quote(table.partition_column)
+        ref = self.ref(table)
+        with self.connect() as con, self._transaction(con, f"gap {table.key} {day}"):
+            (before,) = self._exec(
+                con, f"SELECT COUNT(*) FROM {ref} WHERE {pc} = ?", [day]
+            ).fetchone()
+            kept = int(before * keep)
+            self._exec(
+                con,
+                f"DELETE FROM {ref} WHERE {pc} = ? AND rowid NOT IN "
+                f"(SELECT rowid FROM {ref} WHERE {pc} = ? ORDER BY rowid LIMIT ?)",
+                [day, day, kept],
+            )
+        return before, kept
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.connect() as con:
+            cur = self._exec(con, sql, dict(params) if params else None)
+            names = [d[0] for d in cur.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -1,0 +1,94 @@
+"""Shared fixtures: a real DuckDB file and a real Dagster instance per test, no network."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from selfheal_dagster.lib.league import League
+from selfheal_dagster.lib.settings import DEFAULT_SEED
+from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+
+# A mid-season Tuesday of the 2025-26 season with games on it and around it.
+GAME_DAY = date(2026, 1, 20)
+ALL_STAR_SUNDAY = date(2026, 2, 15)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clean local environment: warehouse and Dagster home inside tmp_path."""
+    for name in (
+        "SELFHEAL_ENV",
+        "SELFHEAL_LEAGUE_OUTAGES",
+        "SELFHEAL_LEAGUE_SEED",
+        "SELFHEAL_SEASON",
+        "SLACK_WEBHOOK_URL",
+        "SLACK_BOT_TOKEN",
+        "SLACK_CHANNEL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SELFHEAL_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def warehouse(env: Path) -> DuckDBWarehouse:
+    return DuckDBWarehouse(env / "warehouse.duckdb")
+
+
+@pytest.fixture
+def league() -> League:
+    return League(DEFAULT_SEED)
+
+
+@pytest.fixture
+def instance(env: Path) -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def defs(env: Path) -> dg.Definitions:
+    """The full code location, loaded fresh so it reads this test's environment."""
+    from selfheal_dagster.definitions import defs as load
+
+    return load()
+
+
+def load_phase2(warehouse: DuckDBWarehouse, league: League, start: date, end: date) -> None:
+    """Fill Phase 2 straight from the league (no Dagster) to give Phase 4 its history."""
+    from selfheal_dagster.tables import in_phase
+
+    day = start
+    while day <= end:
+        for table in in_phase(2):
+            warehouse.replace_partition(table, day, league.feed(table.feed, day))
+        day += timedelta(days=1)
+
+
+@pytest.fixture(scope="session")
+def history_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse with Phase 2 for the 31 days before GAME_DAY through the day after it."""
+    path = tmp_path_factory.mktemp("history") / "warehouse.duckdb"
+    load_phase2(
+        DuckDBWarehouse(path),
+        League(DEFAULT_SEED),
+        GAME_DAY - timedelta(days=31),
+        GAME_DAY + timedelta(days=1),
+    )
+    return path
+
+
+@pytest.fixture
+def history(env: Path, history_file: Path) -> DuckDBWarehouse:
+    """This test's own copy of the Phase 2 history, at SELFHEAL_DUCKDB_PATH."""
+    target = env / "warehouse.duckdb"
+    shutil.copy(history_file, target)
+    return DuckDBWarehouse(target)

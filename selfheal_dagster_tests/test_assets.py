@@ -1,0 +1,74 @@
+"""Assets materialised through real Dagster runs against a real instance and DuckDB file."""
+
+from datetime import timedelta
+
+from selfheal_dagster import runs
+from selfheal_dagster.tables import BY_NAME, TABLES, in_phase
+from selfheal_dagster_tests.conftest import GAME_DAY
+
+
+def materializations(instance, table, day):
+    import dagster as dg
+
+    return instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(table.key_path), asset_partitions=[day.isoformat()]
+        ),
+        limit=10,
+    ).records
+
+
+def test_one_run_materialises_all_nine_tables_for_a_date(history, instance, defs, league):
+    [outcome] = runs.materialize([GAME_DAY], TABLES, dagster_instance=instance, defs=defs)
+    assert outcome.success, outcome.errors
+    games = len(league.games_on(GAME_DAY))
+    for table in TABLES:
+        [record] = materializations(instance, table, GAME_DAY)
+        meta = record.asset_materialization.metadata
+        rows = history.partition_stats(table, GAME_DAY, GAME_DAY)[GAME_DAY].rows
+        assert meta["dagster/row_count"].value == rows > 0
+        assert meta["games"].value == games
+        assert "loaded_at" in meta
+    run = instance.get_run_by_id(outcome.run_id)
+    assert run.tags["dagster/partition"] == GAME_DAY.isoformat()
+
+
+def test_materialising_the_same_partition_twice_does_not_duplicate(history, instance, defs):
+    tables = [BY_NAME["bdl_player_boxscores"], BY_NAME["player_daily_cache"]]
+    for _ in range(2):
+        [outcome] = runs.materialize([GAME_DAY], tables, dagster_instance=instance, defs=defs)
+        assert outcome.success
+    box = history.partition_stats(tables[0], GAME_DAY, GAME_DAY)[GAME_DAY].rows
+    assert box == len(
+        __import__("selfheal_dagster.lib.league", fromlist=["League"])
+        .League(
+            int(__import__("selfheal_dagster.lib.settings", fromlist=["DEFAULT_SEED"]).DEFAULT_SEED)
+        )
+        .feed("bdl_player_boxscores", GAME_DAY)
+    )
+    dupes = history.query(
+        'SELECT player_id, COUNT(*) AS n FROM "nba_predictions"."player_daily_cache" '
+        "WHERE game_date = $d GROUP BY player_id HAVING COUNT(*) > 1",
+        {"d": GAME_DAY},
+    )
+    assert dupes == []
+    assert len(materializations(instance, tables[1], GAME_DAY)) == 2
+
+
+def test_an_outage_fails_the_run_with_the_reason_and_keeps_old_rows(history, instance, monkeypatch):
+    from selfheal_dagster.definitions import defs as load
+
+    box = BY_NAME["bdl_player_boxscores"]
+    before = history.partition_stats(box, GAME_DAY, GAME_DAY)[GAME_DAY]
+    monkeypatch.setenv("SELFHEAL_LEAGUE_OUTAGES", f"bdl_player_boxscores@{GAME_DAY}")
+    [outcome] = runs.materialize([GAME_DAY], [box], dagster_instance=instance, defs=load())
+    assert not outcome.success
+    assert any("simulated outage" in e and "bdl_player_boxscores" in e for e in outcome.errors)
+    assert history.partition_stats(box, GAME_DAY, GAME_DAY)[GAME_DAY] == before
+
+
+def test_dates_run_oldest_first_so_phase4_sees_fresh_history(history, instance, defs):
+    days = [GAME_DAY, GAME_DAY - timedelta(days=1)]
+    outcomes = runs.materialize(days, in_phase(4), dagster_instance=instance, defs=defs)
+    assert [o.day for o in outcomes] == sorted(days)
+    assert all(o.success for o in outcomes)

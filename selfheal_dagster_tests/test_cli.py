@@ -1,0 +1,128 @@
+"""The ``selfheal`` command run as a real process: exit codes, one-line errors, the demo."""
+
+import os
+import subprocess
+import sys
+from datetime import date
+
+import pytest
+
+from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.tables import TABLES
+
+
+def selfheal(env_dir, *args, extra_env=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))}
+    env.update(
+        SELFHEAL_DUCKDB_PATH=str(env_dir / "warehouse.duckdb"),
+        DAGSTER_HOME=str(env_dir / "dagster_home"),
+        COLUMNS="200",
+        **(extra_env or {}),
+    )
+    (env_dir / "dagster_home").mkdir(exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "selfheal_dagster.cli", *args],
+        cwd=env_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["gap", "--table", "bdl_player_boxscores", "--date", "2026-13-45"], "2026-13-45"),
+        (["gap", "--table", "bdl_player_boxscores", "--date", "20-01-2026"], "20-01-2026"),
+        (["gap", "--table", "box_scores", "--date", "2026-01-20"], "unknown table 'box_scores'"),
+        (["backfill", "--start", "2019-01-01", "--end", "2019-01-02"], "out of range"),
+        (["backfill", "--start", "2026-01-20", "--end", "2026-01-19"], "before --start"),
+        (["backfill", "--start", "2026-01-20", "--end", "2026-01-20", "--select", "nope"], "nope"),
+        (["gap", "--table", "nbac_schedule", "--date", "2026-01-20", "--keep", "1.5"], "--keep"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, needle):
+    out = selfheal(tmp_path, *args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert needle in lines[0] and "Traceback" not in out.stderr
+
+
+def test_bad_environment_is_one_line_and_exit_code_2(tmp_path):
+    out = selfheal(
+        tmp_path,
+        "status",
+        "--start",
+        "2026-01-20",
+        "--end",
+        "2026-01-20",
+        extra_env={"SELFHEAL_ENV": "staging"},
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: SELFHEAL_ENV='staging' is not valid: expected local or prod"
+    ]
+
+
+def test_demo_backfill_and_gap_end_to_end(tmp_path):
+    out = selfheal(tmp_path, "demo", "--end", "2026-01-20", "--days", "2")
+    assert out.returncode == 0, out.stderr
+    assert "Coverage 2026-01-19 .. 2026-01-20" in out.stdout
+    for table in TABLES:
+        assert table.name in out.stdout
+    wh = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    for table in TABLES:
+        for day in (date(2026, 1, 19), date(2026, 1, 20)):
+            assert wh.partition_stats(table, day, day)[day].rows > 0, (table.name, day)
+
+    out = selfheal(
+        tmp_path,
+        "gap",
+        "--table",
+        "nba_raw/bdl_player_boxscores",
+        "--date",
+        "2026-01-20",
+        "--keep",
+        "0.6",
+    )
+    assert out.returncode == 0, out.stderr
+    rows = wh.partition_stats(TABLES[1], date(2026, 1, 20), date(2026, 1, 20))[
+        date(2026, 1, 20)
+    ].rows
+    assert f"→ {rows} rows" in out.stdout
+
+    out = selfheal(
+        tmp_path,
+        "backfill",
+        "--start",
+        "2026-01-20",
+        "--end",
+        "2026-01-20",
+        "--select",
+        "bdl_player_boxscores",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "1/1" in out.stdout
+    assert (
+        wh.partition_stats(TABLES[1], date(2026, 1, 20), date(2026, 1, 20))[date(2026, 1, 20)].rows
+        > rows
+    )
+
+
+def test_backfill_of_a_permanent_outage_exits_1_naming_the_failure(tmp_path):
+    out = selfheal(
+        tmp_path,
+        "backfill",
+        "--start",
+        "2026-01-20",
+        "--end",
+        "2026-01-20",
+        "--select",
+        "bdl_player_boxscores",
+        extra_env={"SELFHEAL_LEAGUE_OUTAGES": "bdl_player_boxscores@2026-01-20"},
+    )
+    assert out.returncode == 1
+    assert "SourceOutage: simulated outage" in out.stderr
+    assert "Traceback" not in out.stderr
