@@ -6,18 +6,27 @@ one line on stderr with exit code 2; a command that ran but found or left a prob
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from selfheal_dagster.lib.coverage import Window, read_window
-from selfheal_dagster.lib.dates import BadDateError, parse_date, today_et
+from selfheal_dagster.lib.checks import (
+    Outcome,
+    Status,
+    completeness,
+    evaluate,
+    window_start,
+    worst,
+)
+from selfheal_dagster.lib.coverage import read_window
+from selfheal_dagster.lib.dates import BadDateError, date_range, now_utc, parse_date, today_et
 from selfheal_dagster.lib.league import League, game_days, season_of
 from selfheal_dagster.lib.settings import Settings, SettingsError, season_start
 from selfheal_dagster.lib.warehouse import Warehouse, WarehouseError
@@ -89,25 +98,65 @@ def cli() -> None:
     """Keep the basketball-props warehouse whole: load, check, heal."""
 
 
-def render_coverage(window: Window, tables: Sequence[Table] = TABLES) -> RichTable:
-    """Tables x dates: row counts, with no-game days and holes marked."""
-    grid = RichTable(title=f"Coverage {window.start} .. {window.end}", header_style="bold")
+CELL_STYLE = {
+    Status.OK: "green",
+    Status.LATE: "yellow",
+    Status.NO_GAMES: "dim",
+    Status.NOT_DUE: "dim",
+    Status.STALE: "bold red",
+    Status.SHORT: "bold red",
+    Status.MISSING: "bold red",
+}
+
+
+def evaluate_now(
+    days: Sequence[date], tables: Sequence[Table] = TABLES, now: datetime | None = None
+) -> list[Outcome]:
+    """Evaluate every check for ``tables`` x ``days`` against the warehouse, as of now."""
+    from selfheal_dagster.defs.resources import build_resources
+
+    resources = build_resources(_settings())
+    window = read_window(resources["warehouse"].open(), window_start(days), max(days))
+    targets = [(t, d) for t in tables for d in days]
+    return evaluate(targets, window, now or now_utc(), resources["source"].scheduled_games)
+
+
+def _cell(outcome: Outcome, rows: int) -> str:
+    style = CELL_STYLE[outcome.status]
+    if outcome.status in (Status.OK, Status.LATE):
+        return f"[{style}]{rows}[/]"
+    if outcome.status is Status.SHORT:
+        return f"[{style}]short {rows}/{outcome.metadata['expected_min']}[/]"
+    return f"[{style}]{outcome.status.value.replace('_', ' ')}[/]"
+
+
+def render_grid(outcomes: Sequence[Outcome], days: Sequence[date]) -> RichTable:
+    """Tables x dates: one cell per partition, the worse of its two checks."""
+    by_cell: dict[tuple[str, date], list[Outcome]] = {}
+    for o in outcomes:
+        by_cell.setdefault((o.table.name, o.day), []).append(o)
+    tables = execution_order([o.table for o in outcomes])
+    grid = RichTable(title=f"Coverage {min(days)} .. {max(days)}", header_style="bold")
     grid.add_column("table", no_wrap=True)
-    for day in window.days:
-        games = window.games(day)
+    for day in days:
+        games = max(o.metadata.get("games", 0) for o in outcomes if o.day == day)
         grid.add_column(f"{day:%m-%d}\n{games} g" if games else f"{day:%m-%d}\n—", justify="right")
-    for table in execution_order(list(tables)):
+    for table in tables:
         cells = []
-        for day in window.days:
-            rows = window.rows(table, day)
-            if rows:
-                cells.append(str(rows))
-            elif window.games(day):
-                cells.append("[bold red]missing[/]")
-            else:
-                cells.append("[dim]no games[/]")
+        for day in days:
+            found = by_cell[(table.name, day)]
+            rows = next(o.metadata["rows"] for o in found if o.check == "row_count")
+            cells.append(_cell(worst(found), rows))
         grid.add_row(f"P{table.phase} {table.name}", *cells)
+    grid.caption = (
+        "[green]rows[/] ok · [yellow]rows[/] arrived after its deadline · "
+        "[bold red]missing / short / stale[/] failing (heals) · [dim]not due / no games[/]"
+    )
     return grid
+
+
+def _failures(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    return [o for o in outcomes if o.heals]
 
 
 def _run_dates(
@@ -179,10 +228,62 @@ def gap(table: Table, day: date, keep: float) -> int:
 @click.option("--start", type=DATE, required=True)
 @click.option("--end", type=DATE, required=True)
 def status(start: date, end: date) -> int:
-    """Show the coverage grid: tables x dates."""
+    """Show the coverage grid: tables x dates, ok / failing (why) / not due / no games."""
     _check_range(start, end)
-    console.print(render_coverage(read_window(_warehouse(), start, end)))
+    days = date_range(start, end)
+    outcomes = evaluate_now(days)
+    console.print(render_grid(outcomes, days))
+    for o in _failures(outcomes):
+        console.print(f"[red]✗[/] {o.table.name} {o.day} {o.check}: {o.reason}")
     return 0
+
+
+@cli.command()
+@click.option("--date", "day", type=DATE, required=True, help="Game date to check.")
+@click.option("--phase", type=click.Choice(["2", "4"]), help="Only this phase.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def check(day: date, phase: str | None, as_json: bool) -> int:
+    """Is this date complete? Exit 0 when it is, 1 when a table needs healing."""
+    phases = [int(phase)] if phase else [2, 4]
+    outcomes = evaluate_now([day], [t for p in phases for t in in_phase(p)])
+    report: dict[str, object] = {"date": day.isoformat()}
+    for p in phases:
+        mine = [o for o in outcomes if o.table.phase == p]
+        report[f"phase{p}"] = {
+            **completeness(mine),
+            "failing_checks": [
+                {
+                    "table": o.table.name,
+                    "check": o.check,
+                    "status": str(o.status),
+                    "reason": o.reason,
+                }
+                for o in _failures(mine)
+            ],
+        }
+    complete = all(report[f"phase{p}"]["is_complete"] for p in phases)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return 0 if complete else 1
+    summary = RichTable(title=f"Completeness {day}", header_style="bold")
+    for column in ("phase", "table", "rows", "row_count", "freshness"):
+        summary.add_column(column)
+    for o in (o for o in outcomes if o.check == "row_count"):
+        fresh = next(f for f in outcomes if f.table is o.table and f.check == "freshness")
+        summary.add_row(
+            str(o.table.phase),
+            o.table.name,
+            str(o.metadata["rows"]),
+            f"[{CELL_STYLE[o.status]}]{o.status.value}[/] {o.reason}",
+            f"[{CELL_STYLE[fresh.status]}]{fresh.status.value}[/] {fresh.reason}",
+        )
+    console.print(summary)
+    for p in phases:
+        part = report[f"phase{p}"]
+        verdict = "[green]complete[/]" if part["is_complete"] else "[red]incomplete[/]"
+        missing = ", ".join(part["missing_processors"]) or "none"
+        console.print(f"Phase {p}: {verdict}; missing: {missing}")
+    return 0 if complete else 1
 
 
 def demo_week(today: date, days: int, seed: int) -> tuple[date, date]:
@@ -225,7 +326,7 @@ def demo(end: date | None, days: int) -> int:
         failures += _run_dates(history, in_phase(2), "phase 2 history")
     week = [start + timedelta(days=i) for i in range(days)]
     failures += _run_dates(week, list(TABLES), "week, all nine tables")
-    console.print(render_coverage(read_window(_warehouse(), start, end)))
+    console.print(render_grid(evaluate_now(week), week))
     console.print(
         f"{len(week)} dates x {len(TABLES)} tables materialised through Dagster in "
         f"{time.monotonic() - t0:.1f}s; {len(failures)} failed run(s)."

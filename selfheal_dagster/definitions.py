@@ -11,11 +11,16 @@ same definitions, paid by every run process and code-server load; see benchmarks
 
 import importlib
 import pkgutil
+import warnings
 
 import dagster as dg
 from dagster.components.definitions import LazyDefinitions
 
 from selfheal_dagster import defs as defs_package
+
+# Dagster 1.13 re-creates sensor definitions internally with its beta `owners` parameter and
+# warns about its own call on every load; nothing in this project sets owners.
+warnings.filterwarnings("ignore", message="Parameter `owners`", category=dg.BetaWarning)
 
 
 def _module_defs(name: str) -> dg.Definitions | None:

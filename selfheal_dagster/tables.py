@@ -48,10 +48,12 @@ class RowExpectation:
 
     Once ``history_min_days`` earlier game days exist, the bound is also at least
     ``history_fraction`` of the median rows-per-game of the last ``history_window`` game days.
+    0.75 rather than 0.5: a feed delivered at 60% must fail even where the per-game floor is
+    low (odds, gamebooks), while normal days vary by well under 10% around the median.
     """
 
     min_per_game: float
-    history_fraction: float = 0.5
+    history_fraction: float = 0.75
     history_min_days: int = 7
     history_window: int = 14
 

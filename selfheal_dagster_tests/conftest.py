@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -92,3 +92,21 @@ def history(env: Path, history_file: Path) -> DuckDBWarehouse:
     target = env / "warehouse.duckdb"
     shutil.copy(history_file, target)
     return DuckDBWarehouse(target)
+
+
+def set_loaded_at(wh: DuckDBWarehouse, table, day: date, when) -> None:
+    """Pretend a partition was written at ``when`` (tests of deadlines and staleness)."""
+    import duckdb
+
+    con = duckdb.connect(wh.path)
+    try:
+        con.execute(
+            f"UPDATE {wh.ref(table)} SET _loaded_at = ? WHERE {table.partition_column} = ?",
+            [when.astimezone(UTC).replace(tzinfo=None), day],
+        )
+    finally:
+        con.close()
+
+
+def calendar(league: League):
+    return lambda day: len(league.games_on(day))

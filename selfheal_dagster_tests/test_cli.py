@@ -126,3 +126,47 @@ def test_backfill_of_a_permanent_outage_exits_1_naming_the_failure(tmp_path):
     assert out.returncode == 1
     assert "SourceOutage: simulated outage" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_check_exits_1_naming_the_gap_and_0_after_rematerialising(tmp_path, history_file):
+    import json
+    import shutil
+
+    shutil.copy(history_file, tmp_path / "warehouse.duckdb")
+    args = ["check", "--date", "2026-01-20", "--phase", "2", "--json"]
+    out = selfheal(tmp_path, *args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["phase2"]["is_complete"] is True
+
+    assert (
+        selfheal(
+            tmp_path, "gap", "--table", "odds_api_game_lines", "--date", "2026-01-20"
+        ).returncode
+        == 0
+    )
+    out = selfheal(tmp_path, *args)
+    assert out.returncode == 1
+    report = json.loads(out.stdout)["phase2"]
+    assert report["missing_processors"] == ["odds_api_game_lines"]
+    assert report["record_counts"]["odds_api_game_lines"] == 0
+    assert report["failing_checks"][0]["status"] == "missing"
+
+    grid = selfheal(tmp_path, "status", "--start", "2026-01-19", "--end", "2026-01-20")
+    assert grid.returncode == 0 and "missing" in grid.stdout
+    assert "odds_api_game_lines 2026-01-20 row_count" in grid.stdout
+
+    out = selfheal(tmp_path, "check", "--date", "2026-01-20", "--phase", "2")
+    assert out.returncode == 1 and "missing: odds_api_game_lines" in out.stdout
+
+    fix = selfheal(
+        tmp_path,
+        "backfill",
+        "--start",
+        "2026-01-20",
+        "--end",
+        "2026-01-20",
+        "--select",
+        "odds_api_game_lines",
+    )
+    assert fix.returncode == 0, fix.stderr
+    assert selfheal(tmp_path, *args).returncode == 0

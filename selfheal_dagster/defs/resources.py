@@ -9,7 +9,7 @@ from datetime import date
 import dagster as dg
 from pydantic import Field
 
-from selfheal_dagster.lib.league import League, parse_outages
+from selfheal_dagster.lib.league import League, parse_outages, parse_short
 from selfheal_dagster.lib.settings import Settings
 from selfheal_dagster.lib.warehouse import Warehouse, WriteResult
 from selfheal_dagster.tables import Table
@@ -41,6 +41,10 @@ class Phase1SourceResource(dg.ConfigurableResource):
     def load(self, table: Table, day: date, warehouse: Warehouse) -> WriteResult:
         raise NotImplementedError
 
+    def scheduled_games(self, day: date) -> int | None:
+        """Games the source's calendar has on ``day``; None when it cannot tell."""
+        return None
+
 
 class SimulatedLeagueResource(Phase1SourceResource):
     seed: int = Field(description="Seed of the simulated league; same seed, same rows.")
@@ -48,9 +52,16 @@ class SimulatedLeagueResource(Phase1SourceResource):
         default="",
         description="Comma list of table@YYYY-MM-DD that fail every time they are fetched.",
     )
+    short: str = Field(
+        default="",
+        description="Comma list of table@YYYY-MM-DD:FRACTION delivered with only that fraction.",
+    )
 
     def league(self) -> League:
-        return League(self.seed, outages=parse_outages(self.outages))
+        return League(self.seed, outages=parse_outages(self.outages), short=parse_short(self.short))
+
+    def scheduled_games(self, day: date) -> int | None:
+        return len(self.league().games_on(day))
 
     def load(self, table: Table, day: date, warehouse: Warehouse) -> WriteResult:
         rows = self.league().feed(table.feed or table.name, day)
@@ -61,7 +72,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "warehouse": DuckDBWarehouseResource(path=str(settings.duckdb_path)),
         "source": SimulatedLeagueResource(
-            seed=settings.league_seed, outages=settings.league_outages
+            seed=settings.league_seed,
+            outages=settings.league_outages,
+            short=settings.league_short,
         ),
     }
 

@@ -39,7 +39,5 @@ def read_window(
     wanted = {t.name: t for t in tables}
     wanted.setdefault(SCHEDULE.name, SCHEDULE)
     return Window(
-        start=start,
-        end=end,
-        stats={name: warehouse.partition_stats(t, start, end) for name, t in wanted.items()},
+        start=start, end=end, stats=warehouse.window_stats(list(wanted.values()), start, end)
     )

@@ -539,6 +539,22 @@ def parse_outages(text: str) -> frozenset[tuple[str, date]]:
     return frozenset(out)
 
 
+def parse_short(text: str) -> dict[tuple[str, date], float]:
+    """Parse ``SELFHEAL_LEAGUE_SHORT``: a comma list of ``table@YYYY-MM-DD:FRACTION``."""
+    out = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        target, sep, fraction = item.rpartition(":")
+        try:
+            value = float(fraction)
+        except ValueError:
+            value = -1.0
+        if not sep or not 0 <= value < 1:
+            raise ValueError(f"invalid short delivery '{item}': expected table@YYYY-MM-DD:0.6")
+        [(table, day)] = parse_outages(target)
+        out[(table, day)] = value
+    return out
+
+
 class League:
     """The simulated Phase 1 source: ``feed(name, date)`` returns that feed's rows for the date."""
 

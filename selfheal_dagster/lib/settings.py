@@ -13,7 +13,7 @@ from datetime import date
 from pathlib import Path
 
 from selfheal_dagster.lib.dates import BadDateError
-from selfheal_dagster.lib.league import opening_night, parse_outages
+from selfheal_dagster.lib.league import opening_night, parse_outages, parse_short
 
 DEFAULT_SEED = 20251021
 DEFAULT_SEASON = 2024  # the 2024-25 season
@@ -53,7 +53,10 @@ class Settings:
     duckdb_path: Path
     league_seed: int
     league_outages: str
+    league_short: str
     season: int
+    sweep_interval_seconds: int
+    sweep_reassert_minutes: int
 
     @property
     def is_prod(self) -> bool:
@@ -69,15 +72,26 @@ class Settings:
         if env not in ENVIRONMENTS:
             raise SettingsError(f"SELFHEAL_ENV='{env}' is not valid: expected local or prod")
         outages = environ.get("SELFHEAL_LEAGUE_OUTAGES", "")
-        try:
-            parse_outages(outages)
-        except (ValueError, BadDateError) as exc:
-            raise SettingsError(f"SELFHEAL_LEAGUE_OUTAGES: {exc}") from None
+        short = environ.get("SELFHEAL_LEAGUE_SHORT", "")
+        for name, value, parse in (
+            ("SELFHEAL_LEAGUE_OUTAGES", outages, parse_outages),
+            ("SELFHEAL_LEAGUE_SHORT", short, parse_short),
+        ):
+            try:
+                parse(value)
+            except (ValueError, BadDateError) as exc:
+                raise SettingsError(f"{name}: {exc}") from None
+        interval = _int(environ, "SELFHEAL_SWEEP_INTERVAL_SECONDS", 300)
+        if interval < 5:
+            raise SettingsError(f"SELFHEAL_SWEEP_INTERVAL_SECONDS={interval}: expected >= 5")
         raw_path = environ.get("SELFHEAL_DUCKDB_PATH", "").strip() or ".selfheal/warehouse.duckdb"
         return cls(
             env=env,
             duckdb_path=Path(raw_path).expanduser().resolve(),
             league_seed=_int(environ, "SELFHEAL_LEAGUE_SEED", DEFAULT_SEED),
             league_outages=outages,
+            league_short=short,
             season=season_from_env(environ),
+            sweep_interval_seconds=interval,
+            sweep_reassert_minutes=max(0, _int(environ, "SELFHEAL_SWEEP_REASSERT_MINUTES", 30)),
         )

@@ -71,6 +71,12 @@ class Warehouse(ABC):
     def partition_stats(self, table: Table, start: date, end: date) -> dict[date, PartitionStats]:
         """Rows and last load time per date in [start, end], in one query for the table."""
 
+    def window_stats(
+        self, tables: Sequence[Table], start: date, end: date
+    ) -> dict[str, dict[date, PartitionStats]]:
+        """``partition_stats`` for several tables: still one query per table."""
+        return {t.name: self.partition_stats(t, start, end) for t in tables}
+
     @abstractmethod
     def punch_gap(self, table: Table, day: date, keep: float = 0.0) -> tuple[int, int]:
         """Delete a date's rows, or all but ``keep`` of them; returns (rows before, rows after)."""

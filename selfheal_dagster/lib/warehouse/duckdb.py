@@ -170,18 +170,26 @@ class DuckDBWarehouse(Warehouse):
         return WriteResult(rows=int(inserted[0]) if inserted else 0, loaded_at=loaded_at)
 
     def partition_stats(self, table: Table, start: date, end: date) -> dict[date, PartitionStats]:
-        pc = quote(table.partition_column)
-        with self.connect() as con:
-            found = self._exec(
-                con,
-                f"SELECT {pc}, COUNT(*), MAX({quote(LOADED_AT)}) FROM {self.ref(table)} "
-                f"WHERE {pc} BETWEEN ? AND ? GROUP BY {pc}",
-                [start, end],
-            ).fetchall()
-        return {
-            day: PartitionStats(rows=n, loaded_at=ts.replace(tzinfo=UTC) if ts else None)
-            for day, n, ts in found
-        }
+        return self.window_stats([table], start, end)[table.name]
+
+    def window_stats(
+        self, tables: Sequence[Table], start: date, end: date
+    ) -> dict[str, dict[date, PartitionStats]]:
+        out = {}
+        with self.connect() as con:  # one connection, one query per table
+            for table in tables:
+                pc = quote(table.partition_column)
+                found = self._exec(
+                    con,
+                    f"SELECT {pc}, COUNT(*), MAX({quote(LOADED_AT)}) FROM {self.ref(table)} "
+                    f"WHERE {pc} BETWEEN ? AND ? GROUP BY {pc}",
+                    [start, end],
+                ).fetchall()
+                out[table.name] = {
+                    day: PartitionStats(rows=n, loaded_at=ts.replace(tzinfo=UTC) if ts else None)
+                    for day, n, ts in found
+                }
+        return out
 
     def punch_gap(self, table: Table, day: date, keep: float = 0.0) -> tuple[int, int]:
         pc = quote(table.partition_column)

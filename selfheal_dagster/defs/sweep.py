@@ -1,0 +1,146 @@
+"""The sweep: evaluate every check over a watch window and record results per partition.
+
+Materialisation-time checks cannot see a partition that was never written or was deleted
+later; the sweep can. A sensor launches a sweep run every few minutes (running by default
+under ``dagster dev``); the run's op logs one ``AssetCheckEvaluation`` per (check, partition)
+whose outcome changed, or that has not been re-asserted for ``reassert_minutes``, so a lasting
+failure is seen again without flooding the event log.
+"""
+
+import warnings
+from datetime import date, datetime, timedelta
+
+import dagster as dg
+from pydantic import Field
+
+from selfheal_dagster.defs.checks import check_evaluation, check_key
+from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
+from selfheal_dagster.lib import check_records
+from selfheal_dagster.lib.checks import CHECKS, Outcome, evaluate, window_start
+from selfheal_dagster.lib.coverage import read_window
+from selfheal_dagster.lib.dates import now_utc, today_et
+from selfheal_dagster.lib.settings import Settings
+from selfheal_dagster.tables import TABLES, Table
+
+SWEEP_JOB = "sweep_job"
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+class SweepConfig(dg.Config):
+    phase2_days: int = Field(
+        default=3, description="Phase 2 watch window: the N dates before today (US/Eastern)."
+    )
+    phase4_days: int = Field(
+        default=1, description="Phase 4 watch window: today and the N-1 dates before it."
+    )
+    reassert_minutes: int = Field(
+        default=30, description="Re-record an unchanged outcome at least this often."
+    )
+    now: str | None = Field(
+        default=None, description="Evaluate as of this ISO timestamp instead of now (rehearsals)."
+    )
+
+
+def watch_targets(config: SweepConfig, now: datetime) -> list[tuple[Table, date]]:
+    today = today_et(now)
+    days = {
+        2: [today - timedelta(days=i) for i in range(1, config.phase2_days + 1)],
+        4: [today - timedelta(days=i) for i in range(config.phase4_days)],
+    }
+    return [(t, day) for t in TABLES for day in days[t.phase]]
+
+
+def _unchanged(outcome: Outcome, record, now: datetime, reassert_minutes: int) -> bool:
+    previous = check_records.evaluation(record) if record else None
+    if previous is None:
+        return False
+    status = previous.metadata.get("status")
+    same = previous.passed == outcome.passed and getattr(status, "value", None) == str(
+        outcome.status
+    )
+    # Age as of the evaluation time the result states (a rehearsal may evaluate "as of" a
+    # past instant); the storage time otherwise.
+    stated = previous.metadata.get("evaluated_at")
+    at = stated.value if stated is not None else record.create_timestamp
+    return same and now.timestamp() - at < reassert_minutes * 60
+
+
+@dg.op(description="Evaluate every check over the watch window; record what changed.")
+def sweep_checks(
+    context: dg.OpExecutionContext,
+    config: SweepConfig,
+    warehouse: WarehouseResource,
+    source: Phase1SourceResource,
+) -> dg.Output[None]:
+    now = datetime.fromisoformat(config.now) if config.now else now_utc()
+    targets = watch_targets(config, now)
+    days = sorted({day for _, day in targets})
+    wh = warehouse.open()
+    window = read_window(wh, window_start(days), max(days))  # one query per table
+    outcomes = evaluate(targets, window, now, source.scheduled_games)
+    keys = [check_key(t, name) for t in TABLES for name in CHECKS]
+    latest = check_records.latest_by_partition(context.instance, keys, days)
+    recorded = 0
+    for outcome in outcomes:
+        record = latest.get((check_key(outcome.table, outcome.check), outcome.day))
+        if _unchanged(outcome, record, now, config.reassert_minutes):
+            continue
+        context.log_event(check_evaluation(outcome))
+        recorded += 1
+    failing = [f"{o.table.name} {o.day} {o.check}: {o.reason}" for o in outcomes if o.heals]
+    return dg.Output(
+        None,
+        metadata={
+            "evaluated": len(outcomes),
+            "recorded": recorded,
+            "failing": dg.MetadataValue.md("\n".join(f"- {f}" for f in failing) or "none"),
+            "warehouse_queries": wh.statements,
+            "dates": ", ".join(d.isoformat() for d in days),
+        },
+    )
+
+
+@dg.job(name=SWEEP_JOB, description="Sweep the watch window with every check.")
+def sweep_job() -> None:
+    sweep_checks()
+
+
+def sweep_sensor(interval_seconds: int, reassert_minutes: int) -> dg.SensorDefinition:
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        in_flight = context.instance.get_run_records(
+            dg.RunsFilter(job_name=SWEEP_JOB, statuses=IN_FLIGHT), limit=1
+        )
+        if in_flight:
+            return dg.SkipReason(f"sweep run {in_flight[0].dagster_run.run_id} is still in flight")
+        bucket = int(now_utc().timestamp() // interval_seconds)
+        return dg.RunRequest(
+            run_key=f"sweep-{bucket}",
+            run_config=dg.RunConfig(
+                ops={"sweep_checks": SweepConfig(reassert_minutes=reassert_minutes)}
+            ),
+            tags={"selfheal/sweep": "true"},
+        )
+
+    with warnings.catch_warnings():  # Dagster's own sensor constructor warns about `owners`
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.sensor(
+            name="sweep_sensor",
+            job=sweep_job,
+            minimum_interval_seconds=interval_seconds,
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            description=f"Launch a sweep run every {interval_seconds}s unless one is in flight.",
+        )(_sensor)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    settings = Settings.from_env()
+    return dg.Definitions(
+        jobs=[sweep_job],
+        sensors=[sweep_sensor(settings.sweep_interval_seconds, settings.sweep_reassert_minutes)],
+    )

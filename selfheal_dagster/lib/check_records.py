@@ -1,0 +1,59 @@
+"""Reading per-partition asset check results back from the Dagster instance.
+
+Dagster 1.13 exposes these queries only on ``instance.event_log_storage`` and their filter and
+status types only under ``dagster._core``; every such import is confined to this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+
+import dagster as dg
+from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
+
+FAILED = AssetCheckExecutionRecordStatus.FAILED
+SUCCEEDED = AssetCheckExecutionRecordStatus.SUCCEEDED
+
+__all__ = ["AssetCheckExecutionRecord", "FAILED", "SUCCEEDED"]
+
+
+def history(
+    instance: dg.DagsterInstance,
+    key: dg.AssetCheckKey,
+    day: date,
+    limit: int = 20,
+    failed_only: bool = False,
+) -> Sequence[AssetCheckExecutionRecord]:
+    """Results of one check for one partition, newest first."""
+    return instance.event_log_storage.get_asset_check_execution_history(
+        key,
+        limit=limit,
+        status={FAILED} if failed_only else None,
+        partition_filter=PartitionKeyFilter(key=day.isoformat()),
+    )
+
+
+def latest_by_partition(
+    instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey], days: Iterable[date]
+) -> dict[tuple[dg.AssetCheckKey, date], AssetCheckExecutionRecord]:
+    """The newest result of each check for each date: one query per date, not per check."""
+    out = {}
+    for day in days:
+        found = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            keys, partition_filter=PartitionKeyFilter(key=day.isoformat())
+        )
+        out.update({(key, day): record for key, record in found.items()})
+    return out
+
+
+def evaluation(record: AssetCheckExecutionRecord) -> dg.AssetCheckEvaluation | None:
+    """The evaluation a finished record holds (None while it is only planned)."""
+    if record.event is None or record.event.dagster_event is None:
+        return None
+    data = record.event.dagster_event.event_specific_data
+    return data if isinstance(data, dg.AssetCheckEvaluation) else None

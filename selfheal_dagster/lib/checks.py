@@ -1,0 +1,280 @@
+"""Row-count and freshness expectations: pure functions over a window of partition stats.
+
+The same evaluation serves the checks that run in a materialising run, the sweep, ``selfheal
+check`` and the coverage grid, so they can never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from statistics import median
+from typing import Any
+
+from selfheal_dagster.lib.coverage import Window
+from selfheal_dagster.lib.dates import eastern
+from selfheal_dagster.tables import BY_NAME, SCHEDULE, TABLES, Table, in_phase
+
+CHECKS = ("row_count", "freshness")
+HISTORY_DAYS = 30  # how far back the volume bound looks for earlier game days
+WINDOW_BACK = max(HISTORY_DAYS, max(t.lookback_days for t in TABLES))
+
+Calendar = Callable[[date], int | None]
+"""Games the Phase 1 source says are scheduled on a date, or None when it cannot say."""
+
+
+class Status(StrEnum):
+    OK = "ok"
+    NO_GAMES = "no_games"
+    NOT_DUE = "not_due"
+    LATE = "late"
+    STALE = "stale"
+    SHORT = "short"
+    MISSING = "missing"
+
+
+HEALABLE = frozenset({Status.MISSING, Status.SHORT, Status.STALE})
+# Worst first: what a coverage cell shows when its two checks disagree.
+SEVERITY_ORDER = (
+    Status.MISSING,
+    Status.SHORT,
+    Status.STALE,
+    Status.LATE,
+    Status.NOT_DUE,
+    Status.OK,
+    Status.NO_GAMES,
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    table: Table
+    check: str
+    day: date
+    status: Status
+    reason: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status not in HEALABLE and self.status is not Status.LATE
+
+    @property
+    def severity(self) -> str:
+        """ERROR outcomes are healed; a late arrival is only a warning."""
+        return "WARN" if self.status is Status.LATE else "ERROR"
+
+    @property
+    def heals(self) -> bool:
+        return self.status in HEALABLE
+
+
+def expected_games(table: Table, day: date, window: Window, calendar: Calendar | None) -> int:
+    """Games on ``day``: the source's calendar when it knows, else the schedule table.
+
+    The schedule cannot vouch for itself: without a calendar, a schedule with no rows on a date
+    where other raw tables have rows is missing (at least one game).
+    """
+    known = calendar(day) if calendar else None
+    if known is not None:
+        return known
+    scheduled = window.games(day)
+    if table is SCHEDULE and scheduled == 0:
+        siblings = (t for t in in_phase(2) if t is not SCHEDULE)
+        return 1 if any(window.rows(t, day) for t in siblings) else 0
+    return scheduled
+
+
+@dataclass(frozen=True)
+class Expectation:
+    games: int
+    floor: int
+    learned: int | None
+    history_days: int
+
+    @property
+    def bound(self) -> int:
+        return max(self.floor, self.learned or 0)
+
+
+def expectation(table: Table, day: date, window: Window, calendar: Calendar | None) -> Expectation:
+    """Floor per scheduled game, raised by a volume bound once enough game days exist.
+
+    The learned bound is ``history_fraction`` of the median rows-per-game over the table's last
+    ``history_window`` earlier game days that have rows, once ``history_min_days`` exist.
+    """
+    games = expected_games(table, day, window, calendar)
+    rule = table.rows
+    floor = math.ceil(rule.min_per_game * games)
+    per_game = []
+    for offset in range(1, HISTORY_DAYS + 1):
+        earlier = day - timedelta(days=offset)
+        if earlier < window.start or len(per_game) == rule.history_window:
+            break
+        past_games = expected_games(table, earlier, window, calendar)
+        rows = window.rows(table, earlier)
+        if past_games and rows:
+            per_game.append(rows / past_games)
+    learned = None
+    if games and len(per_game) >= rule.history_min_days:
+        learned = math.ceil(rule.history_fraction * median(per_game) * games)
+    return Expectation(games=games, floor=floor, learned=learned, history_days=len(per_game))
+
+
+def deadline(table: Table, day: date) -> datetime:
+    d = table.deadline
+    return eastern(day + timedelta(days=d.days_after), d.hour, d.minute)
+
+
+def row_count(
+    table: Table, day: date, window: Window, now: datetime, calendar: Calendar | None = None
+) -> Outcome:
+    exp = expectation(table, day, window, calendar)
+    rows = window.rows(table, day)
+    due = deadline(table, day)
+    meta = {
+        "rows": rows,
+        "expected_min": exp.bound,
+        "games": exp.games,
+        "floor": exp.floor,
+        "learned_bound": exp.learned,
+        "history_game_days": exp.history_days,
+        "deadline": due,
+        "evaluated_at": now,
+    }
+
+    def out(status: Status, reason: str) -> Outcome:
+        return Outcome(table, "row_count", day, status, reason, {**meta, "status": str(status)})
+
+    if exp.games == 0:
+        return out(Status.NO_GAMES, f"no games on {day}; {rows} rows")
+    if rows == 0:
+        if now < due:
+            return out(Status.NOT_DUE, f"no rows yet; due {due:%Y-%m-%d %H:%M %Z}")
+        return out(Status.MISSING, f"0 rows for {exp.games} games (expected >= {exp.bound})")
+    if rows < exp.bound:
+        return out(Status.SHORT, f"{rows} rows for {exp.games} games (expected >= {exp.bound})")
+    return out(Status.OK, f"{rows} rows for {exp.games} games (>= {exp.bound})")
+
+
+def read_partitions(table: Table, day: date) -> list[tuple[Table, date]]:
+    """The upstream partitions that ``table`` for ``day`` reads, from the registry."""
+    out = []
+    for u in table.upstream:
+        up = BY_NAME[u.table]
+        if u.is_lookback:
+            out += [(up, day - timedelta(days=i)) for i in range(1, u.lookback_days + 1)]
+        else:
+            out.append((up, day))
+    return out
+
+
+def freshness(
+    table: Table, day: date, window: Window, now: datetime, calendar: Calendar | None = None
+) -> Outcome:
+    due = deadline(table, day)
+    stats = window.stats.get(table.name, {}).get(day)
+    games = expected_games(table, day, window, calendar)
+    loaded_at = stats.loaded_at if stats else None
+    meta: dict[str, Any] = {
+        "loaded_at": loaded_at,
+        "deadline": due,
+        "games": games,
+        "evaluated_at": now,
+    }
+
+    def out(status: Status, reason: str, **extra: Any) -> Outcome:
+        return Outcome(
+            table, "freshness", day, status, reason, {**meta, **extra, "status": str(status)}
+        )
+
+    if loaded_at is None:
+        if games == 0:
+            return out(Status.NO_GAMES, f"no games on {day}")
+        if now < due:
+            return out(Status.NOT_DUE, f"not loaded yet; due {due:%Y-%m-%d %H:%M %Z}")
+        return out(Status.MISSING, f"not loaded by its deadline {due:%Y-%m-%d %H:%M %Z}")
+    newest: tuple[datetime, Table, date] | None = None
+    for up, up_day in read_partitions(table, day):
+        found = window.stats.get(up.name, {}).get(up_day)
+        if found and found.loaded_at and (newest is None or found.loaded_at > newest[0]):
+            newest = (found.loaded_at, up, up_day)
+    if newest and newest[0] > loaded_at:
+        up_at, up, up_day = newest
+        return out(
+            Status.STALE,
+            f"computed before {up.key} {up_day} was reloaded",
+            stale_upstream=up.key,
+            stale_upstream_date=up_day.isoformat(),
+            stale_upstream_loaded_at=up_at,
+        )
+    if loaded_at > due:
+        delay = (loaded_at - due).total_seconds() / 60
+        return out(
+            Status.LATE, f"arrived {_human(delay)} after its deadline", delay_minutes=round(delay)
+        )
+    return out(Status.OK, f"loaded {loaded_at:%Y-%m-%d %H:%M} UTC, before its deadline")
+
+
+def _human(minutes: float) -> str:
+    if minutes < 120:
+        return f"{minutes:.0f} min"
+    if minutes < 48 * 60:
+        return f"{minutes / 60:.0f} h"
+    return f"{minutes / 1440:.0f} days"
+
+
+EVALUATORS = {"row_count": row_count, "freshness": freshness}
+
+
+def window_start(days: Iterable[date]) -> date:
+    """First date a window must hold to evaluate ``days``: history and lookback included."""
+    return min(days) - timedelta(days=WINDOW_BACK)
+
+
+def evaluate(
+    targets: Iterable[tuple[Table, date]],
+    window: Window,
+    now: datetime,
+    calendar: Calendar | None = None,
+    checks: Sequence[str] = CHECKS,
+) -> list[Outcome]:
+    return [
+        EVALUATORS[name](table, day, window, now, calendar)
+        for table, day in targets
+        for name in checks
+    ]
+
+
+def completeness(outcomes: Iterable[Outcome]) -> dict[str, Any]:
+    """The shape the old cloud function returned, per phase, for one date."""
+    outcomes = list(outcomes)
+    missing = []
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        if o.check == "row_count":
+            counts[o.table.name] = o.metadata["rows"]
+        if o.heals and o.table.name not in missing:
+            missing.append(o.table.name)
+    return {
+        "is_complete": not missing,
+        "missing_processors": missing,
+        "record_counts": counts,
+    }
+
+
+def worst(outcomes: Iterable[Outcome]) -> Outcome:
+    return min(outcomes, key=lambda o: SEVERITY_ORDER.index(o.status))
+
+
+def tables_for(table: Table) -> list[Table]:
+    """What evaluating ``table``'s checks reads: itself, the schedule, what it reads, and (for
+    the schedule) the raw tables that vouch for games when no calendar is known."""
+    needed = {table.name: table, SCHEDULE.name: SCHEDULE}
+    needed.update({u.table: BY_NAME[u.table] for u in table.upstream})
+    if table is SCHEDULE:
+        needed.update({t.name: t for t in in_phase(2)})
+    return list(needed.values())
