@@ -57,3 +57,32 @@ def evaluation(record: AssetCheckExecutionRecord) -> dg.AssetCheckEvaluation | N
         return None
     data = record.event.dagster_event.event_specific_data
     return data if isinstance(data, dg.AssetCheckEvaluation) else None
+
+
+def newer_than(
+    instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey], watermark: int, page: int = 200
+) -> list[AssetCheckExecutionRecord]:
+    """Every record with an id above ``watermark``, any status: reads only what is new, newest
+    first per check, so the cost follows activity since the watermark, not history."""
+    out = []
+    for key in keys:
+        cursor = None
+        while True:
+            batch = instance.event_log_storage.get_asset_check_execution_history(
+                key, limit=page, cursor=cursor
+            )
+            fresh = [r for r in batch if r.id > watermark]
+            out += fresh
+            if len(batch) < page or len(fresh) < len(batch):
+                break
+            cursor = batch[-1].id
+    return out
+
+
+def newest_id(instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey]) -> int:
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    return max((r.id for r in latest.values()), default=0)
+
+
+def is_planned(record: AssetCheckExecutionRecord) -> bool:
+    return record.status == AssetCheckExecutionRecordStatus.PLANNED

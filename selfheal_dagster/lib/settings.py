@@ -57,6 +57,9 @@ class Settings:
     season: int
     sweep_interval_seconds: int
     sweep_reassert_minutes: int
+    heal_interval_seconds: int
+    heal_max_attempts: int
+    heal_backoff_seconds: int
 
     @property
     def is_prod(self) -> bool:
@@ -82,8 +85,16 @@ class Settings:
             except (ValueError, BadDateError) as exc:
                 raise SettingsError(f"{name}: {exc}") from None
         interval = _int(environ, "SELFHEAL_SWEEP_INTERVAL_SECONDS", 300)
-        if interval < 5:
-            raise SettingsError(f"SELFHEAL_SWEEP_INTERVAL_SECONDS={interval}: expected >= 5")
+        heal_interval = _int(environ, "SELFHEAL_HEAL_INTERVAL_SECONDS", 30)
+        for name, value in (
+            ("SELFHEAL_SWEEP_INTERVAL_SECONDS", interval),
+            ("SELFHEAL_HEAL_INTERVAL_SECONDS", heal_interval),
+        ):
+            if value < 5:
+                raise SettingsError(f"{name}={value}: expected >= 5 (seconds)")
+        attempts = _int(environ, "SELFHEAL_HEAL_MAX_ATTEMPTS", 3)
+        if attempts < 1:
+            raise SettingsError(f"SELFHEAL_HEAL_MAX_ATTEMPTS={attempts}: expected >= 1")
         raw_path = environ.get("SELFHEAL_DUCKDB_PATH", "").strip() or ".selfheal/warehouse.duckdb"
         return cls(
             env=env,
@@ -94,4 +105,7 @@ class Settings:
             season=season_from_env(environ),
             sweep_interval_seconds=interval,
             sweep_reassert_minutes=max(0, _int(environ, "SELFHEAL_SWEEP_REASSERT_MINUTES", 30)),
+            heal_interval_seconds=heal_interval,
+            heal_max_attempts=attempts,
+            heal_backoff_seconds=max(0, _int(environ, "SELFHEAL_HEAL_BACKOFF_SECONDS", 300)),
         )

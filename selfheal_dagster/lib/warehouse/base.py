@@ -9,6 +9,7 @@ from datetime import date, datetime
 from importlib import resources
 from typing import Any, ClassVar
 
+from selfheal_dagster.lib.history import HealRecord
 from selfheal_dagster.tables import BY_NAME, SCHEDULE, TABLES, Table
 
 
@@ -80,6 +81,20 @@ class Warehouse(ABC):
     @abstractmethod
     def punch_gap(self, table: Table, day: date, keep: float = 0.0) -> tuple[int, int]:
         """Delete a date's rows, or all but ``keep`` of them; returns (rows before, rows after)."""
+
+    @abstractmethod
+    def insert_history(self, record: HealRecord) -> bool:
+        """Store a new heal record unless its id exists; True when this call stored it."""
+
+    @abstractmethod
+    def update_history(self, record: HealRecord) -> None:
+        """Replace the stored heal record with the same id."""
+
+    @abstractmethod
+    def history(
+        self, day: date | None = None, correlation_id: str | None = None, limit: int = 500
+    ) -> list[HealRecord]:
+        """Heal records, newest first, filtered by target date and/or correlation ID."""
 
     @abstractmethod
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:

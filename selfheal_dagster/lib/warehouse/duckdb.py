@@ -20,6 +20,7 @@ from typing import Any
 
 import duckdb
 
+from selfheal_dagster.lib import history
 from selfheal_dagster.lib.dates import now_utc
 from selfheal_dagster.lib.warehouse.base import (
     PartitionStats,
@@ -99,9 +100,17 @@ class DuckDBWarehouse(Warehouse):
         self.statements += 1
         return con.execute(sql, params) if params is not None else con.execute(sql)
 
+    def _history_ref(self) -> str:
+        return f"{quote(history.DATASET)}.{quote(history.TABLE)}"
+
     def _create(self, con: duckdb.DuckDBPyConnection, tables: Sequence[Table]) -> None:
-        for dataset in sorted({t.dataset for t in tables}):
+        for dataset in sorted({t.dataset for t in tables} | {history.DATASET}):
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(dataset)}")
+        cols = [f"{quote(c)} {_TYPES[t]}" for c, t in history.COLUMNS.items()]
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {self._history_ref()} "
+            f"({', '.join(cols)}, PRIMARY KEY ({quote('id')}))"
+        )
         for t in tables:
             cols = [f"{quote(c.name)} {_TYPES[c.type]}" for c in t.columns]
             cols.append(f"{quote(LOADED_AT)} TIMESTAMP NOT NULL")
@@ -206,6 +215,56 @@ class DuckDBWarehouse(Warehouse):
                 [day, day, kept],
             )
         return before, kept
+
+    def _history_values(self, record: history.HealRecord) -> tuple[str, list[Any]]:
+        row = record.to_row()
+        for key in ("timestamp", "detected_at", "resolved_at"):
+            if row[key] is not None:
+                row[key] = _naive_utc(row[key])
+        names = list(history.COLUMNS)
+        return ", ".join(quote(c) for c in names), [row[c] for c in names]
+
+    def insert_history(self, record: history.HealRecord) -> bool:
+        cols, values = self._history_values(record)
+        with self.connect() as con:
+            stored = self._exec(
+                con,
+                f"INSERT INTO {self._history_ref()} ({cols}) VALUES "
+                f"({', '.join('?' * len(values))}) ON CONFLICT DO NOTHING RETURNING {quote('id')}",
+                values,
+            ).fetchall()
+        return bool(stored)
+
+    def update_history(self, record: history.HealRecord) -> None:
+        cols, values = self._history_values(record)
+        ref, marks = self._history_ref(), ", ".join("?" * len(values))
+        with self.connect() as con, self._transaction(con, f"history {record.id}"):
+            self._exec(con, f"DELETE FROM {ref} WHERE {quote('id')} = ?", [record.id])
+            self._exec(con, f"INSERT INTO {ref} ({cols}) VALUES ({marks})", values)
+
+    def history(
+        self, day: date | None = None, correlation_id: str | None = None, limit: int = 500
+    ) -> list[history.HealRecord]:
+        where, params = [], []
+        if day is not None:
+            where.append(f"{quote('target_date')} = ?")
+            params.append(day)
+        if correlation_id is not None:
+            where.append(f"{quote('correlation_id')} LIKE ?")
+            params.append(correlation_id.replace("%", "") + "%")
+        sql = f"SELECT * FROM {self._history_ref()}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {quote('timestamp')} DESC, {quote('id')} LIMIT {int(limit)}"
+        with self.connect() as con:
+            cur = self._exec(con, sql, params)
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        for row in rows:
+            for key in ("timestamp", "detected_at", "resolved_at"):
+                if row[key] is not None:
+                    row[key] = row[key].replace(tzinfo=UTC)
+        return [history.HealRecord.from_row(r) for r in rows]
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.connect() as con:

@@ -1,0 +1,286 @@
+"""The heal sensor's decisions, as plain functions over plain data.
+
+Given new failed check results and what the instance knows about earlier heal runs, decide
+which runs to launch now, which to launch later (a date whose run reads another date's heal),
+which failures to skip and why, and which targets to give up on. Nothing here touches Dagster;
+``defs/heal.py`` gathers the inputs and turns the decision into run requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+
+from selfheal_dagster.lib import planner
+from selfheal_dagster.lib.history import HealingResult, HealRecord, Outcome
+
+TAG_PREFIX = "selfheal/"
+CORRELATION_ID = "selfheal/correlation_id"
+ATTEMPT = "selfheal/attempt"
+PHASE = "selfheal/phase"
+TARGET_DATE = "selfheal/target_date"
+RUN_KEY = "selfheal/run_key"
+FAILED = "selfheal/failed"
+DETECTED_AT = "selfheal/detected_at"
+_NAMESPACE = uuid.UUID("5e1f4ea1-0000-4000-8000-00000000da75")
+PENDING_TTL = timedelta(hours=6)
+
+
+def target_key(asset: str, day: date) -> str:
+    return f"{asset}|{day.isoformat()}"
+
+
+def short(asset: str) -> str:
+    return asset.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed, healable check result read from the instance."""
+
+    record_id: int
+    asset: str
+    day: date
+    check: str
+    reason: str
+    detected_at: datetime
+
+
+@dataclass(frozen=True)
+class TargetRuns:
+    """Heal runs of one (asset, date) today: how many, the last end, one still in flight."""
+
+    attempts: int = 0
+    last_ended: datetime | None = None
+    in_flight: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_attempts: int = 3
+    backoff_seconds: float = 300.0  # wait before attempt 2; doubles before each later one
+
+    def next_allowed(self, runs: TargetRuns) -> datetime | None:
+        if runs.attempts == 0 or runs.last_ended is None:
+            return None
+        return runs.last_ended + timedelta(seconds=self.backoff_seconds * 2 ** (runs.attempts - 1))
+
+
+@dataclass
+class PendingRun:
+    run_key: str
+    day: str
+    assets: list[str]
+    after: list[str]  # run keys that must succeed first
+    tags: dict[str, str]
+    created: float
+
+
+@dataclass
+class State:
+    """The heal sensor's cursor."""
+
+    watermark: int | None = None  # every check record id <= this has been handled
+    seen: list[int] = field(default_factory=list)  # handled ids above the watermark
+    pending: list[PendingRun] = field(default_factory=list)
+    gave_up: dict[str, str] = field(default_factory=dict)  # target -> ET day of escalation
+    resets: dict[str, float] = field(default_factory=dict)  # target -> passed again at
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> State:
+        if not text:
+            return cls()
+        raw = json.loads(text)
+        raw["pending"] = [PendingRun(**p) for p in raw.get("pending", [])]
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Launch:
+    run_key: str
+    day: date
+    assets: tuple[str, ...]
+    tags: dict[str, str]
+
+
+@dataclass
+class Decision:
+    launch: list[Launch] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    records: list[HealRecord] = field(default_factory=list)  # new history records
+    escalations: list[HealRecord] = field(default_factory=list)
+    dropped: list[PendingRun] = field(default_factory=list)  # dependents whose prerequisite failed
+
+
+def correlation_id(record_ids: Iterable[int]) -> str:
+    """Deterministic per batch of failures, so a re-evaluated tick gets the same ID."""
+    return str(uuid.uuid5(_NAMESPACE, ",".join(map(str, sorted(record_ids)))))
+
+
+def _run_key(day: date, record_ids: Iterable[int]) -> str:
+    digest = hashlib.sha1(",".join(map(str, sorted(record_ids))).encode()).hexdigest()[:12]
+    return f"selfheal-{day.isoformat()}-{digest}"
+
+
+def phase_of(asset: str, phases: Mapping[str, int]) -> str:
+    return f"phase{phases[asset]}"
+
+
+def decide(
+    state: State,
+    failures: list[Failure],
+    passed: Iterable[tuple[str, date]],
+    runs: Mapping[tuple[str, date], TargetRuns],
+    prerequisite_status: Mapping[str, str],
+    graph: planner.Graph,
+    exists: Callable[[str, date], bool],
+    phases: Mapping[str, int],
+    now: datetime,
+    today: date,
+    policy: Policy,
+) -> Decision:
+    """One tick. ``prerequisite_status`` maps a heal run key to SUCCESS / FAILURE / CANCELED /
+    IN_FLIGHT (absent: not submitted yet)."""
+    decision = Decision()
+    launched: set[tuple[str, date]] = set()
+
+    # Dependents whose prerequisite runs succeeded go now; a failed prerequisite drops them.
+    keep = []
+    for p in state.pending:
+        statuses = [prerequisite_status.get(k) for k in p.after]
+        if all(s == "SUCCESS" for s in statuses):
+            decision.launch.append(
+                Launch(p.run_key, date.fromisoformat(p.day), tuple(p.assets), p.tags)
+            )
+            launched.update((a, date.fromisoformat(p.day)) for a in p.assets)
+        elif any(s in ("FAILURE", "CANCELED") for s in statuses) or (
+            now.timestamp() - p.created > PENDING_TTL.total_seconds()
+        ):
+            decision.dropped.append(p)
+        else:
+            keep.append(p)
+    state.pending = keep
+    waiting = {(a, date.fromisoformat(p.day)) for p in keep for a in p.assets}
+
+    for asset, day in passed:  # the data changed: a person (or a heal) fixed it
+        key = target_key(asset, day)
+        if key in state.gave_up:
+            del state.gave_up[key]
+            state.resets[key] = now.timestamp()
+
+    latest: dict[tuple[str, date], Failure] = {}
+    for f in sorted(failures, key=lambda f: f.record_id):
+        latest[(f.asset, f.day)] = f
+    heal: list[Failure] = []
+    for (asset, day), f in sorted(latest.items(), key=lambda kv: kv[1].record_id):
+        key = target_key(asset, day)
+        seen = runs.get((asset, day), TargetRuns())
+        if seen.in_flight or (asset, day) in launched or (asset, day) in waiting:
+            where = f"run {seen.in_flight}" if seen.in_flight else "a planned run"
+            decision.skipped.append(f"{asset} {day}: heal already queued or running ({where})")
+            continue
+        if state.gave_up.get(key) == today.isoformat():
+            decision.skipped.append(f"{asset} {day}: gave up today; waiting for a person")
+            continue
+        if seen.attempts >= policy.max_attempts:
+            state.gave_up[key] = today.isoformat()
+            cid = correlation_id([f.record_id])
+            decision.escalations.append(
+                HealRecord(
+                    phase=phase_of(asset, phases),
+                    target_date=day,
+                    missing_components=[short(asset)],
+                    healing_result=HealingResult(
+                        triggered=False,
+                        failed=True,
+                        reason=f"gave up after {seen.attempts} attempts today: {f.reason}; "
+                        "needs a person",
+                    ),
+                    correlation_id=cid,
+                    timestamp=now,
+                    success=False,
+                    outcome=Outcome.GAVE_UP,
+                    attempt=seen.attempts,
+                    assets=[asset],
+                    detected_at=f.detected_at,
+                    resolved_at=now,
+                )
+            )
+            continue
+        allowed = policy.next_allowed(seen)
+        if allowed and now < allowed:
+            decision.skipped.append(
+                f"{asset} {day}: backing off after attempt {seen.attempts} until "
+                f"{allowed:%H:%M:%S} UTC"
+            )
+            continue
+        heal.append(f)
+
+    if not heal:
+        return decision
+
+    cid = correlation_id(f.record_id for f in heal)
+    plan = planner.plan([(f.asset, f.day) for f in heal], graph, exists, today)
+    by_target = {(f.asset, f.day): f for f in heal}
+    ids = [f.record_id for f in heal]
+    keys = {r.day: _run_key(r.day, ids) for r in plan.runs}
+    for run in plan.runs:
+        mine = [by_target[(a, run.day)] for a in run.failed]
+        attempt = 1 + max(
+            (runs.get((a, run.day), TargetRuns()).attempts for a in run.assets), default=0
+        )
+        run_phases = sorted({phases[a] for a in (run.failed or run.assets)})
+        detected = min((f.detected_at for f in mine), default=min(f.detected_at for f in heal))
+        tags = {
+            CORRELATION_ID: cid,
+            ATTEMPT: str(attempt),
+            PHASE: ",".join(map(str, run_phases)),
+            TARGET_DATE: run.day.isoformat(),
+            RUN_KEY: keys[run.day],
+            FAILED: ",".join(short(a) for a in run.failed),
+            DETECTED_AT: detected.isoformat(),
+        }
+        if run.after:
+            state.pending.append(
+                PendingRun(
+                    run_key=keys[run.day],
+                    day=run.day.isoformat(),
+                    assets=list(run.assets),
+                    after=[keys[d] for d in run.after],
+                    tags=tags,
+                    created=now.timestamp(),
+                )
+            )
+        else:
+            decision.launch.append(Launch(keys[run.day], run.day, run.assets, tags))
+        upstream = ", ".join(f"{short(f.asset)} {f.day}" for f in heal if f.day < run.day)
+        for phase in sorted({phases[a] for a in run.assets}):
+            assets = [a for a in run.assets if phases[a] == phase]
+            failed = [a for a in run.failed if phases[a] == phase]
+            reasons = "; ".join(
+                f"{short(f.asset)} {f.check}: {f.reason}" for f in mine if phases[f.asset] == phase
+            )
+            decision.records.append(
+                HealRecord(
+                    phase=f"phase{phase}",
+                    target_date=run.day,
+                    missing_components=[short(a) for a in failed],
+                    healing_result=HealingResult(
+                        triggered=True,
+                        reason=reasons or f"refresh: reads the healed {upstream}",
+                    ),
+                    correlation_id=cid,
+                    timestamp=now,
+                    attempt=attempt,
+                    assets=assets,
+                    detected_at=detected,
+                )
+            )
+    return decision

@@ -1,0 +1,132 @@
+"""The heal history: one record per (target date, phase, correlation ID).
+
+Records keep the document structure the old system wrote (``phase, target_date,
+missing_components, healing_result{triggered, failed, skipped, reason}, correlation_id,
+timestamp, success``, id ``{date}_{phase}_{correlation_id[:8]}``) plus what the old system only
+planned to measure: outcome, attempt, runs, and time from detection to healed. They live in
+the warehouse table ``nba_orchestration.self_heal_history``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+DATASET = "nba_orchestration"
+TABLE = "self_heal_history"
+
+
+class Outcome(StrEnum):
+    TRIGGERED = "triggered"
+    HEALED = "healed"
+    FAILED = "failed"
+    GAVE_UP = "gave_up"
+    SKIPPED = "skipped"
+
+
+FINAL = frozenset({Outcome.HEALED, Outcome.FAILED, Outcome.GAVE_UP, Outcome.SKIPPED})
+
+# column -> logical type; documents round-trip through these columns on every engine.
+COLUMNS = {
+    "id": "STRING",
+    "phase": "STRING",
+    "target_date": "DATE",
+    "missing_components": "STRING",  # JSON list
+    "healing_result": "STRING",  # JSON object {triggered, failed, skipped, reason}
+    "correlation_id": "STRING",
+    "timestamp": "TIMESTAMP",
+    "success": "BOOL",
+    "outcome": "STRING",
+    "attempt": "INT",
+    "assets": "STRING",  # JSON list: what the heal re-materialises
+    "run_ids": "STRING",  # JSON list
+    "detected_at": "TIMESTAMP",
+    "resolved_at": "TIMESTAMP",
+    "seconds_to_heal": "FLOAT",
+}
+JSON_COLUMNS = ("missing_components", "healing_result", "assets", "run_ids")
+
+
+def record_id(day: date, phase: str, correlation_id: str) -> str:
+    return f"{day.isoformat()}_{phase}_{correlation_id[:8]}"
+
+
+@dataclass(frozen=True)
+class HealingResult:
+    triggered: bool
+    failed: bool = False
+    skipped: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class HealRecord:
+    phase: str  # "phase2" | "phase4"
+    target_date: date
+    missing_components: list[str]
+    healing_result: HealingResult
+    correlation_id: str
+    timestamp: datetime
+    success: bool | None = None
+    outcome: Outcome = Outcome.TRIGGERED
+    attempt: int = 1
+    assets: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+    detected_at: datetime | None = None
+    resolved_at: datetime | None = None
+    seconds_to_heal: float | None = None
+
+    @property
+    def id(self) -> str:
+        return record_id(self.target_date, self.phase, self.correlation_id)
+
+    def resolved(
+        self, outcome: Outcome, at: datetime, reason: str, run_id: str | None = None
+    ) -> HealRecord:
+        """This record once its outcome is known."""
+        healed = outcome is Outcome.HEALED
+        return replace(
+            self,
+            outcome=outcome,
+            success=healed,
+            healing_result=replace(
+                self.healing_result,
+                failed=outcome in (Outcome.FAILED, Outcome.GAVE_UP),
+                skipped=outcome is Outcome.SKIPPED,
+                reason=reason,
+            ),
+            run_ids=sorted({*self.run_ids, run_id} - {None}),
+            resolved_at=at,
+            seconds_to_heal=(
+                (at - self.detected_at).total_seconds() if healed and self.detected_at else None
+            ),
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["id"] = self.id
+        row["outcome"] = str(self.outcome)
+        for name in JSON_COLUMNS:
+            row[name] = json.dumps(row[name], sort_keys=True)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> HealRecord:
+        values = {k: row[k] for k in COLUMNS if k != "id"}
+        for name in JSON_COLUMNS:
+            values[name] = json.loads(values[name]) if values[name] else []
+        values["healing_result"] = HealingResult(**values["healing_result"])
+        values["outcome"] = Outcome(values["outcome"])
+        return cls(**values)
+
+    def document(self) -> dict[str, Any]:
+        """The familiar document, as the old system stored and people query it."""
+        doc = asdict(self)
+        doc["id"] = self.id
+        doc["outcome"] = str(self.outcome)
+        for key in ("target_date", "timestamp", "detected_at", "resolved_at"):
+            doc[key] = doc[key].isoformat() if doc[key] else None
+        return doc

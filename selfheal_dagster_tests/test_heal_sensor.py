@@ -1,0 +1,268 @@
+"""The heal sensor and the outcome sensors, with a real Dagster instance and DuckDB file."""
+
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from selfheal_dagster import runs
+from selfheal_dagster.defs.heal import heal_tick, verify
+from selfheal_dagster.defs.resources import DuckDBWarehouseResource
+from selfheal_dagster.lib import healing
+from selfheal_dagster.lib.dates import eastern, now_utc
+from selfheal_dagster.lib.history import Outcome
+from selfheal_dagster.tables import BY_NAME, execution_order, in_phase
+from selfheal_dagster_tests.conftest import GAME_DAY
+
+BOX = BY_NAME["bdl_player_boxscores"]
+NOW = eastern(GAME_DAY + timedelta(days=2), 13)  # sweep "today"; Phase 2 window GAME_DAY±1
+
+
+class Loop:
+    """Drive the real sweep and heal sensor by hand, the way the daemon would."""
+
+    def __init__(self, defs, instance, warehouse):
+        self.defs, self.instance, self.warehouse = defs, instance, warehouse
+        self.resources = {"warehouse": DuckDBWarehouseResource(path=warehouse.path)}
+        self.sensor = defs.resolve_sensor_def("heal_sensor")
+        self.cursor = None
+        self.tick()  # the first tick only places the watermark
+
+    def sweep(self):
+        result = self.defs.resolve_job_def("sweep_job").execute_in_process(
+            instance=self.instance,
+            run_config={
+                "ops": {
+                    "sweep_checks": {
+                        "config": {"now": NOW.isoformat(), "phase4_days": 0, "reassert_minutes": 0}
+                    }
+                },
+                **runs.QUIET,
+            },
+        )
+        assert result.success
+
+    def context(self, cursor=None):
+        return dg.build_sensor_context(
+            instance=self.instance,
+            definitions=self.defs,
+            cursor=cursor if cursor is not None else self.cursor,
+            resources=self.resources,
+        )
+
+    def tick(self, advance=True):
+        result = self.sensor.evaluate_tick(self.context())
+        if advance:
+            self.cursor = result.cursor
+        return result
+
+    def run(self, request, **env):
+        """Execute a requested heal run in-process, as the run launcher would."""
+        job = self.defs.resolve_job_def("heal_job")
+        return job.execute_in_process(
+            partition_key=request.partition_key,
+            asset_selection=request.asset_selection,
+            tags={
+                **request.tags,
+                dg.RUN_KEY_TAG
+                if hasattr(dg, "RUN_KEY_TAG")
+                else "dagster/run_key": request.run_key,
+            },
+            instance=self.instance,
+            raise_on_error=False,
+            run_config=runs.QUIET,
+        )
+
+
+@pytest.fixture
+def loop(history, instance, defs):
+    return Loop(defs, instance, history)
+
+
+def test_first_tick_starts_from_the_newest_check_record(loop):
+    state = healing.State.from_json(loop.cursor)
+    assert state.watermark == 0
+
+
+def test_one_failed_evaluation_gives_one_run_request_with_selection_partition_and_tags(loop):
+    loop.warehouse.punch_gap(BOX, GAME_DAY)
+    loop.sweep()
+    result = loop.tick()
+    [request] = result.run_requests
+    assert request.job_name == "heal_job"
+    assert request.partition_key == GAME_DAY.isoformat()
+    assert [k.to_user_string() for k in request.asset_selection] == [BOX.key]
+    tags = request.tags
+    assert tags[healing.ATTEMPT] == "1" and tags[healing.PHASE] == "2"
+    assert tags[healing.TARGET_DATE] == GAME_DAY.isoformat()
+    assert len(tags[healing.CORRELATION_ID]) == 36 and tags[healing.FAILED] == BOX.name
+    [record] = loop.warehouse.history(day=GAME_DAY)
+    assert record.outcome is Outcome.TRIGGERED and record.missing_components == [BOX.name]
+    assert record.correlation_id == tags[healing.CORRELATION_ID]
+
+
+def test_the_same_tick_evaluated_again_launches_no_duplicate(loop):
+    loop.warehouse.punch_gap(BOX, GAME_DAY)
+    loop.sweep()
+    before = loop.cursor
+    first = loop.tick()
+    again = loop.sensor.evaluate_tick(loop.context(before))  # same cursor: the re-run tick
+    assert [r.run_key for r in again.run_requests] == [r.run_key for r in first.run_requests]
+    assert len(loop.warehouse.history(day=GAME_DAY)) == 1  # no second history record
+    assert loop.tick().run_requests == []  # the next tick, with the new cursor: nothing new
+    # Once the daemon has launched it, the run key is taken: Dagster drops the duplicate.
+    loop.run(first.run_requests[0])
+    runs_with_key = loop.instance.get_runs(
+        dg.RunsFilter(tags={"dagster/run_key": first.run_requests[0].run_key})
+    )
+    assert len(runs_with_key) == 1
+
+
+def test_a_target_with_a_queued_heal_is_skipped_with_a_reason(loop):
+    job = loop.defs.resolve_job_def("heal_job")
+    # A queued run must say which code location will execute it, as the daemon records it.
+    from dagster._core.remote_origin import (
+        InProcessCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    origin = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=InProcessCodeLocationOrigin(
+                loadable_target_origin=LoadableTargetOrigin(
+                    module_name="selfheal_dagster.definitions"
+                )
+            ),
+            repository_name="__repository__",
+        ),
+        job_name="heal_job",
+    )
+    queued = loop.instance.create_run_for_job(
+        job,
+        asset_selection=frozenset({dg.AssetKey(BOX.key_path)}),
+        tags={healing.TARGET_DATE: GAME_DAY.isoformat()},
+        remote_job_origin=origin,
+    )
+    # What the queued run coordinator records when it accepts a run.
+    loop.instance.handle_run_event(
+        queued.run_id,
+        dg.DagsterEvent(
+            event_type_value=dg.DagsterEventType.RUN_ENQUEUED.value, job_name="heal_job"
+        ),
+    )
+    assert loop.instance.get_run_by_id(queued.run_id).status == dg.DagsterRunStatus.QUEUED
+    loop.warehouse.punch_gap(BOX, GAME_DAY)
+    loop.sweep()
+    result = loop.tick()
+    assert result.run_requests == []
+    assert (
+        "already queued or running" in result.skip_message and queued.run_id in result.skip_message
+    )
+
+
+def test_a_fourth_failure_the_same_day_gives_up_once_and_launches_nothing(loop, monkeypatch):
+    monkeypatch.setenv("SELFHEAL_LEAGUE_OUTAGES", f"bdl_player_boxscores@{GAME_DAY}")
+    from selfheal_dagster.definitions import defs as load
+
+    loop.defs = load()
+    loop.warehouse.punch_gap(BOX, GAME_DAY)
+    policy = healing.Policy(max_attempts=3, backoff_seconds=0)
+    launched = []
+    for _ in range(6):
+        loop.sweep()
+        result = heal_tick(loop.context(), loop.warehouse, policy)
+        loop.cursor = result.cursor
+        for request in result.run_requests:
+            outcome = loop.run(request)
+            assert not outcome.success  # the source is down
+            verify(loop.instance, loop.instance.get_run_by_id(outcome.run_id), loop.warehouse)
+            launched.append(request.tags[healing.ATTEMPT])
+    assert launched == ["1", "2", "3"]
+    records = loop.warehouse.history(day=GAME_DAY)
+    assert sorted(r.outcome for r in records) == [Outcome.FAILED] * 3 + [Outcome.GAVE_UP]
+    [gave_up] = [r for r in records if r.outcome is Outcome.GAVE_UP]
+    assert gave_up.attempt == 3 and "needs a person" in gave_up.healing_result.reason
+    assert all(
+        "SourceOutage" in r.healing_result.reason for r in records if r.outcome is Outcome.FAILED
+    )
+
+    # The next day the target may be healed again.
+    loop.sweep()
+    tomorrow = now_utc() + timedelta(days=1)
+    result = heal_tick(loop.context(), loop.warehouse, policy, now=tomorrow)
+    [request] = result.run_requests
+    assert request.tags[healing.ATTEMPT] == "1"
+
+
+def test_back_off_grows_between_attempts(loop, monkeypatch):
+    monkeypatch.setenv("SELFHEAL_LEAGUE_OUTAGES", f"bdl_player_boxscores@{GAME_DAY}")
+    from selfheal_dagster.definitions import defs as load
+
+    loop.defs = load()
+    loop.warehouse.punch_gap(BOX, GAME_DAY)
+    policy = healing.Policy(max_attempts=3, backoff_seconds=600)
+    loop.sweep()
+    result = heal_tick(loop.context(), loop.warehouse, policy)
+    loop.cursor = result.cursor
+    ended = loop.run(result.run_requests[0])
+    loop.sweep()
+    result = heal_tick(loop.context(), loop.warehouse, policy)
+    loop.cursor = result.cursor
+    assert (
+        result.run_requests == []
+        and "backing off after attempt 1" in result.skip_reason.skip_message
+    )
+    # 10 minutes after the first attempt ended, attempt 2 goes; then 20 minutes.
+    end = loop.instance.get_run_record_by_id(ended.run_id).end_time
+    later = now_utc().fromtimestamp(end, now_utc().tzinfo) + timedelta(minutes=11)
+    loop.sweep()
+    result = heal_tick(loop.context(), loop.warehouse, policy, now=later)
+    loop.cursor = result.cursor
+    [request] = result.run_requests
+    assert request.tags[healing.ATTEMPT] == "2"
+    assert policy.next_allowed(
+        healing.TargetRuns(attempts=2, last_ended=later)
+    ) == later + timedelta(minutes=20)
+
+
+def test_box_score_heal_then_launches_phase4_of_the_dates_that_read_it(loop, league):
+    # Phase 4 exists for the day after GAME_DAY: it reads GAME_DAY's box scores.
+    nxt = GAME_DAY + timedelta(days=1)
+    for t in execution_order(in_phase(4)):
+        loop.warehouse.run_processor(t, nxt, nxt - timedelta(days=t.lookback_days))
+    loop.warehouse.punch_gap(BOX, GAME_DAY)
+    loop.sweep()
+    first = loop.tick()
+    [box_run] = first.run_requests
+    assert box_run.partition_key == GAME_DAY.isoformat()
+    waiting = loop.tick()
+    assert waiting.run_requests == []  # Phase 4 waits for the box-score heal
+    outcome = loop.run(box_run)
+    assert outcome.success
+    healed, reason, _ = verify(
+        loop.instance, loop.instance.get_run_by_id(outcome.run_id), loop.warehouse
+    )
+    assert healed is Outcome.HEALED, reason
+    [phase4_run] = loop.tick().run_requests
+    assert phase4_run.partition_key == nxt.isoformat()
+    assert [k.to_user_string() for k in phase4_run.asset_selection] == [
+        t.key for t in execution_order(in_phase(4))
+    ]
+    assert phase4_run.tags[healing.CORRELATION_ID] == box_run.tags[healing.CORRELATION_ID]
+    assert phase4_run.tags[healing.PHASE] == "4"
+    outcome = loop.run(phase4_run)
+    assert outcome.success
+    verify(loop.instance, loop.instance.get_run_by_id(outcome.run_id), loop.warehouse)
+    outcomes = {
+        r.phase: r.outcome
+        for r in loop.warehouse.history(correlation_id=box_run.tags[healing.CORRELATION_ID])
+    }
+    assert outcomes == {"phase2": Outcome.HEALED, "phase4": Outcome.HEALED}
+
+
+def test_a_late_warning_never_heals(loop):
+    loop.sweep()  # everything in the window is present but was loaded after its deadline
+    result = loop.tick()
+    assert result.run_requests == [] and result.skip_message == "no new failed checks"

@@ -1,0 +1,109 @@
+"""The pure heal planner, on the real asset graph and on a hand-made one."""
+
+from datetime import date, timedelta
+
+import pytest
+
+from selfheal_dagster.defs.heal import planner_graph
+from selfheal_dagster.lib import planner
+from selfheal_dagster.tables import in_phase
+
+TODAY = date(2026, 1, 21)
+PHASE4 = [t.key for t in in_phase(4)]
+BOX = "nba_raw/bdl_player_boxscores"
+
+
+@pytest.fixture
+def graph(defs):
+    return planner_graph(defs.resolve_asset_graph())
+
+
+def only_today_phase4(asset, day):
+    return day == TODAY or asset.startswith("nba_raw/")
+
+
+def test_a_failed_feature_store_heals_only_the_feature_store(graph):
+    plan = planner.plan(
+        [("nba_predictions/ml_feature_store_v2", TODAY)], graph, only_today_phase4, TODAY
+    )
+    assert plan.as_dict() == {"2026-01-21": ["nba_predictions/ml_feature_store_v2"]}
+
+
+def test_a_failed_daily_cache_heals_cache_composite_and_feature_store(graph):
+    plan = planner.plan(
+        [("nba_predictions/player_daily_cache", TODAY)], graph, only_today_phase4, TODAY
+    )
+    assert plan.as_dict() == {
+        "2026-01-21": [
+            "nba_predictions/player_daily_cache",
+            "nba_precompute/player_composite_factors",
+            "nba_predictions/ml_feature_store_v2",
+        ]
+    }
+
+
+def test_failed_box_scores_heal_that_day_then_existing_phase4_partitions_that_read_it(graph):
+    x = TODAY - timedelta(days=1)
+    plan = planner.plan([(BOX, x)], graph, only_today_phase4, TODAY)
+    assert plan.as_dict() == {"2026-01-20": [BOX], "2026-01-21": PHASE4}
+    assert plan.runs[1].after == (x,) and plan.runs[1].failed == ()
+    assert plan.runs[0].failed == (BOX,)
+
+
+def test_only_existing_downstream_partitions_within_the_lookback_are_refreshed(graph):
+    x = TODAY - timedelta(days=20)
+    every_day = lambda asset, day: True  # noqa: E731
+    plan = planner.plan([(BOX, x)], graph, every_day, TODAY)
+    days = [date.fromisoformat(d) for d in plan.as_dict()]
+    assert days == [x + timedelta(days=i) for i in range(21)]  # X .. today, nothing later
+    # Team defense looks back 15 days: dates more than 15 days after X do not read X.
+    late = plan.as_dict()[(x + timedelta(days=16)).isoformat()]
+    assert "nba_precompute/team_defense_zone_analysis" not in late
+    assert "nba_predictions/player_daily_cache" in late
+    assert (
+        "nba_precompute/team_defense_zone_analysis"
+        in plan.as_dict()[(x + timedelta(days=15)).isoformat()]
+    )
+    nothing = planner.plan([(BOX, x)], graph, lambda a, d: False, TODAY)
+    assert nothing.as_dict() == {x.isoformat(): [BOX]}
+
+
+def test_a_multi_date_multi_table_batch(graph):
+    failed = [
+        (BOX, TODAY - timedelta(days=2)),
+        ("nba_raw/odds_api_game_lines", TODAY - timedelta(days=1)),
+        ("nba_precompute/player_composite_factors", TODAY),
+        ("nba_raw/nbac_schedule", TODAY - timedelta(days=1)),
+    ]
+    exists = lambda asset, day: day >= TODAY - timedelta(days=2)  # noqa: E731
+    plan = planner.plan(failed, graph, exists, TODAY).as_dict()
+    assert plan["2026-01-19"] == [BOX]
+    # The schedule of D feeds every raw table and the Phase 4 of D (same date).
+    assert plan["2026-01-20"] == [
+        "nba_raw/nbac_schedule",
+        "nba_raw/bdl_player_boxscores",
+        "nba_raw/nbac_gamebook_player_stats",
+        "nba_raw/odds_api_game_lines",
+        *PHASE4,
+    ]
+    assert plan["2026-01-21"] == PHASE4
+    runs = planner.plan(failed, graph, exists, TODAY).runs
+    assert [r.after for r in runs] == [
+        (),
+        (date(2026, 1, 19),),
+        (date(2026, 1, 19), date(2026, 1, 20)),
+    ]
+
+
+def test_hand_made_graph_and_order():
+    g = planner.from_dependencies(
+        ["a", "b", "c"], {"b": [("a", 0, 0)], "c": [("b", -2, -1), ("a", 0, 0)]}
+    )
+    d = date(2026, 3, 1)
+    plan = planner.plan([("a", d)], g, lambda asset, day: True, d + timedelta(days=5))
+    assert plan.as_dict() == {
+        "2026-03-01": ["a", "b", "c"],
+        "2026-03-02": ["c"],
+        "2026-03-03": ["c"],
+    }
+    assert plan.partitions == 5
