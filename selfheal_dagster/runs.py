@@ -98,3 +98,181 @@ def error_summary(error) -> str:
     line = lines[0] if lines else "failed"
     kind, sep, rest = line.partition(": ")
     return f"{kind.rsplit('.', 1)[-1]}: {rest}" if sep and "." in kind else line
+
+
+@dataclass(frozen=True)
+class HealRun:
+    request: dg.RunRequest
+    run_id: str
+    outcome: str
+    reason: str
+
+
+class LocalLoop:
+    """The daemon's work for healing, done in this process: sweep runs, heal sensor ticks, the
+    requested heal runs, and their verification (the outcome sensors' function).
+
+    The demo and tests use it to show the real sensors healing without a running daemon; under
+    ``dagster dev`` the daemon does exactly this on its own.
+    """
+
+    def __init__(self, defs: dg.Definitions, dagster_instance: dg.DagsterInstance) -> None:
+        self.defs = defs
+        self.instance = dagster_instance
+        self.sensor = defs.resolve_sensor_def("heal_sensor")
+        self.resources = {"warehouse": defs.resources["warehouse"]}
+        self.cursor: str | None = None
+
+    def start(self) -> None:
+        """The first tick places the watermark: only failures recorded after it are healed."""
+        self.tick()
+
+    def sweep(self, **config: object) -> dict[str, object]:
+        result = self.defs.resolve_job_def("sweep_job").execute_in_process(
+            instance=self.instance,
+            run_config={"ops": {"sweep_checks": {"config": config}}, **QUIET},
+            tags={"selfheal/sweep": "true"},
+        )
+        [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+        return {k: v.value for k, v in output.step_output_data.metadata.items()}
+
+    def context(self, cursor: str | None = None) -> dg.SensorEvaluationContext:
+        return dg.build_sensor_context(
+            instance=self.instance,
+            definitions=self.defs,
+            cursor=cursor if cursor is not None else self.cursor,
+            resources=self.resources,
+        )
+
+    def tick(self):
+        data = self.sensor.evaluate_tick(self.context())
+        self.cursor = data.cursor
+        return data
+
+    def execute(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        return self.defs.resolve_job_def(request.job_name or "heal_job").execute_in_process(
+            partition_key=request.partition_key,
+            asset_selection=list(request.asset_selection or []),
+            tags={**request.tags, "dagster/run_key": request.run_key},
+            instance=self.instance,
+            raise_on_error=False,
+            run_config=QUIET,
+        )
+
+    def verify(self, run_id: str) -> tuple[str, str]:
+        from selfheal_dagster.defs.heal import verify
+
+        run = self.instance.get_run_by_id(run_id)
+        outcome, reason, _ = verify(self.instance, run, self.resources["warehouse"].open())
+        return str(outcome), reason
+
+    def pending(self) -> int:
+        from selfheal_dagster.lib.healing import State
+
+        return len(State.from_json(self.cursor).pending)
+
+    def heal_until_quiet(
+        self, max_ticks: int = 20, on_run: Callable[[HealRun], None] | None = None
+    ) -> list[HealRun]:
+        done = []
+        for _ in range(max_ticks):
+            data = self.tick()
+            for request in data.run_requests:
+                result = self.execute(request)
+                outcome, reason = self.verify(result.run_id)
+                done.append(HealRun(request, result.run_id, outcome, reason))
+                if on_run:
+                    on_run(done[-1])
+            if not data.run_requests and not self.pending():
+                break
+        return done
+
+
+class HealBusy(RuntimeError):
+    """A heal for one of the planned targets is already queued or running."""
+
+
+@dataclass
+class ManualHeal:
+    plan: object  # lib.planner.Plan
+    runs: list[HealRun]
+    skipped: list[str]
+
+
+def heal_now(
+    failing: list,
+    defs: dg.Definitions,
+    dagster_instance: dg.DagsterInstance,
+    dry_run: bool = False,
+    on_run: Callable[[HealRun], None] | None = None,
+) -> ManualHeal:
+    """Plan (and unless ``dry_run`` execute, in dependency order) the heal of ``failing``
+    check outcomes, as a person asked: no attempt limit, but never beside a running heal."""
+    import uuid
+
+    from selfheal_dagster.defs.heal import (
+        PHASES,
+        existing_partitions,
+        planner_graph,
+        resolve,
+        target_runs,
+    )
+    from selfheal_dagster.lib import healing, planner
+    from selfheal_dagster.lib.dates import now_utc, today_et
+    from selfheal_dagster.lib.history import Outcome
+
+    now = now_utc()
+    today = today_et(now)
+    warehouse = defs.resources["warehouse"].open()
+    failures = [
+        healing.Failure(i, o.table.key, o.day, o.check, o.reason, now)
+        for i, o in enumerate(failing)
+    ]
+    first = min(f.day for f in failures)
+    plan = planner.plan(
+        {(f.asset, f.day) for f in failures},
+        planner_graph(defs.resolve_asset_graph()),
+        existing_partitions(warehouse, first, today),
+        today,
+    )
+    result = ManualHeal(plan=plan, runs=[], skipped=[])
+    if dry_run:
+        return result
+    seen = target_runs(dagster_instance, [r.day for r in plan.runs], today, {})
+    busy = [
+        f"{asset} {run.day} (run {seen[(asset, run.day)].in_flight})"
+        for run in plan.runs
+        for asset in run.assets
+        if seen.get((asset, run.day), healing.TargetRuns()).in_flight
+    ]
+    if busy:
+        raise HealBusy("a heal is already queued or running for " + ", ".join(busy))
+    cid = str(uuid.uuid4())
+    launches, records = healing.plan_runs(plan, failures, seen, PHASES, now, cid, cid[:8])
+    for record in records:
+        warehouse.insert_history(record)
+    loop = LocalLoop(defs, dagster_instance)
+    broken: set[str] = set()
+    for launch, after in launches:
+        phases = [int(p) for p in launch.tags[healing.PHASE].split(",")]
+        if broken & set(after):
+            broken.add(launch.run_key)
+            reason = "not run: the heal it waited for did not succeed"
+            resolve(warehouse, launch.day, cid, Outcome.SKIPPED, reason, phases)
+            result.skipped.append(f"{launch.day}: {reason}")
+            continue
+        request = dg.RunRequest(
+            run_key=launch.run_key,
+            job_name="heal_job",
+            partition_key=launch.day.isoformat(),
+            asset_selection=[dg.AssetKey.from_user_string(a) for a in launch.assets],
+            tags=launch.tags,
+        )
+        executed = loop.execute(request)
+        outcome, reason = loop.verify(executed.run_id)
+        result.runs.append(HealRun(request, executed.run_id, outcome, reason))
+        if on_run:
+            on_run(result.runs[-1])
+        if outcome != "healed":
+            broken.add(launch.run_key)
+    return result

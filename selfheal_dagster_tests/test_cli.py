@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 
 from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
-from selfheal_dagster.tables import TABLES
+from selfheal_dagster.tables import TABLES, execution_order, in_phase
 
 
 def selfheal(env_dir, *args, extra_env=None):
@@ -68,10 +68,13 @@ def test_bad_environment_is_one_line_and_exit_code_2(tmp_path):
 
 def test_demo_backfill_and_gap_end_to_end(tmp_path):
     out = selfheal(tmp_path, "demo", "--end", "2026-01-20", "--days", "2")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, out.stdout + out.stderr
     assert "Coverage 2026-01-19 .. 2026-01-20" in out.stdout
     for table in TABLES:
         assert table.name in out.stdout
+    # The story: two gaps found by the sweep, healed by the heal sensor's runs.
+    assert "missing" in out.stdout and "short" in out.stdout
+    assert "→ healed" in out.stdout and "0 failing check(s) left" in out.stdout
     wh = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
     for table in TABLES:
         for day in (date(2026, 1, 19), date(2026, 1, 20)):
@@ -170,3 +173,30 @@ def test_check_exits_1_naming_the_gap_and_0_after_rematerialising(tmp_path, hist
     )
     assert fix.returncode == 0, fix.stderr
     assert selfheal(tmp_path, *args).returncode == 0
+
+
+def test_heal_dry_run_prints_the_plan_as_json_and_heal_repairs(tmp_path, history_file):
+    import json
+    import shutil
+
+    shutil.copy(history_file, tmp_path / "warehouse.duckdb")
+    phase4 = selfheal(
+        tmp_path, "backfill", "--start", "2026-01-20", "--end", "2026-01-21", "--phase", "4"
+    )
+    assert phase4.returncode == 0, phase4.stderr
+    selfheal(tmp_path, "gap", "--table", "bdl_player_boxscores", "--date", "2026-01-20")
+
+    out = selfheal(tmp_path, "heal", "--date", "2026-01-20", "--dry-run", "--json")
+    assert out.returncode == 0, out.stderr
+    # Phase 4 of 01-20 reads box scores before 01-20; Phase 4 of 01-21 reads 01-20's.
+    processors = [t.key for t in execution_order(in_phase(4))]
+    assert json.loads(out.stdout) == {
+        "2026-01-20": ["nba_raw/bdl_player_boxscores"],
+        "2026-01-21": processors,
+    }
+    out = selfheal(tmp_path, "heal", "--date", "2026-01-20")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count(": healed") == 2
+    assert selfheal(tmp_path, "check", "--date", "2026-01-20").returncode == 0
+    out = selfheal(tmp_path, "heal", "--date", "2026-01-20", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout) == {}

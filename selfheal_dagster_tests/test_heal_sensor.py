@@ -7,7 +7,6 @@ import pytest
 
 from selfheal_dagster import runs
 from selfheal_dagster.defs.heal import heal_tick, verify
-from selfheal_dagster.defs.resources import DuckDBWarehouseResource
 from selfheal_dagster.lib import healing
 from selfheal_dagster.lib.dates import eastern, now_utc
 from selfheal_dagster.lib.history import Outcome
@@ -18,60 +17,19 @@ BOX = BY_NAME["bdl_player_boxscores"]
 NOW = eastern(GAME_DAY + timedelta(days=2), 13)  # sweep "today"; Phase 2 window GAME_DAY±1
 
 
-class Loop:
-    """Drive the real sweep and heal sensor by hand, the way the daemon would."""
+class Loop(runs.LocalLoop):
+    """The in-process daemon loop, sweeping the Phase 2 window around GAME_DAY."""
 
     def __init__(self, defs, instance, warehouse):
-        self.defs, self.instance, self.warehouse = defs, instance, warehouse
-        self.resources = {"warehouse": DuckDBWarehouseResource(path=warehouse.path)}
-        self.sensor = defs.resolve_sensor_def("heal_sensor")
-        self.cursor = None
-        self.tick()  # the first tick only places the watermark
+        super().__init__(defs, instance)
+        self.warehouse = warehouse
+        self.start()
 
     def sweep(self):
-        result = self.defs.resolve_job_def("sweep_job").execute_in_process(
-            instance=self.instance,
-            run_config={
-                "ops": {
-                    "sweep_checks": {
-                        "config": {"now": NOW.isoformat(), "phase4_days": 0, "reassert_minutes": 0}
-                    }
-                },
-                **runs.QUIET,
-            },
-        )
-        assert result.success
+        return super().sweep(now=NOW.isoformat(), phase4_days=0, reassert_minutes=0)
 
-    def context(self, cursor=None):
-        return dg.build_sensor_context(
-            instance=self.instance,
-            definitions=self.defs,
-            cursor=cursor if cursor is not None else self.cursor,
-            resources=self.resources,
-        )
-
-    def tick(self, advance=True):
-        result = self.sensor.evaluate_tick(self.context())
-        if advance:
-            self.cursor = result.cursor
-        return result
-
-    def run(self, request, **env):
-        """Execute a requested heal run in-process, as the run launcher would."""
-        job = self.defs.resolve_job_def("heal_job")
-        return job.execute_in_process(
-            partition_key=request.partition_key,
-            asset_selection=request.asset_selection,
-            tags={
-                **request.tags,
-                dg.RUN_KEY_TAG
-                if hasattr(dg, "RUN_KEY_TAG")
-                else "dagster/run_key": request.run_key,
-            },
-            instance=self.instance,
-            raise_on_error=False,
-            run_config=runs.QUIET,
-        )
+    def run(self, request):
+        return self.execute(request)
 
 
 @pytest.fixture

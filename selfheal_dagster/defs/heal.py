@@ -76,10 +76,28 @@ def _day_start(today: date) -> datetime:
     return datetime.combine(today, datetime.min.time(), tzinfo=EASTERN).astimezone(UTC)
 
 
+def last_passed(
+    instance: dg.DagsterInstance, failures: Iterable[healing.Failure]
+) -> dict[tuple[str, date], datetime]:
+    """When each failing target's check last passed: a pass means the data changed (a person
+    or a heal fixed it), so attempts count again from there."""
+    out: dict[tuple[str, date], datetime] = {}
+    for f in {(f.asset, f.day, f.check): f for f in failures}.values():
+        key = dg.AssetCheckKey(dg.AssetKey.from_user_string(f.asset), f.check)
+        found = check_records.history(instance, key, f.day, limit=1, passed_only=True)
+        if found:
+            at = datetime.fromtimestamp(found[0].create_timestamp, UTC)
+            out[(f.asset, f.day)] = max(at, out.get((f.asset, f.day), at))
+    return out
+
+
 def target_runs(
-    instance: dg.DagsterInstance, days: Iterable[date], today: date, resets: dict[str, float]
+    instance: dg.DagsterInstance,
+    days: Iterable[date],
+    today: date,
+    passed: dict[tuple[str, date], datetime],
 ) -> dict[tuple[str, date], healing.TargetRuns]:
-    """Heal runs created today (US/Eastern) per (asset, date): attempts, last end, in flight."""
+    """Heal runs per (asset, date) created today (US/Eastern) after its check last passed."""
     days = sorted({d.isoformat() for d in days})
     if not days:
         return {}
@@ -90,21 +108,23 @@ def target_runs(
             created_after=_day_start(today),
         )
     )
-    out: dict[tuple[str, date], healing.TargetRuns] = {}
+    out: dict[tuple[str, date], healing.TargetRuns] = {
+        target: healing.TargetRuns(passed_at=at) for target, at in passed.items()
+    }
     for record in sorted(records, key=lambda r: r.create_timestamp):
         run = record.dagster_run
         day = date.fromisoformat(run.tags[healing.TARGET_DATE])
         for key in run.asset_selection or ():
             asset = key.to_user_string()
-            reset = resets.get(healing.target_key(asset, day), 0)
-            if record.create_timestamp.timestamp() <= reset:
-                continue
             seen = out.get((asset, day), healing.TargetRuns())
+            if seen.passed_at and record.create_timestamp <= seen.passed_at:
+                continue
             ended = datetime.fromtimestamp(record.end_time, UTC) if record.end_time else None
             out[(asset, day)] = healing.TargetRuns(
                 attempts=seen.attempts + 1,
                 last_ended=max(filter(None, (seen.last_ended, ended)), default=None),
                 in_flight=run.run_id if run.status in IN_FLIGHT else seen.in_flight,
+                passed_at=seen.passed_at,
             )
     return out
 
@@ -125,8 +145,8 @@ def prerequisite_status(instance: dg.DagsterInstance, run_keys: Sequence[str]) -
 
 def read_results(
     instance: dg.DagsterInstance, state: healing.State
-) -> tuple[list[healing.Failure], list[tuple[str, date]], int]:
-    """New failures and passes since the cursor, and the next watermark.
+) -> tuple[list[healing.Failure], int]:
+    """New healable failures since the cursor, and the next watermark.
 
     A check record gets its id when the check is planned and its result later, in place, so
     the watermark must stay below any record still planned in a run that is in flight.
@@ -142,7 +162,7 @@ def read_results(
         runs = instance.get_run_records(dg.RunsFilter(run_ids=sorted({r.run_id for r in planned})))
         running = {r.dagster_run.run_id for r in runs if r.dagster_run.status in IN_FLIGHT}
     floor = min((r.id for r in planned if r.run_id in running), default=None)
-    failures, passed, handled = [], [], []
+    failures, handled = [], []
     for record in fresh:
         if check_records.is_planned(record):
             if record.run_id not in running:
@@ -154,10 +174,10 @@ def read_results(
             continue
         asset, day = evaluation.asset_key.to_user_string(), date.fromisoformat(evaluation.partition)
         status = evaluation.metadata.get("status")
-        if evaluation.passed:
-            passed.append((asset, day))
-        elif evaluation.severity == dg.AssetCheckSeverity.ERROR and (
-            status is None or status.value in HEALABLE
+        if (
+            not evaluation.passed
+            and evaluation.severity == dg.AssetCheckSeverity.ERROR
+            and (status is None or status.value in HEALABLE)
         ):
             failures.append(
                 healing.Failure(
@@ -172,7 +192,7 @@ def read_results(
     top = max([state.watermark or 0, *handled])
     watermark = top if floor is None else min(top, floor - 1)
     state.seen = sorted({*state.seen, *handled} - set(range(0, watermark + 1)))
-    return failures, passed, watermark
+    return failures, watermark
 
 
 def heal_tick(
@@ -193,9 +213,9 @@ def heal_tick(
         )
     now = now or now_utc()
     today = today_et(now)
-    failures, passed, state.watermark = read_results(instance, state)
+    failures, state.watermark = read_results(instance, state)
     days = {f.day for f in failures} | {date.fromisoformat(p.day) for p in state.pending}
-    runs = target_runs(instance, days, today, state.resets)
+    runs = target_runs(instance, days, today, last_passed(instance, failures))
     pending_keys = [k for p in state.pending for k in p.after]
     exists = (
         existing_partitions(warehouse, min(f.day for f in failures), today)
@@ -205,7 +225,6 @@ def heal_tick(
     decision = healing.decide(
         state=state,
         failures=failures,
-        passed=passed,
         runs=runs,
         prerequisite_status=prerequisite_status(instance, pending_keys),
         graph=planner_graph(context.repository_def.asset_graph),

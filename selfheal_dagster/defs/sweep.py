@@ -18,7 +18,7 @@ from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResou
 from selfheal_dagster.lib import check_records
 from selfheal_dagster.lib.checks import CHECKS, Outcome, evaluate, window_start
 from selfheal_dagster.lib.coverage import read_window
-from selfheal_dagster.lib.dates import now_utc, today_et
+from selfheal_dagster.lib.dates import date_range, now_utc, today_et
 from selfheal_dagster.lib.settings import Settings
 from selfheal_dagster.tables import TABLES, Table
 
@@ -44,9 +44,16 @@ class SweepConfig(dg.Config):
     now: str | None = Field(
         default=None, description="Evaluate as of this ISO timestamp instead of now (rehearsals)."
     )
+    start: str | None = Field(
+        default=None, description="Sweep this date range (YYYY-MM-DD) instead of the windows."
+    )
+    end: str | None = Field(default=None, description="Last date of the explicit range.")
 
 
 def watch_targets(config: SweepConfig, now: datetime) -> list[tuple[Table, date]]:
+    if config.start and config.end:
+        span = date_range(date.fromisoformat(config.start), date.fromisoformat(config.end))
+        return [(t, day) for t in TABLES for day in span]
     today = today_et(now)
     days = {
         2: [today - timedelta(days=i) for i in range(1, config.phase2_days + 1)],

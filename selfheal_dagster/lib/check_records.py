@@ -28,12 +28,14 @@ def history(
     day: date,
     limit: int = 20,
     failed_only: bool = False,
+    passed_only: bool = False,
 ) -> Sequence[AssetCheckExecutionRecord]:
     """Results of one check for one partition, newest first."""
+    status = {FAILED} if failed_only else ({SUCCEEDED} if passed_only else None)
     return instance.event_log_storage.get_asset_check_execution_history(
         key,
         limit=limit,
-        status={FAILED} if failed_only else None,
+        status=status,
         partition_filter=PartitionKeyFilter(key=day.isoformat()),
     )
 

@@ -8,7 +8,6 @@ which failures to skip and why, and which targets to give up on. Nothing here to
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -52,11 +51,13 @@ class Failure:
 
 @dataclass(frozen=True)
 class TargetRuns:
-    """Heal runs of one (asset, date) today: how many, the last end, one still in flight."""
+    """Heal runs of one (asset, date) today since its check last passed: how many, the last
+    end, one still in flight; and when it last passed (None: not today)."""
 
     attempts: int = 0
     last_ended: datetime | None = None
     in_flight: str | None = None
+    passed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,7 @@ class State:
     watermark: int | None = None  # every check record id <= this has been handled
     seen: list[int] = field(default_factory=list)  # handled ids above the watermark
     pending: list[PendingRun] = field(default_factory=list)
-    gave_up: dict[str, str] = field(default_factory=dict)  # target -> ET day of escalation
-    resets: dict[str, float] = field(default_factory=dict)  # target -> passed again at
+    gave_up: dict[str, float] = field(default_factory=dict)  # target -> when we escalated
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -124,9 +124,8 @@ def correlation_id(record_ids: Iterable[int]) -> str:
     return str(uuid.uuid5(_NAMESPACE, ",".join(map(str, sorted(record_ids)))))
 
 
-def _run_key(day: date, record_ids: Iterable[int]) -> str:
-    digest = hashlib.sha1(",".join(map(str, sorted(record_ids))).encode()).hexdigest()[:12]
-    return f"selfheal-{day.isoformat()}-{digest}"
+def _run_key(day: date, batch: str) -> str:
+    return f"selfheal-{day.isoformat()}-{batch}"
 
 
 def phase_of(asset: str, phases: Mapping[str, int]) -> str:
@@ -136,7 +135,6 @@ def phase_of(asset: str, phases: Mapping[str, int]) -> str:
 def decide(
     state: State,
     failures: list[Failure],
-    passed: Iterable[tuple[str, date]],
     runs: Mapping[tuple[str, date], TargetRuns],
     prerequisite_status: Mapping[str, str],
     graph: planner.Graph,
@@ -169,11 +167,8 @@ def decide(
     state.pending = keep
     waiting = {(a, date.fromisoformat(p.day)) for p in keep for a in p.assets}
 
-    for asset, day in passed:  # the data changed: a person (or a heal) fixed it
-        key = target_key(asset, day)
-        if key in state.gave_up:
-            del state.gave_up[key]
-            state.resets[key] = now.timestamp()
+    day_start = now - timedelta(days=1)
+    state.gave_up = {k: at for k, at in state.gave_up.items() if at > day_start.timestamp()}
 
     latest: dict[tuple[str, date], Failure] = {}
     for f in sorted(failures, key=lambda f: f.record_id):
@@ -186,11 +181,14 @@ def decide(
             where = f"run {seen.in_flight}" if seen.in_flight else "a planned run"
             decision.skipped.append(f"{asset} {day}: heal already queued or running ({where})")
             continue
-        if state.gave_up.get(key) == today.isoformat():
-            decision.skipped.append(f"{asset} {day}: gave up today; waiting for a person")
-            continue
+        gave_up = state.gave_up.get(key)
+        if gave_up and (seen.passed_at is None or seen.passed_at.timestamp() < gave_up):
+            if seen.attempts >= policy.max_attempts:
+                decision.skipped.append(f"{asset} {day}: gave up today; waiting for a person")
+                continue
+            del state.gave_up[key]  # a new day: the attempts are back
         if seen.attempts >= policy.max_attempts:
-            state.gave_up[key] = today.isoformat()
+            state.gave_up[key] = now.timestamp()
             cid = correlation_id([f.record_id])
             decision.escalations.append(
                 HealRecord(
@@ -228,9 +226,42 @@ def decide(
 
     cid = correlation_id(f.record_id for f in heal)
     plan = planner.plan([(f.asset, f.day) for f in heal], graph, exists, today)
+    launches, records = plan_runs(plan, heal, runs, phases, now, cid, f"{cid[:8]}")
+    decision.records += records
+    for launch, after in launches:
+        if after:
+            state.pending.append(
+                PendingRun(
+                    run_key=launch.run_key,
+                    day=launch.day.isoformat(),
+                    assets=list(launch.assets),
+                    after=after,
+                    tags=launch.tags,
+                    created=now.timestamp(),
+                )
+            )
+        else:
+            decision.launch.append(launch)
+    return decision
+
+
+def plan_runs(
+    plan: planner.Plan,
+    heal: list[Failure],
+    runs: Mapping[tuple[str, date], TargetRuns],
+    phases: Mapping[str, int],
+    now: datetime,
+    cid: str,
+    batch: str,
+) -> tuple[list[tuple[Launch, list[str]]], list[HealRecord]]:
+    """Run keys, tags and "triggered" history records for a plan.
+
+    Returns each run with the run keys it must wait for, and one history record per (date,
+    phase) of the plan. ``batch`` makes the run keys unique per batch of failed evaluations.
+    """
+    keys = {r.day: _run_key(r.day, batch) for r in plan.runs}
     by_target = {(f.asset, f.day): f for f in heal}
-    ids = [f.record_id for f in heal]
-    keys = {r.day: _run_key(r.day, ids) for r in plan.runs}
+    launches, records = [], []
     for run in plan.runs:
         mine = [by_target[(a, run.day)] for a in run.failed]
         attempt = 1 + max(
@@ -247,40 +278,27 @@ def decide(
             FAILED: ",".join(short(a) for a in run.failed),
             DETECTED_AT: detected.isoformat(),
         }
-        if run.after:
-            state.pending.append(
-                PendingRun(
-                    run_key=keys[run.day],
-                    day=run.day.isoformat(),
-                    assets=list(run.assets),
-                    after=[keys[d] for d in run.after],
-                    tags=tags,
-                    created=now.timestamp(),
-                )
-            )
-        else:
-            decision.launch.append(Launch(keys[run.day], run.day, run.assets, tags))
+        launches.append(
+            (Launch(keys[run.day], run.day, run.assets, tags), [keys[d] for d in run.after])
+        )
         upstream = ", ".join(f"{short(f.asset)} {f.day}" for f in heal if f.day < run.day)
         for phase in sorted({phases[a] for a in run.assets}):
-            assets = [a for a in run.assets if phases[a] == phase]
-            failed = [a for a in run.failed if phases[a] == phase]
             reasons = "; ".join(
                 f"{short(f.asset)} {f.check}: {f.reason}" for f in mine if phases[f.asset] == phase
             )
-            decision.records.append(
+            records.append(
                 HealRecord(
                     phase=f"phase{phase}",
                     target_date=run.day,
-                    missing_components=[short(a) for a in failed],
+                    missing_components=[short(a) for a in run.failed if phases[a] == phase],
                     healing_result=HealingResult(
-                        triggered=True,
-                        reason=reasons or f"refresh: reads the healed {upstream}",
+                        triggered=True, reason=reasons or f"refresh: reads the healed {upstream}"
                     ),
                     correlation_id=cid,
                     timestamp=now,
                     attempt=attempt,
-                    assets=assets,
+                    assets=[a for a in run.assets if phases[a] == phase],
                     detected_at=detected,
                 )
             )
-    return decision
+    return launches, records
