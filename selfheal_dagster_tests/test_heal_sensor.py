@@ -224,3 +224,20 @@ def test_a_late_warning_never_heals(loop):
     loop.sweep()  # everything in the window is present but was loaded after its deadline
     result = loop.tick()
     assert result.run_requests == [] and result.skip_message == "no new failed checks"
+
+
+def test_a_healed_target_that_breaks_again_starts_again_at_attempt_one(loop):
+    loop.warehouse.punch_gap(BOX, GAME_DAY)
+    loop.sweep()
+    [first] = loop.tick().run_requests
+    outcome = loop.run(first)
+    assert loop.verify(outcome.run_id)[0] == "healed"
+    loop.sweep()  # records the passing result: the data changed
+    loop.warehouse.punch_gap(BOX, GAME_DAY)
+    loop.sweep()
+    data = loop.tick()
+    assert len(data.run_requests) == 1, data.skip_message
+    [second] = data.run_requests
+    assert second.tags[healing.ATTEMPT] == "1"
+    assert second.run_key != first.run_key
+    assert second.tags[healing.CORRELATION_ID] != first.tags[healing.CORRELATION_ID]

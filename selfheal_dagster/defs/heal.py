@@ -85,8 +85,9 @@ def last_passed(
     for f in {(f.asset, f.day, f.check): f for f in failures}.values():
         key = dg.AssetCheckKey(dg.AssetKey.from_user_string(f.asset), f.check)
         found = check_records.history(instance, key, f.day, limit=1, passed_only=True)
-        if found:
-            at = datetime.fromtimestamp(found[0].create_timestamp, UTC)
+        if found and found[0].event is not None:
+            # The event's own time: the record's create_timestamp is truncated to seconds.
+            at = datetime.fromtimestamp(found[0].event.timestamp, UTC)
             out[(f.asset, f.day)] = max(at, out.get((f.asset, f.day), at))
     return out
 

@@ -117,7 +117,7 @@ def sweep_job() -> None:
     sweep_checks()
 
 
-def sweep_sensor(interval_seconds: int, reassert_minutes: int) -> dg.SensorDefinition:
+def sweep_sensor(interval_seconds: int, config: SweepConfig) -> dg.SensorDefinition:
     def _sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         in_flight = context.instance.get_run_records(
             dg.RunsFilter(job_name=SWEEP_JOB, statuses=IN_FLIGHT), limit=1
@@ -127,9 +127,7 @@ def sweep_sensor(interval_seconds: int, reassert_minutes: int) -> dg.SensorDefin
         bucket = int(now_utc().timestamp() // interval_seconds)
         return dg.RunRequest(
             run_key=f"sweep-{bucket}",
-            run_config=dg.RunConfig(
-                ops={"sweep_checks": SweepConfig(reassert_minutes=reassert_minutes)}
-            ),
+            run_config=dg.RunConfig(ops={"sweep_checks": config}),
             tags={"selfheal/sweep": "true"},
         )
 
@@ -149,5 +147,14 @@ def defs() -> dg.Definitions:
     settings = Settings.from_env()
     return dg.Definitions(
         jobs=[sweep_job],
-        sensors=[sweep_sensor(settings.sweep_interval_seconds, settings.sweep_reassert_minutes)],
+        sensors=[
+            sweep_sensor(
+                settings.sweep_interval_seconds,
+                SweepConfig(
+                    phase2_days=settings.sweep_phase2_days,
+                    phase4_days=settings.sweep_phase4_days,
+                    reassert_minutes=settings.sweep_reassert_minutes,
+                ),
+            )
+        ],
     )

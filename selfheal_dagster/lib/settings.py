@@ -57,6 +57,8 @@ class Settings:
     season: int
     sweep_interval_seconds: int
     sweep_reassert_minutes: int
+    sweep_phase2_days: int
+    sweep_phase4_days: int
     heal_interval_seconds: int
     heal_max_attempts: int
     heal_backoff_seconds: int
@@ -105,6 +107,8 @@ class Settings:
             season=season_from_env(environ),
             sweep_interval_seconds=interval,
             sweep_reassert_minutes=max(0, _int(environ, "SELFHEAL_SWEEP_REASSERT_MINUTES", 30)),
+            sweep_phase2_days=max(0, _int(environ, "SELFHEAL_SWEEP_PHASE2_DAYS", 3)),
+            sweep_phase4_days=max(0, _int(environ, "SELFHEAL_SWEEP_PHASE4_DAYS", 1)),
             heal_interval_seconds=heal_interval,
             heal_max_attempts=attempts,
             heal_backoff_seconds=max(0, _int(environ, "SELFHEAL_HEAL_BACKOFF_SECONDS", 300)),
