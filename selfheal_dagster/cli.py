@@ -145,14 +145,15 @@ def heal(day: date, dry_run: bool, as_json: bool) -> int:
         return 0
     out = err_console if as_json else console
     try:
-        done = runs.heal_now(
-            failing,
-            defs,
-            runs.instance(),
-            on_run=lambda r: out.print(
-                f"run {r.run_id[:8]} {r.request.partition_key}: {r.outcome} {r.reason}"
-            ),
-        )
+        with report.alerts_on_console(out):
+            done = runs.heal_now(
+                failing,
+                defs,
+                runs.instance(),
+                on_run=lambda r: out.print(
+                    f"run {r.run_id[:8]} {r.request.partition_key}: {r.outcome} {r.reason}"
+                ),
+            )
     except runs.HealBusy as exc:
         err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
         return 1
@@ -208,6 +209,43 @@ def check(day: date, phase: str | None, as_json: bool) -> int:
         missing = ", ".join(part["missing_processors"]) or "none"
         console.print(f"Phase {p}: {verdict}; missing: {missing}")
     return 0 if complete else 1
+
+
+@cli.command()
+@click.option("--date", "day", type=DATE, help="Only heals of this target date.")
+@click.option("--correlation-id", "cid", help="Only this heal (a prefix is enough).")
+@click.option("--json", "as_json", is_flag=True, help="Print the history documents as JSON.")
+def history(day: date | None, cid: str | None, as_json: bool) -> int:
+    """The heal history: each heal, its alerts, runs and outcome, and a summary."""
+    from selfheal_dagster.lib.history import summarize
+
+    records = report.warehouse().history(day=day, correlation_id=cid)
+    summary = summarize(records)
+    if as_json:
+        click.echo(
+            json.dumps({"records": [r.document() for r in records], "summary": summary}, indent=2)
+        )
+        return 0
+    if not records:
+        console.print("no heal records" + (" match" if day or cid else " yet"))
+        return 0
+    console.print(report.render_history(records))
+    if cid:
+        import dagster as dg
+
+        from selfheal_dagster import runs
+
+        found = []
+        for full in sorted({r.correlation_id for r in records}):
+            found += runs.instance().get_runs(dg.RunsFilter(tags={"selfheal/correlation_id": full}))
+        if found:
+            console.print(
+                report.render_runs(
+                    sorted(found, key=lambda r: r.tags.get("selfheal/target_date", ""))
+                )
+            )
+    console.print(report.summary_line(summary))
+    return 0
 
 
 @cli.command()

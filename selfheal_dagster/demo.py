@@ -12,6 +12,7 @@ import time
 from datetime import date, timedelta
 
 from selfheal_dagster import report, runs
+from selfheal_dagster.lib.history import summarize
 from selfheal_dagster.lib.league import League, game_days, season_of
 from selfheal_dagster.lib.settings import Settings, season_start
 from selfheal_dagster.tables import BY_NAME, TABLES, in_phase
@@ -101,7 +102,8 @@ def run(end: date | None, days: int, today: date) -> int:
             f"  run {done.run_id[:8]} {done.request.partition_key}: {assets} → {done.outcome}"
         )
 
-    healed = loop.heal_until_quiet(on_run=show)
+    with report.alerts_on_console():
+        healed = loop.heal_until_quiet(on_run=show)
     loop.sweep(start=start.isoformat(), end=end.isoformat())
 
     console.rule("5. Healthy again")
@@ -109,6 +111,16 @@ def run(end: date | None, days: int, today: date) -> int:
     console.print(report.render_grid(outcomes, week))
     console.print(report.render_heal_runs(healed))
     still = report.failures(outcomes)
+    records = [
+        r
+        for cid in sorted({h.request.tags["selfheal/correlation_id"] for h in healed})
+        for r in warehouse.history(correlation_id=cid)
+    ]
+    if records:
+        console.rule("6. The heal history")
+        console.print(report.render_history(records))
+        console.print(report.summary_line(summarize(records)))
+        console.print(f"details: selfheal history --correlation-id {records[0].correlation_id[:8]}")
     ok = sum(r.outcome == "healed" for r in healed)
     console.print(
         f"{len(healed)} heal run(s), {ok} healed; {len(still)} failing check(s) left; "

@@ -3,17 +3,21 @@ heal runs, progress bars. Rendering only; the work happens in lib/ and runs.py."
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 
 from rich.console import Console
+from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
 from selfheal_dagster.lib.checks import Outcome, Status, evaluate, window_start, worst
 from selfheal_dagster.lib.coverage import read_window
 from selfheal_dagster.lib.dates import now_utc
+from selfheal_dagster.lib.history import HealRecord
 from selfheal_dagster.lib.planner import Plan
 from selfheal_dagster.lib.settings import Settings
 from selfheal_dagster.lib.warehouse import Warehouse
@@ -25,9 +29,9 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def resources() -> dict:
-    from selfheal_dagster.defs.resources import build_resources
+    from selfheal_dagster.defs.resources import build_resources, initialized
 
-    return build_resources(Settings.from_env())
+    return initialized(build_resources(Settings.from_env()))
 
 
 def warehouse() -> Warehouse:
@@ -161,5 +165,86 @@ def render_heal_runs(runs: Sequence) -> RichTable:
             r.request.tags.get("selfheal/attempt", ""),
             r.request.tags.get("selfheal/correlation_id", "")[:8],
             f"[{style}]{r.outcome}[/] {r.reason if r.outcome != 'healed' else ''}",
+        )
+    return table
+
+
+class _AlertsToConsole(logging.Handler):
+    def __init__(self, out: Console) -> None:
+        super().__init__(level=logging.INFO)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        style = "yellow" if record.levelno >= logging.WARNING else "orange3"
+        title = "alert not delivered" if record.levelno >= logging.WARNING else "alert"
+        self.out.print(Panel(text, title=title, border_style=style, expand=False))
+
+
+@contextmanager
+def alerts_on_console(out: Console | None = None):
+    """Show alerts (log sink) and Slack delivery warnings as panels while the block runs."""
+    logger = logging.getLogger("selfheal.alerts")
+    handler = _AlertsToConsole(out or console)
+    saved = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def _took(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def render_history(records: Sequence[HealRecord]) -> RichTable:
+    table = RichTable(title="Heal history", header_style="bold")
+    for column in ("id", "outcome", "missing", "attempt", "runs", "to heal", "alerts", "reason"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        style = OUTCOME_STYLE.get(str(r.outcome), "")
+        alerts = ", ".join(
+            f"{a['kind']} {'✓' if a['delivered'] else '✗'} ({a['via']})" for a in r.alerts
+        )
+        table.add_row(
+            r.id,
+            f"[{style}]{r.outcome}[/]",
+            ", ".join(r.missing_components) or "[dim]refresh[/]",
+            str(r.attempt),
+            "\n".join(run[:8] for run in r.run_ids) or "—",
+            _took(r.seconds_to_heal),
+            alerts or "—",
+            r.healing_result.reason,
+        )
+    return table
+
+
+def summary_line(summary: dict) -> str:
+    med = summary["median_seconds_to_heal"]
+    return (
+        f"{summary['triggered']} heal(s) triggered: {summary['healed']} healed, "
+        f"{summary['failed']} failed, {summary['gave_up']} gave up, {summary['skipped']} skipped, "
+        f"{summary['open']} open; median detection to healed: {_took(med)}"
+    )
+
+
+def render_runs(runs: Sequence) -> RichTable:
+    table = RichTable(title="Heal runs", header_style="bold")
+    for column in ("run", "date", "attempt", "status", "assets"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(
+            run.run_id[:8],
+            run.tags.get("selfheal/target_date", ""),
+            run.tags.get("selfheal/attempt", ""),
+            run.status.value,
+            "\n".join(k.to_user_string() for k in sorted(run.asset_selection or [])),
         )
     return table

@@ -6,6 +6,7 @@ Runs execute in this process against the Dagster instance in ``DAGSTER_HOME`` (d
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -120,7 +121,11 @@ class LocalLoop:
         self.defs = defs
         self.instance = dagster_instance
         self.sensor = defs.resolve_sensor_def("heal_sensor")
-        self.resources = {"warehouse": defs.resources["warehouse"]}
+        from selfheal_dagster.defs.resources import initialized
+
+        self.resources = initialized(
+            {name: defs.resources[name] for name in ("warehouse", "alerts")}
+        )
         self.cursor: str | None = None
 
     def start(self) -> None:
@@ -137,12 +142,16 @@ class LocalLoop:
         return {k: v.value for k, v in output.step_output_data.metadata.items()}
 
     def context(self, cursor: str | None = None) -> dg.SensorEvaluationContext:
-        return dg.build_sensor_context(
+        context = dg.build_sensor_context(
             instance=self.instance,
             definitions=self.defs,
             cursor=cursor if cursor is not None else self.cursor,
             resources=self.resources,
         )
+        # The tick log (which the daemon keeps for the UI) would print every alert a second
+        # time here; warnings still show.
+        context.log.setLevel(logging.WARNING)
+        return context
 
     def tick(self):
         data = self.sensor.evaluate_tick(self.context())
@@ -163,7 +172,9 @@ class LocalLoop:
         from selfheal_dagster.defs.heal import verify
 
         run = self.instance.get_run_by_id(run_id)
-        outcome, reason, _ = verify(self.instance, run, self.resources["warehouse"].open())
+        warehouse = self.resources["warehouse"].open()
+        notifier = self.resources["alerts"].notifier(warehouse)
+        outcome, reason, _ = verify(self.instance, run, warehouse, notifier)
         return str(outcome), reason
 
     def pending(self) -> int:
@@ -223,7 +234,8 @@ def heal_now(
 
     now = now_utc()
     today = today_et(now)
-    warehouse = defs.resources["warehouse"].open()
+    loop = LocalLoop(defs, dagster_instance)
+    warehouse = loop.resources["warehouse"].open()
     failures = [
         healing.Failure(i, o.table.key, o.day, o.check, o.reason, now)
         for i, o in enumerate(failing)
@@ -249,16 +261,18 @@ def heal_now(
         raise HealBusy("a heal is already queued or running for " + ", ".join(busy))
     cid = str(uuid.uuid4())
     launches, records = healing.plan_runs(plan, failures, seen, PHASES, now, cid, cid[:8])
+    notifier = loop.resources["alerts"].notifier(warehouse)
     for record in records:
-        warehouse.insert_history(record)
-    loop = LocalLoop(defs, dagster_instance)
+        if warehouse.insert_history(record):
+            notifier.triggered(record)
     broken: set[str] = set()
     for launch, after in launches:
         phases = [int(p) for p in launch.tags[healing.PHASE].split(",")]
         if broken & set(after):
             broken.add(launch.run_key)
             reason = "not run: the heal it waited for did not succeed"
-            resolve(warehouse, launch.day, cid, Outcome.SKIPPED, reason, phases)
+            for record in resolve(warehouse, launch.day, cid, Outcome.SKIPPED, reason, phases):
+                notifier.outcome(record)
             result.skipped.append(f"{launch.day}: {reason}")
             continue
         request = dg.RunRequest(

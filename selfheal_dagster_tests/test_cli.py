@@ -200,3 +200,39 @@ def test_heal_dry_run_prints_the_plan_as_json_and_heal_repairs(tmp_path, history
     assert selfheal(tmp_path, "check", "--date", "2026-01-20").returncode == 0
     out = selfheal(tmp_path, "heal", "--date", "2026-01-20", "--json")
     assert out.returncode == 0 and json.loads(out.stdout) == {}
+
+
+def test_history_by_correlation_id_lists_alerts_runs_and_outcome(tmp_path, history_file):
+    import json
+    import shutil
+
+    shutil.copy(history_file, tmp_path / "warehouse.duckdb")
+    selfheal(tmp_path, "gap", "--table", "odds_api_game_lines", "--date", "2026-01-20")
+    healed = selfheal(tmp_path, "heal", "--date", "2026-01-20")
+    assert "🔧 Self-Heal Triggered: Phase 2" in healed.stdout  # the log sink's alert
+    docs = json.loads(selfheal(tmp_path, "history", "--json").stdout)
+    [record] = [r for r in docs["records"] if r["phase"] == "phase2"]
+    assert record["id"] == f"2026-01-20_phase2_{record['correlation_id'][:8]}"
+    assert record["outcome"] == "healed" and record["success"] is True
+    assert record["missing_components"] == ["odds_api_game_lines"]
+    assert docs["summary"]["healed"] >= 1
+
+    out = selfheal(tmp_path, "history", "--correlation-id", record["correlation_id"][:8])
+    assert out.returncode == 0, out.stderr
+    assert record["id"] in out.stdout
+    assert "triggered ✓ (log)" in out.stdout and "healed ✓ (log)" in out.stdout
+    assert record["run_ids"][0][:8] in out.stdout and "SUCCESS" in out.stdout
+    assert "heal(s) triggered" in out.stdout and "median detection to healed" in out.stdout
+    assert (
+        "no heal records match"
+        in selfheal(tmp_path, "history", "--correlation-id", "zzzzzzzz").stdout
+    )
+
+
+def test_a_slack_bot_without_a_channel_is_one_line(tmp_path):
+    out = selfheal(tmp_path, "history", extra_env={"SLACK_BOT_TOKEN": "xoxb-not-printed"})
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: SLACK_CHANNEL is not set: a Slack bot needs both a token and a channel"
+    ]
+    assert "xoxb-not-printed" not in out.stdout + out.stderr

@@ -15,8 +15,9 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 
 from selfheal_dagster.defs.checks import check_key
-from selfheal_dagster.defs.resources import WarehouseResource
+from selfheal_dagster.defs.resources import AlertsResource, WarehouseResource
 from selfheal_dagster.lib import check_records, healing, planner
+from selfheal_dagster.lib.alerts import LogSink, Notifier
 from selfheal_dagster.lib.checks import CHECKS, HEALABLE
 from selfheal_dagster.lib.dates import EASTERN, now_utc, today_et
 from selfheal_dagster.lib.history import FINAL, Outcome
@@ -201,8 +202,10 @@ def heal_tick(
     warehouse: Warehouse,
     policy: healing.Policy,
     now: datetime | None = None,
+    notifier: Notifier | None = None,
 ) -> dg.SensorResult:
     """One heal sensor tick (``now`` only for rehearsing another day)."""
+    notifier = notifier or Notifier(LogSink(), warehouse)
     instance = context.instance
     state = healing.State.from_json(context.cursor)
     if state.watermark is None:
@@ -235,19 +238,27 @@ def heal_tick(
         today=today,
         policy=policy,
     )
-    for record in decision.records + decision.escalations:
-        warehouse.insert_history(record)
+    # History first, alerts after; a record already stored (a re-run tick) is not announced.
+    for record in decision.records:
+        if warehouse.insert_history(record):
+            notifier.triggered(record)
     for record in decision.escalations:
         context.log.warning(f"gave up: {record.target_date} {record.healing_result.reason}")
+        if warehouse.insert_history(record):
+            notifier.outcome(record)
     for pending in decision.dropped:
-        resolve(
+        for record in resolve(
             warehouse,
             date.fromisoformat(pending.day),
             pending.tags[healing.CORRELATION_ID],
             Outcome.SKIPPED,
             "not run: the heal it waited for did not succeed",
             phases=[int(p) for p in pending.tags[healing.PHASE].split(",")],
-        )
+        ):
+            notifier.outcome(record)
+    for cid in sorted({launch.tags[healing.CORRELATION_ID] for launch in decision.launch}):
+        mine = [launch for launch in decision.launch if launch.tags[healing.CORRELATION_ID] == cid]
+        context.log.info(f"correlation {cid}: {len(mine)} heal run(s) requested")
     for reason in decision.skipped:
         context.log.info(f"skipped: {reason}")
     requests = [
@@ -314,9 +325,12 @@ def judge(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[Outcome, st
 
 
 def verify(
-    instance: dg.DagsterInstance, run: dg.DagsterRun, warehouse: Warehouse
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    warehouse: Warehouse,
+    notifier: Notifier | None = None,
 ) -> tuple[Outcome, str, list] | None:
-    """Record a finished heal run's outcome; None for runs the heal sensor did not launch."""
+    """Record (and announce) a finished heal run's outcome; None for runs no heal launched."""
     cid = run.tags.get(healing.CORRELATION_ID)
     if not cid:
         return None
@@ -324,6 +338,9 @@ def verify(
     day = date.fromisoformat(run.tags[healing.TARGET_DATE])
     phases = {PHASES[k.to_user_string()] for k in run.asset_selection or ()}
     records = resolve(warehouse, day, cid, outcome, reason, phases, run.run_id)
+    notifier = notifier or Notifier(LogSink(), warehouse)
+    for record in records:  # only records that were still open: a re-run says nothing twice
+        notifier.outcome(record)
     return outcome, reason, records
 
 
@@ -335,8 +352,12 @@ def _verify_sensor(name: str, status: dg.DagsterRunStatus) -> dg.RunStatusSensor
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Record the outcome of heal runs that end in {status.value}.",
     )
-    def _sensor(context: dg.RunStatusSensorContext, warehouse: WarehouseResource):
-        result = verify(context.instance, context.dagster_run, warehouse.open())
+    def _sensor(
+        context: dg.RunStatusSensorContext, warehouse: WarehouseResource, alerts: AlertsResource
+    ):
+        wh = warehouse.open()
+        notifier = alerts.notifier(wh, echo=context.log.info)
+        result = verify(context.instance, context.dagster_run, wh, notifier)
         if result is None:
             return dg.SkipReason(f"run {context.dagster_run.run_id} is not a sensor heal")
         outcome, reason, _ = result
@@ -347,8 +368,11 @@ def _verify_sensor(name: str, status: dg.DagsterRunStatus) -> dg.RunStatusSensor
 
 
 def heal_sensor(interval_seconds: int, policy: healing.Policy) -> dg.SensorDefinition:
-    def _sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
-        return heal_tick(context, warehouse.open(), policy)
+    def _sensor(
+        context: dg.SensorEvaluationContext, warehouse: WarehouseResource, alerts: AlertsResource
+    ):
+        wh = warehouse.open()
+        return heal_tick(context, wh, policy, notifier=alerts.notifier(wh, echo=context.log.info))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)

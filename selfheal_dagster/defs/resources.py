@@ -68,8 +68,71 @@ class SimulatedLeagueResource(Phase1SourceResource):
         return warehouse.replace_partition(table, day, rows)
 
 
+class AlertsResource(dg.ConfigurableResource):
+    """Where heal alerts go: Slack with a bot token, a Slack incoming webhook, or the log.
+
+    The token and the webhook URL come from the environment (``dg.EnvVar``), so the UI shows
+    only the variable's name; Slack clients are imported only when one is configured.
+    """
+
+    bot_token: str = Field(default="", description="Slack bot token (from SLACK_BOT_TOKEN).")
+    channel: str = Field(default="", description="Channel the bot posts to (SLACK_CHANNEL).")
+    webhook_url: str = Field(
+        default="", description="Slack incoming-webhook URL (from SLACK_WEBHOOK_URL)."
+    )
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", description="Base URL of Slack's Web API."
+    )
+    ui_url: str = Field(default="", description="Dagster UI base URL, for links to runs.")
+    attempts: int = Field(default=3, description="Delivery attempts per alert.")
+    timeout_seconds: float = Field(default=3.0, description="Timeout of each attempt.")
+    max_retry_after_seconds: float = Field(
+        default=5.0, description="Longest Retry-After (HTTP 429) honoured before giving up."
+    )
+
+    def sink(self, echo=None):
+        """The configured destination; ``echo`` also receives log-sink alerts (sensor logs)."""
+        from selfheal_dagster.lib import alerts
+
+        delivery = alerts.Delivery(
+            attempts=self.attempts,
+            timeout_seconds=self.timeout_seconds,
+            max_retry_after_seconds=self.max_retry_after_seconds,
+        )
+        if self.bot_token and self.channel:
+            return alerts.BotSink(
+                delivery=delivery, client_factory=self._bot_client, channel=self.channel
+            )
+        if self.webhook_url:
+            return alerts.WebhookSink(delivery=delivery, url=self.webhook_url)
+        return alerts.LogSink(echo)
+
+    def _bot_client(self):
+        from dagster_slack import SlackResource
+
+        client = SlackResource(token=self.bot_token).get_client()
+        client.base_url = self.slack_api_url
+        return client
+
+    def notifier(self, warehouse: Warehouse, echo=None):
+        from selfheal_dagster.lib.alerts import Notifier
+
+        link = (lambda run_id: f"{self.ui_url}/runs/{run_id}") if self.ui_url else None
+        return Notifier(self.sink(echo), warehouse, link)
+
+
+def alerts_resource(settings: Settings) -> AlertsResource:
+    secrets: dict[str, object] = {}
+    if settings.slack == "bot":
+        secrets = {"bot_token": dg.EnvVar("SLACK_BOT_TOKEN"), "channel": dg.EnvVar("SLACK_CHANNEL")}
+    elif settings.slack == "webhook":
+        secrets = {"webhook_url": dg.EnvVar("SLACK_WEBHOOK_URL")}
+    return AlertsResource(ui_url=settings.ui_url, **secrets)
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
+        "alerts": alerts_resource(settings),
         "warehouse": DuckDBWarehouseResource(path=str(settings.duckdb_path)),
         "source": SimulatedLeagueResource(
             seed=settings.league_seed,
@@ -77,6 +140,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             short=settings.league_short,
         ),
     }
+
+
+def initialized(resources: dict[str, dg.ConfigurableResource]) -> dict:
+    """Resources for use outside a run (CLI, demo): ``dg.EnvVar`` values resolved."""
+    return {name: r.process_config_and_initialize() for name, r in resources.items()}
 
 
 @dg.definitions

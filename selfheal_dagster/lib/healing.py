@@ -264,9 +264,8 @@ def plan_runs(
     launches, records = [], []
     for run in plan.runs:
         mine = [by_target[(a, run.day)] for a in run.failed]
-        attempt = 1 + max(
-            (runs.get((a, run.day), TargetRuns()).attempts for a in run.assets), default=0
-        )
+        # The attempt at the failures that caused this run (a refresh-only run: its roots').
+        attempt = 1 + max(runs.get((f.asset, f.day), TargetRuns()).attempts for f in mine or heal)
         run_phases = sorted({phases[a] for a in (run.failed or run.assets)})
         detected = min((f.detected_at for f in mine), default=min(f.detected_at for f in heal))
         tags = {

@@ -46,8 +46,9 @@ COLUMNS = {
     "detected_at": "TIMESTAMP",
     "resolved_at": "TIMESTAMP",
     "seconds_to_heal": "FLOAT",
+    "alerts": "STRING",  # JSON list of {kind, at, via, delivered}
 }
-JSON_COLUMNS = ("missing_components", "healing_result", "assets", "run_ids")
+JSON_COLUMNS = ("missing_components", "healing_result", "assets", "run_ids", "alerts")
 
 
 def record_id(day: date, phase: str, correlation_id: str) -> str:
@@ -78,6 +79,7 @@ class HealRecord:
     detected_at: datetime | None = None
     resolved_at: datetime | None = None
     seconds_to_heal: float | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -105,6 +107,9 @@ class HealRecord:
             ),
         )
 
+    def with_alert(self, note: dict[str, Any]) -> HealRecord:
+        return replace(self, alerts=[*self.alerts, note])
+
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["id"] = self.id
@@ -130,3 +135,21 @@ class HealRecord:
         for key in ("target_date", "timestamp", "detected_at", "resolved_at"):
             doc[key] = doc[key].isoformat() if doc[key] else None
         return doc
+
+
+def summarize(records: list[HealRecord]) -> dict[str, Any]:
+    """The figures the old system only planned to measure."""
+    from statistics import median
+
+    times = [r.seconds_to_heal for r in records if r.seconds_to_heal is not None]
+    count = {o: sum(r.outcome is o for r in records) for o in Outcome}
+    return {
+        "records": len(records),
+        "triggered": sum(r.healing_result.triggered for r in records),
+        "healed": count[Outcome.HEALED],
+        "failed": count[Outcome.FAILED],
+        "gave_up": count[Outcome.GAVE_UP],
+        "skipped": count[Outcome.SKIPPED],
+        "open": count[Outcome.TRIGGERED],
+        "median_seconds_to_heal": median(times) if times else None,
+    }

@@ -62,6 +62,8 @@ class Settings:
     heal_interval_seconds: int
     heal_max_attempts: int
     heal_backoff_seconds: int
+    slack: str  # "bot" | "webhook" | "log": which alert destination is configured
+    ui_url: str
 
     @property
     def is_prod(self) -> bool:
@@ -94,6 +96,13 @@ class Settings:
         ):
             if value < 5:
                 raise SettingsError(f"{name}={value}: expected >= 5 (seconds)")
+        bot, channel = environ.get("SLACK_BOT_TOKEN", ""), environ.get("SLACK_CHANNEL", "")
+        if bool(bot) != bool(channel):
+            missing = "SLACK_CHANNEL" if bot else "SLACK_BOT_TOKEN"
+            raise SettingsError(
+                f"{missing} is not set: a Slack bot needs both a token and a channel"
+            )
+        slack = "bot" if bot else ("webhook" if environ.get("SLACK_WEBHOOK_URL") else "log")
         attempts = _int(environ, "SELFHEAL_HEAL_MAX_ATTEMPTS", 3)
         if attempts < 1:
             raise SettingsError(f"SELFHEAL_HEAL_MAX_ATTEMPTS={attempts}: expected >= 1")
@@ -112,4 +121,6 @@ class Settings:
             heal_interval_seconds=heal_interval,
             heal_max_attempts=attempts,
             heal_backoff_seconds=max(0, _int(environ, "SELFHEAL_HEAL_BACKOFF_SECONDS", 300)),
+            slack=slack,
+            ui_url=environ.get("SELFHEAL_UI_URL", "").rstrip("/"),
         )

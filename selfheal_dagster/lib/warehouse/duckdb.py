@@ -111,6 +111,11 @@ class DuckDBWarehouse(Warehouse):
             f"CREATE TABLE IF NOT EXISTS {self._history_ref()} "
             f"({', '.join(cols)}, PRIMARY KEY ({quote('id')}))"
         )
+        for column, type_ in history.COLUMNS.items():  # a warehouse from an older version
+            con.execute(
+                f"ALTER TABLE {self._history_ref()} "
+                f"ADD COLUMN IF NOT EXISTS {quote(column)} {_TYPES[type_]}"
+            )
         for t in tables:
             cols = [f"{quote(c.name)} {_TYPES[c.type]}" for c in t.columns]
             cols.append(f"{quote(LOADED_AT)} TIMESTAMP NOT NULL")

@@ -1,0 +1,138 @@
+"""Heal history and alerts through the heal sensor, with a real instance, DuckDB and HTTP."""
+
+import json
+import logging
+from datetime import timedelta
+
+import pytest
+
+from selfheal_dagster.lib import healing
+from selfheal_dagster.lib.history import Outcome, record_id
+from selfheal_dagster.tables import BY_NAME
+from selfheal_dagster_tests.conftest import GAME_DAY
+from selfheal_dagster_tests.test_heal_sensor import Loop
+
+BOX = BY_NAME["bdl_player_boxscores"]
+ODDS = BY_NAME["odds_api_game_lines"]
+
+
+@pytest.fixture
+def slack_loop(history, instance, httpserver, monkeypatch):
+    """The loop with alerts going to a Slack webhook on 127.0.0.1."""
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", httpserver.url_for("/services/T0/B0/secret"))
+    from selfheal_dagster.definitions import defs as load
+
+    return Loop(load(), instance, history)
+
+
+def webhook_titles(httpserver):
+    return [json.loads(r.get_data())["attachments"][0]["title"] for r, _ in httpserver.log]
+
+
+def test_history_ids_and_the_triggered_alert_are_written_once(slack_loop, httpserver):
+    httpserver.expect_request("/services/T0/B0/secret").respond_with_data("ok")
+    slack_loop.warehouse.punch_gap(BOX, GAME_DAY)
+    slack_loop.sweep()
+    before = slack_loop.cursor
+    [request] = slack_loop.tick().run_requests
+    cid = request.tags[healing.CORRELATION_ID]
+    # The same tick evaluated again (the daemon retries a failed tick): nothing new.
+    slack_loop.sensor.evaluate_tick(slack_loop.context(before))
+    [record] = slack_loop.warehouse.history(day=GAME_DAY)
+    assert record.id == record_id(GAME_DAY, "phase2", cid) == f"{GAME_DAY}_phase2_{cid[:8]}"
+    assert webhook_titles(httpserver) == ["🔧 Self-Heal Triggered: Phase 2"]
+    assert [(a["kind"], a["via"], a["delivered"]) for a in record.alerts] == [
+        ("triggered", "webhook", True)
+    ]
+    doc = record.document()
+    assert {
+        "phase",
+        "target_date",
+        "missing_components",
+        "healing_result",
+        "correlation_id",
+        "timestamp",
+        "success",
+    } <= set(doc)
+    assert doc["healing_result"] == {
+        "triggered": True,
+        "failed": False,
+        "skipped": False,
+        "reason": doc["healing_result"]["reason"],
+    }
+    # Success: the outcome is recorded and announced once, even if verified twice.
+    run = slack_loop.run(request)
+    assert slack_loop.verify(run.run_id)[0] == "healed"
+    slack_loop.verify(run.run_id)
+    [record] = slack_loop.warehouse.history(day=GAME_DAY)
+    assert record.outcome is Outcome.HEALED and record.success is True
+    assert record.run_ids == [run.run_id] and record.seconds_to_heal > 0
+    assert webhook_titles(httpserver) == [
+        "🔧 Self-Heal Triggered: Phase 2",
+        "✅ Self-Heal Healed: Phase 2",
+    ]
+
+
+def test_slack_answering_500_still_heals_and_writes_history_with_one_warning(
+    slack_loop, httpserver, caplog
+):
+    httpserver.expect_request("/services/T0/B0/secret").respond_with_data("oops", status=500)
+    slack_loop.warehouse.punch_gap(BOX, GAME_DAY)
+    slack_loop.sweep()
+    with caplog.at_level(logging.WARNING, logger="selfheal.alerts"):
+        data = slack_loop.tick()
+    assert len(data.run_requests) == 1  # the heal run is launched regardless
+    [record] = slack_loop.warehouse.history(day=GAME_DAY)
+    assert record.outcome is Outcome.TRIGGERED
+    assert record.alerts[0]["delivered"] is False
+    assert len(httpserver.log) == 3
+    warnings = [r for r in caplog.records if r.name == "selfheal.alerts"]
+    assert len(warnings) == 1
+    assert "secret" not in caplog.text
+
+
+def test_outcomes_failure_and_gave_up_are_recorded(slack_loop, httpserver, monkeypatch):
+    httpserver.expect_request("/services/T0/B0/secret").respond_with_data("ok")
+    monkeypatch.setenv("SELFHEAL_LEAGUE_OUTAGES", f"bdl_player_boxscores@{GAME_DAY}")
+    from selfheal_dagster.definitions import defs as load
+    from selfheal_dagster.defs.heal import heal_tick
+
+    slack_loop.defs = load()
+    slack_loop.warehouse.punch_gap(BOX, GAME_DAY)
+    policy = healing.Policy(max_attempts=2, backoff_seconds=0)
+    notifier = slack_loop.resources["alerts"].notifier(slack_loop.warehouse)
+    for _ in range(4):
+        slack_loop.sweep()
+        result = heal_tick(slack_loop.context(), slack_loop.warehouse, policy, notifier=notifier)
+        slack_loop.cursor = result.cursor
+        for request in result.run_requests:
+            slack_loop.verify(slack_loop.run(request).run_id)
+    records = slack_loop.warehouse.history(day=GAME_DAY)
+    assert sorted(str(r.outcome) for r in records) == ["failed", "failed", "gave_up"]
+    assert all(r.success is False for r in records)
+    gave_up = next(r for r in records if r.outcome is Outcome.GAVE_UP)
+    assert gave_up.healing_result.failed and not gave_up.healing_result.triggered
+    titles = webhook_titles(httpserver)
+    assert titles.count("❌ Self-Heal Failed: Phase 2") == 2
+    assert titles.count("🚨 Self-Heal Gave Up: Phase 2 — needs a person") == 1
+
+
+def test_queries_by_date_and_by_correlation_id_return_exactly_the_related_records(
+    slack_loop, httpserver
+):
+    httpserver.expect_request("/services/T0/B0/secret").respond_with_data("ok")
+    other = GAME_DAY - timedelta(days=1)
+    slack_loop.warehouse.punch_gap(BOX, GAME_DAY)
+    slack_loop.sweep()
+    [first] = slack_loop.tick().run_requests
+    slack_loop.verify(slack_loop.run(first).run_id)  # the daemon launches it; it heals
+    slack_loop.warehouse.punch_gap(ODDS, other)
+    slack_loop.sweep()
+    [second] = slack_loop.tick().run_requests
+    a, b = first.tags[healing.CORRELATION_ID], second.tags[healing.CORRELATION_ID]
+    assert a != b
+    assert [r.target_date for r in slack_loop.warehouse.history(correlation_id=a)] == [GAME_DAY]
+    assert [r.target_date for r in slack_loop.warehouse.history(correlation_id=b[:8])] == [other]
+    assert [r.correlation_id for r in slack_loop.warehouse.history(day=other)] == [b]
+    assert len(slack_loop.warehouse.history()) == 2
+    assert slack_loop.warehouse.history(correlation_id="ffffffff") == []
