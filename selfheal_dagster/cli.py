@@ -103,6 +103,15 @@ def gap(table: Table, day: date, keep: float) -> int:
 
 
 @cli.command()
+def init() -> int:
+    """Create the registry's datasets and tables, and the heal history (idempotent)."""
+    warehouse = report.warehouse()
+    warehouse.ensure_tables()
+    console.print(f"{warehouse.kind}: datasets and tables are in place")
+    return 0
+
+
+@cli.command()
 @click.option("--start", type=DATE, required=True)
 @click.option("--end", type=DATE, required=True)
 def status(start: date, end: date) -> int:

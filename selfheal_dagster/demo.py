@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from selfheal_dagster import report, runs
 from selfheal_dagster.lib.history import summarize
 from selfheal_dagster.lib.league import League, game_days, season_of
-from selfheal_dagster.lib.settings import Settings, season_start
+from selfheal_dagster.lib.settings import Settings, SettingsError, season_start
 from selfheal_dagster.tables import BY_NAME, TABLES, in_phase
 
 BOX = BY_NAME["bdl_player_boxscores"]
@@ -44,6 +44,10 @@ def gap_days(league: League, week: list[date]) -> tuple[date, date]:
 def run(end: date | None, days: int, today: date) -> int:
     console = report.console
     settings = Settings.from_env()
+    if settings.is_prod:
+        raise SettingsError(
+            "selfheal demo runs on the embedded default: unset SELFHEAL_ENV (it is prod)"
+        )
     t0 = time.monotonic()
     if end is None:
         start, end = demo_week(today, days, settings.league_seed)

@@ -4,8 +4,6 @@ A processor for date D reads Phase 2 history strictly before D (its lookback win
 schedule and odds of D; the partition mappings declared from the registry say exactly that.
 """
 
-from datetime import timedelta
-
 import dagster as dg
 
 from selfheal_dagster.defs.partitions import (
@@ -15,7 +13,7 @@ from selfheal_dagster.defs.partitions import (
     partition_day,
     written,
 )
-from selfheal_dagster.defs.resources import WarehouseResource
+from selfheal_dagster.defs.resources import Phase4Resource, WarehouseResource
 from selfheal_dagster.lib.settings import Settings
 from selfheal_dagster.tables import PHASE_GROUPS, Table, execution_order, in_phase
 
@@ -32,12 +30,12 @@ def phase4_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
         tags={"selfheal/phase": "4"},
     )
     def _process(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, phase4: Phase4Resource
     ) -> dg.MaterializeResult:
         day = partition_day(context)
         wh = warehouse.open()
-        result = wh.run_processor(table, day, since=day - timedelta(days=table.lookback_days))
-        context.log.info(f"{table.key} {day}: {result.rows} rows computed")
+        result, via = phase4.run(table, day, wh)
+        context.log.info(f"{table.key} {day}: {result.rows} rows computed by {via}")
         return written(result, games=wh.games_on(day))
 
     return _process

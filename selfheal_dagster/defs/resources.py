@@ -4,7 +4,7 @@ Local (the default) is the embedded DuckDB warehouse fed by the simulated league
 connects to anything at import or load time: resources open connections when an asset runs.
 """
 
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 from pydantic import Field
@@ -33,6 +33,53 @@ class DuckDBWarehouseResource(WarehouseResource):
         from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
 
         return DuckDBWarehouse(self.path, lock_timeout=self.lock_timeout_seconds)
+
+
+class BigQueryWarehouseResource(WarehouseResource):
+    """Production: BigQuery through dagster-gcp's ``BigQueryResource`` (credentials the usual
+    Google way: workload identity, GOOGLE_APPLICATION_CREDENTIALS, gcloud)."""
+
+    project: str = Field(description="Google Cloud project holding the datasets.")
+    location: str = Field(default="", description="BigQuery location, e.g. US or EU.")
+
+    def open(self) -> Warehouse:
+        from dagster_gcp import BigQueryResource
+
+        from selfheal_dagster.lib.warehouse.bigquery import BigQueryWarehouse
+
+        bigquery = BigQueryResource(project=self.project, location=self.location or None)
+        return BigQueryWarehouse(self.project, self.location or None, client=bigquery.get_client)
+
+
+class ServiceConfig(dg.Config):
+    """A platform service over HTTP (bounded retries, timeouts, optional Google ID token)."""
+
+    base_url: str = Field(description="Base URL of the service.")
+    id_token: bool = Field(default=True, description="Send a Google ID token for the base URL.")
+    timeout_seconds: float = Field(default=300.0, description="Timeout of one call.")
+    attempts: int = Field(default=3, description="Attempts on 5xx, 429 or connection errors.")
+
+    def client(self, name: str):
+        from selfheal_dagster.lib.services import ServiceClient, google_id_token
+
+        return ServiceClient(
+            name=name,
+            base_url=self.base_url,
+            timeout_seconds=self.timeout_seconds,
+            attempts=self.attempts,
+            id_token=google_id_token if self.id_token else None,
+        )
+
+
+def verified(table: Table, day: date, warehouse: Warehouse) -> WriteResult:
+    """What a service wrote, read back from the warehouse (the service's word is not enough)."""
+    from selfheal_dagster.lib.dates import now_utc
+
+    found = warehouse.partition_stats(table, day, day).get(day)
+    return WriteResult(
+        rows=found.rows if found else 0,
+        loaded_at=found.loaded_at if found and found.loaded_at else now_utc(),
+    )
 
 
 class Phase1SourceResource(dg.ConfigurableResource):
@@ -130,7 +177,58 @@ def alerts_resource(settings: Settings) -> AlertsResource:
     return AlertsResource(ui_url=settings.ui_url, **secrets)
 
 
+class ScraperServiceResource(Phase1SourceResource):
+    """Production Phase 1: ``POST {PHASE1_SCRAPER_URL}/{scraper}?game_date=D`` runs the one
+    scraper and loader for that table and date; the rows are then read back."""
+
+    service: ServiceConfig = Field(description="The scraper service.")
+
+    def load(self, table: Table, day: date, warehouse: Warehouse) -> WriteResult:
+        client = self.service.client("scraper service")
+        client.post(table.feed or table.name, {"game_date": str(day)})
+        return verified(table, day, warehouse)
+
+
+class Phase4Resource(dg.ConfigurableResource):
+    """Runs a Phase 4 processor: its SQL inside the warehouse, or (per processor) the
+    platform's Phase 4 service followed by a read-back of the partition."""
+
+    service: ServiceConfig | None = Field(
+        default=None, description="The Phase 4 service, for the processors routed to it."
+    )
+    via_service: list[str] = Field(
+        default_factory=list, description="Phase 4 tables computed by the service."
+    )
+
+    def run(self, table: Table, day: date, warehouse: Warehouse) -> tuple[WriteResult, str]:
+        if self.service is not None and table.name in self.via_service:
+            client = self.service.client("Phase 4 service")
+            client.post(table.name, {table.partition_column: str(day)})
+            return verified(table, day, warehouse), "phase4 service"
+        since = day - timedelta(days=table.lookback_days)
+        return warehouse.run_processor(table, day, since), f"{warehouse.kind} SQL"
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    if settings.is_prod:
+        id_token = settings.service_auth == "id_token"
+        phase4_service = (
+            ServiceConfig(base_url=dg.EnvVar("PHASE4_SERVICE_URL"), id_token=id_token)
+            if settings.phase4_via_service
+            else None
+        )
+        return {
+            "alerts": alerts_resource(settings),
+            "warehouse": BigQueryWarehouseResource(
+                project=dg.EnvVar("SELFHEAL_BQ_PROJECT"), location=settings.bq_location
+            ),
+            "source": ScraperServiceResource(
+                service=ServiceConfig(base_url=dg.EnvVar("PHASE1_SCRAPER_URL"), id_token=id_token)
+            ),
+            "phase4": Phase4Resource(
+                service=phase4_service, via_service=list(settings.phase4_via_service)
+            ),
+        }
     return {
         "alerts": alerts_resource(settings),
         "warehouse": DuckDBWarehouseResource(path=str(settings.duckdb_path)),
@@ -139,6 +237,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             outages=settings.league_outages,
             short=settings.league_short,
         ),
+        "phase4": Phase4Resource(),
     }
 
 

@@ -7,6 +7,7 @@ code location can show them as they are.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -64,6 +65,9 @@ class Settings:
     heal_backoff_seconds: int
     slack: str  # "bot" | "webhook" | "log": which alert destination is configured
     ui_url: str
+    bq_location: str = ""
+    phase4_via_service: tuple[str, ...] = ()  # Phase 4 tables computed by the Phase 4 service
+    service_auth: str = "id_token"  # "id_token" | "none"
 
     @property
     def is_prod(self) -> bool:
@@ -107,7 +111,9 @@ class Settings:
         if attempts < 1:
             raise SettingsError(f"SELFHEAL_HEAL_MAX_ATTEMPTS={attempts}: expected >= 1")
         raw_path = environ.get("SELFHEAL_DUCKDB_PATH", "").strip() or ".selfheal/warehouse.duckdb"
+        prod = _prod(environ) if env == "prod" else {}
         return cls(
+            **prod,
             env=env,
             duckdb_path=Path(raw_path).expanduser().resolve(),
             league_seed=_int(environ, "SELFHEAL_LEAGUE_SEED", DEFAULT_SEED),
@@ -124,3 +130,48 @@ class Settings:
             slack=slack,
             ui_url=environ.get("SELFHEAL_UI_URL", "").rstrip("/"),
         )
+
+
+def _url(environ: Mapping[str, str], name: str, required: bool) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        if required:
+            raise SettingsError(f"{name} is not set: required when SELFHEAL_ENV=prod")
+        return ""
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise SettingsError(f"{name} is not an http(s) URL")
+    return value
+
+
+def _prod(environ: Mapping[str, str]) -> dict[str, object]:
+    """What production needs, checked at load: one line naming the missing variable."""
+    from selfheal_dagster.tables import in_phase
+
+    project = environ.get("SELFHEAL_BQ_PROJECT", "").strip()
+    if not project:
+        raise SettingsError("SELFHEAL_BQ_PROJECT is not set: required when SELFHEAL_ENV=prod")
+    if not re.match(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", project):
+        raise SettingsError(f"SELFHEAL_BQ_PROJECT='{project}' is not a Google Cloud project id")
+    _url(environ, "PHASE1_SCRAPER_URL", required=True)
+    phase4_url = _url(environ, "PHASE4_SERVICE_URL", required=False)
+    names = [t.name for t in in_phase(4)]
+    raw = environ.get("SELFHEAL_PHASE4_VIA_SERVICE", "all" if phase4_url else "").strip()
+    via = names if raw == "all" else [n.strip() for n in raw.split(",") if n.strip()]
+    unknown = sorted(set(via) - set(names))
+    if unknown:
+        raise SettingsError(
+            f"SELFHEAL_PHASE4_VIA_SERVICE names unknown processors {', '.join(unknown)}: "
+            f"expected 'all' or some of {', '.join(names)}"
+        )
+    if via and not phase4_url:
+        raise SettingsError("PHASE4_SERVICE_URL is not set: SELFHEAL_PHASE4_VIA_SERVICE needs it")
+    auth = environ.get("SELFHEAL_SERVICE_AUTH", "id_token").strip() or "id_token"
+    if auth not in ("id_token", "none"):
+        raise SettingsError(
+            f"SELFHEAL_SERVICE_AUTH='{auth}' is not valid: expected id_token or none"
+        )
+    return {
+        "bq_location": environ.get("SELFHEAL_BQ_LOCATION", "").strip(),
+        "phase4_via_service": tuple(via),
+        "service_auth": auth,
+    }

@@ -1,0 +1,371 @@
+"""The BigQuery warehouse: production, behind the same interface as DuckDB.
+
+- A partition write is ONE job into the partition decorator ``table$YYYYMMDD`` with
+  WRITE_TRUNCATE (a load job for Phase 2 rows, a query job for Phase 4 SQL): atomic, so a
+  crash leaves the previous rows and two runs never duplicate.
+- The sweep reads row counts and load times from ``INFORMATION_SCHEMA.PARTITIONS``, one
+  metadata query per dataset (no table bytes scanned), falling back to a GROUP BY on the date
+  column for a table that is not partitioned.
+- Values are always query parameters; identifiers come only from the registry and are
+  validated and backtick-quoted.
+- The Phase 4 SQL is the same source as DuckDB's, transpiled with sqlglot.
+
+Imported only in production: it pulls in the Google client libraries.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, date, datetime
+from functools import cache
+from typing import Any
+
+import sqlglot
+from google.cloud import bigquery
+
+from selfheal_dagster.lib import history
+from selfheal_dagster.lib.dates import now_utc
+from selfheal_dagster.lib.warehouse.base import (
+    PartitionStats,
+    Warehouse,
+    WarehouseError,
+    WriteResult,
+    processor_sql,
+)
+from selfheal_dagster.tables import BY_NAME, LOADED_AT, TABLES, Table
+
+TYPES = {
+    "DATE": "DATE",
+    "STRING": "STRING",
+    "INT": "INT64",
+    "FLOAT": "FLOAT64",
+    "BOOL": "BOOL",
+    "TIMESTAMP": "TIMESTAMP",
+}
+_IDENT = re.compile(r"^([a-z_][a-z0-9_]*|INFORMATION_SCHEMA|PARTITIONS)$")
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+
+
+def quote(project: str, *parts: str) -> str:
+    """A backtick-quoted path whose every part was validated (never user text)."""
+    if not _PROJECT.match(project):
+        raise WarehouseError(f"refusing BigQuery project id '{project}'")
+    for part in parts:
+        if not _IDENT.match(part):
+            raise WarehouseError(f"refusing identifier '{part}': expected lower_snake_case")
+    return "`" + ".".join((project, *parts)) + "`"
+
+
+def _check_day(day: object) -> date:
+    if not isinstance(day, date) or isinstance(day, datetime):
+        raise WarehouseError(f"refusing partition value {day!r}: expected a date")
+    return day
+
+
+def _param(name: str, value: Any) -> bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter:
+    if isinstance(value, bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter):
+        return value
+    if isinstance(value, list | tuple):
+        return bigquery.ArrayQueryParameter(name, "STRING", list(value))
+    kind = (
+        "BOOL"
+        if isinstance(value, bool)
+        else "TIMESTAMP"
+        if isinstance(value, datetime)
+        else "DATE"
+        if isinstance(value, date)
+        else "INT64"
+        if isinstance(value, int)
+        else "FLOAT64"
+        if isinstance(value, float)
+        else "STRING"
+    )
+    return bigquery.ScalarQueryParameter(name, kind, value)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+@cache
+def _transpiled(project: str, name: str) -> str:
+    table = BY_NAME[name]
+    refs = {n: f'"{project}"."{t.dataset}"."{n}"' for n, t in BY_NAME.items()}
+    duckdb_sql = processor_sql(table).format_map(refs)
+    return sqlglot.transpile(duckdb_sql, read="duckdb", write="bigquery", comments=False)[0]
+
+
+class BigQueryWarehouse(Warehouse):
+    kind = "bigquery"
+
+    def __init__(
+        self,
+        project: str,
+        location: str | None,
+        client: Callable[[], AbstractContextManager[bigquery.Client]],
+    ) -> None:
+        super().__init__()
+        quote(project)  # validates
+        self.project = project
+        self.location = location
+        self._client = client
+
+    # --- statements -------------------------------------------------------------------------
+
+    def ref(self, table: Table) -> str:
+        return quote(self.project, table.dataset, table.name)
+
+    def _history_ref(self) -> str:
+        return quote(self.project, history.DATASET, history.TABLE)
+
+    def _decorated(self, table: Table, day: date) -> str:
+        """``project.dataset.table$YYYYMMDD``: a job's destination, one partition."""
+        quote(self.project, table.dataset, table.name)
+        return f"{self.project}.{table.dataset}.{table.name}${_check_day(day):%Y%m%d}"
+
+    def ddl(self, tables: Sequence[Table] = TABLES) -> list[str]:
+        """Datasets and tables from the registry (the job's location places the datasets)."""
+        out = [
+            f"CREATE SCHEMA IF NOT EXISTS {quote(self.project, dataset)}"
+            for dataset in sorted({t.dataset for t in tables} | {history.DATASET})
+        ]
+        for t in tables:
+            cols = [f"{c.name} {TYPES[c.type]}" for c in t.columns]
+            cols.append(f"{LOADED_AT} TIMESTAMP NOT NULL")
+            for name in [t.partition_column, *t.cluster_by]:
+                quote(self.project, name)
+            sql = (
+                f"CREATE TABLE IF NOT EXISTS {self.ref(t)} ({', '.join(cols)}) "
+                f"PARTITION BY {t.partition_column}"
+            )
+            if t.cluster_by:
+                sql += f" CLUSTER BY {', '.join(t.cluster_by)}"
+            out.append(sql)
+        cols = ", ".join(f"{c} {TYPES[k]}" for c, k in history.COLUMNS.items())
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {self._history_ref()} ({cols}) "
+            "PARTITION BY target_date CLUSTER BY correlation_id"
+        )
+        return out
+
+    def phase4_sql(self, table: Table) -> str:
+        """The processor's SELECT, transpiled from the one DuckDB-dialect source."""
+        return _transpiled(self.project, table.name)
+
+    # --- running ----------------------------------------------------------------------------
+
+    def _query(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        **config: Any,
+    ) -> Any:
+        self.statements += 1
+        used = {k: v for k, v in (params or {}).items() if f"@{k}" in sql}
+        job_config = bigquery.QueryJobConfig(
+            query_parameters=[_param(k, v) for k, v in used.items()], **config
+        )
+        try:
+            with self._client() as client:
+                job = client.query(sql, job_config=job_config, location=self.location)
+                result = job.result()
+        except Exception as exc:
+            raise WarehouseError(f"BigQuery job failed: {_one_line(exc)}") from exc
+        return job, result
+
+    def ensure_tables(self, tables: Sequence[Table] = TABLES) -> None:
+        for sql in self.ddl(tables):
+            self._query(sql)
+
+    def _check_rows(self, table: Table, day: date, rows: Sequence[Mapping[str, Any]]) -> None:
+        cols, pc = table.column_names, table.partition_column
+        for i, row in enumerate(rows):
+            missing = [c for c in cols if c not in row]
+            if missing or row[pc] != day:
+                raise WarehouseError(
+                    f"row {i} for {table.key} {day} is not of that partition"
+                    + (f": lacks {', '.join(missing)}" if missing else f": {pc}={row[pc]}")
+                )
+
+    def _partitioning(self, table: Table) -> dict[str, Any]:
+        return {
+            "write_disposition": bigquery.WriteDisposition.WRITE_TRUNCATE,
+            "time_partitioning": bigquery.TimePartitioning(
+                type_=bigquery.TimePartitioningType.DAY, field=table.partition_column
+            ),
+            "clustering_fields": list(table.cluster_by) or None,
+        }
+
+    def schema(self, table: Table) -> list[bigquery.SchemaField]:
+        fields = [bigquery.SchemaField(c.name, TYPES[c.type]) for c in table.columns]
+        return [*fields, bigquery.SchemaField(LOADED_AT, "TIMESTAMP", mode="REQUIRED")]
+
+    def replace_partition(
+        self, table: Table, day: date, rows: Sequence[Mapping[str, Any]]
+    ) -> WriteResult:
+        _check_day(day)
+        self._check_rows(table, day, rows)
+        loaded_at = now_utc()
+        if not rows:  # nothing to load: one DML job empties the partition
+            self._query(
+                f"DELETE FROM {self.ref(table)} WHERE {table.partition_column} = @d", {"d": day}
+            )
+            return WriteResult(rows=0, loaded_at=loaded_at)
+        payload = [
+            {**{c: _json(row[c]) for c in table.column_names}, LOADED_AT: _json(loaded_at)}
+            for row in rows
+        ]
+        job_config = bigquery.LoadJobConfig(
+            schema=self.schema(table),
+            source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+            **self._partitioning(table),
+        )
+        self.statements += 1
+        try:
+            with self._client() as client:
+                client.load_table_from_json(
+                    payload,
+                    self._decorated(table, day),
+                    job_config=job_config,
+                    location=self.location,
+                ).result()
+        except Exception as exc:
+            raise WarehouseError(
+                f"replace {table.key} {day} failed; the previous rows stay: {_one_line(exc)}"
+            ) from exc
+        return WriteResult(rows=len(rows), loaded_at=loaded_at)
+
+    def run_processor(self, table: Table, day: date, since: date) -> WriteResult:
+        _check_day(day)
+        _check_day(since)
+        loaded_at = now_utc()
+        cols = ", ".join(table.column_names)
+        sql = (
+            f"SELECT {cols}, @loaded_at AS {LOADED_AT} FROM ({self.phase4_sql(table)}) AS processed"
+        )
+        _, result = self._query(
+            sql,
+            {"d": day, "since": since, "loaded_at": loaded_at},
+            destination=self._decorated(table, day),
+            **self._partitioning(table),
+        )
+        return WriteResult(rows=int(result.total_rows or 0), loaded_at=loaded_at)
+
+    def window_stats(
+        self, tables: Sequence[Table], start: date, end: date
+    ) -> dict[str, dict[date, PartitionStats]]:
+        """One ``INFORMATION_SCHEMA.PARTITIONS`` query per dataset."""
+        _check_day(start)
+        _check_day(end)
+        out: dict[str, dict[date, PartitionStats]] = {t.name: {} for t in tables}
+        unpartitioned: list[Table] = []
+        for dataset in sorted({t.dataset for t in tables}):
+            mine = {t.name: t for t in tables if t.dataset == dataset}
+            _, rows = self._query(
+                "SELECT table_name, partition_id, total_rows, last_modified_time "
+                f"FROM {quote(self.project, dataset, 'INFORMATION_SCHEMA', 'PARTITIONS')} "
+                "WHERE table_name IN UNNEST(@tables) "
+                "AND (partition_id IS NULL OR partition_id BETWEEN @first AND @last)",
+                {"tables": sorted(mine), "first": f"{start:%Y%m%d}", "last": f"{end:%Y%m%d}"},
+            )
+            for row in rows:
+                name, pid = row["table_name"], row["partition_id"]
+                if pid is None:
+                    unpartitioned.append(mine[name])
+                elif pid.isdigit() and row["total_rows"]:
+                    day = datetime.strptime(pid, "%Y%m%d").date()
+                    modified = row["last_modified_time"]
+                    out[name][day] = PartitionStats(
+                        rows=int(row["total_rows"]),
+                        loaded_at=modified.astimezone(UTC) if modified else None,
+                    )
+        for t in unpartitioned:
+            _, rows = self._query(
+                f"SELECT {t.partition_column} AS day, COUNT(*) AS n, MAX({LOADED_AT}) AS at "
+                f"FROM {self.ref(t)} WHERE {t.partition_column} BETWEEN @start AND @end "
+                f"GROUP BY {t.partition_column}",
+                {"start": start, "end": end},
+            )
+            out[t.name] = {r["day"]: PartitionStats(int(r["n"]), r["at"]) for r in rows}
+        return out
+
+    def partition_stats(self, table: Table, start: date, end: date) -> dict[date, PartitionStats]:
+        return self.window_stats([table], start, end)[table.name]
+
+    def punch_gap(self, table: Table, day: date, keep: float = 0.0) -> tuple[int, int]:
+        _check_day(day)
+        pc, ref = table.partition_column, self.ref(table)
+        _, rows = self._query(f"SELECT COUNT(*) AS n FROM {ref} WHERE {pc} = @d", {"d": day})
+        before = int(next(iter(rows))["n"])
+        kept = int(before * keep)
+        if kept == 0:
+            self._query(f"DELETE FROM {ref} WHERE {pc} = @d", {"d": day})
+        else:
+            self._query(
+                f"SELECT * FROM {ref} WHERE {pc} = @d QUALIFY ROW_NUMBER() OVER () <= @keep",
+                {"d": day, "keep": kept},
+                destination=self._decorated(table, day),
+                **self._partitioning(table),
+            )
+        return before, kept
+
+    # --- heal history -----------------------------------------------------------------------
+
+    def _history_params(self, record: history.HealRecord) -> dict[str, Any]:
+        """Typed from the history schema: a NULL still carries its column's type."""
+        row = record.to_row()
+        return {
+            f"p_{c}": bigquery.ScalarQueryParameter(f"p_{c}", TYPES[kind], row[c])
+            for c, kind in history.COLUMNS.items()
+        }
+
+    def _merge(self, update: bool) -> str:
+        cols = list(history.COLUMNS)
+        source = ", ".join(f"@p_{c} AS {c}" for c in cols)
+        sql = f"MERGE {self._history_ref()} AS t USING (SELECT {source}) AS s ON t.id = s.id "
+        if update:
+            sets = ", ".join(f"{c} = s.{c}" for c in cols if c != "id")
+            sql += f"WHEN MATCHED THEN UPDATE SET {sets} "
+        return sql + (
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) "
+            f"VALUES ({', '.join(f's.{c}' for c in cols)})"
+        )
+
+    def insert_history(self, record: history.HealRecord) -> bool:
+        job, _ = self._query(self._merge(update=False), self._history_params(record))
+        return bool(job.num_dml_affected_rows)
+
+    def update_history(self, record: history.HealRecord) -> None:
+        self._query(self._merge(update=True), self._history_params(record))
+
+    def history(
+        self, day: date | None = None, correlation_id: str | None = None, limit: int = 500
+    ) -> list[history.HealRecord]:
+        where, params = [], {"limit": int(limit)}
+        if day is not None:
+            where.append("target_date = @day")
+            params["day"] = _check_day(day)
+        if correlation_id is not None:
+            where.append("STARTS_WITH(correlation_id, @cid)")
+            params["cid"] = correlation_id
+        sql = f"SELECT * FROM {self._history_ref()}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY timestamp DESC, id LIMIT @limit"
+        _, rows = self._query(sql, params)
+        return [history.HealRecord.from_row(dict(r.items())) for r in rows]
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        _, rows = self._query(sql, params)
+        return [dict(r.items()) for r in rows]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

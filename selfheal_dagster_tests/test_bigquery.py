@@ -1,0 +1,214 @@
+"""The BigQuery warehouse without a cloud account: a recording client, and every statement it
+can issue parsed as BigQuery SQL by sqlglot (no fallback to an unparsed command)."""
+
+from contextlib import nullcontext
+from datetime import UTC, date, datetime
+
+import pytest
+import sqlglot
+from google.cloud import bigquery
+from sqlglot import exp
+
+from selfheal_dagster.lib.history import HealingResult, HealRecord
+from selfheal_dagster.lib.warehouse import WarehouseError
+from selfheal_dagster.lib.warehouse.bigquery import BigQueryWarehouse
+from selfheal_dagster.tables import BY_NAME, TABLES, execution_order, in_phase
+
+PROJECT = "nba-props-prod"
+DAY = date(2026, 1, 20)
+BOX = BY_NAME["bdl_player_boxscores"]
+EVIL = "2026-01-20'; DROP TABLE x; --"
+
+
+class Job:
+    def __init__(self, rows=(), affected=0):
+        self.rows, self.num_dml_affected_rows = list(rows), affected
+
+    def result(self):
+        return Result(self.rows)
+
+
+class Result(list):
+    @property
+    def total_rows(self):
+        return len(self)
+
+
+class RecordingClient:
+    """Answers like BigQuery would, records every job it was given."""
+
+    def __init__(self, answer=lambda sql, params: []):
+        self.queries, self.loads, self.answer = [], [], answer
+
+    def query(self, sql, job_config=None, location=None):
+        params = {
+            p.name: getattr(p, "value", getattr(p, "values", None))
+            for p in job_config.query_parameters
+        }
+        self.queries.append((sql, job_config, params))
+        return Job(self.answer(sql, params), affected=1)
+
+    def load_table_from_json(self, rows, destination, job_config=None, location=None):
+        self.loads.append((rows, destination, job_config))
+        return Job()
+
+
+def warehouse(client):
+    return BigQueryWarehouse(PROJECT, "US", client=lambda: nullcontext(client))
+
+
+def assert_bigquery_sql(sql):
+    tree = sqlglot.parse_one(sql, read="bigquery")
+    assert not isinstance(tree, exp.Command) and not list(tree.find_all(exp.Command)), sql
+    return tree
+
+
+def record():
+    return HealRecord(
+        phase="phase2",
+        target_date=DAY,
+        missing_components=["bdl_player_boxscores"],
+        healing_result=HealingResult(triggered=True, reason="missing"),
+        correlation_id="a1b2c3d4-0000-0000-0000-000000000000",
+        timestamp=datetime(2026, 1, 21, tzinfo=UTC),
+    )
+
+
+def test_every_statement_the_warehouse_issues_parses_as_bigquery():
+    client = RecordingClient(lambda sql, p: [{"n": 10}] if "COUNT(*) AS n" in sql else [])
+    wh = warehouse(client)
+    wh.ensure_tables()
+    wh.replace_partition(BOX, DAY, [])
+    for table in execution_order(in_phase(4)):
+        wh.run_processor(table, DAY, DAY)
+    wh.window_stats(TABLES, DAY, DAY)
+    wh.punch_gap(BOX, DAY)
+    wh.punch_gap(BOX, DAY, keep=0.5)
+    wh.insert_history(record())
+    wh.update_history(record())
+    wh.history(day=DAY, correlation_id="a1b2")
+    kinds = set()
+    for sql, _, _ in client.queries:
+        tree = assert_bigquery_sql(sql)
+        kinds.add(type(tree).__name__)
+    assert kinds >= {"Create", "Select", "Delete", "Merge"}
+    assert len(client.queries) >= 3 + 10 + 5  # datasets + tables, processors, the rest
+
+
+def test_ddl_partitions_by_the_date_column_and_clusters():
+    ddl = warehouse(RecordingClient()).ddl()
+    box = next(s for s in ddl if "bdl_player_boxscores" in s)
+    tree = assert_bigquery_sql(box)
+    assert "PARTITION BY game_date CLUSTER BY player_id, team_abbr" in box
+    assert "`nba-props-prod.nba_raw.bdl_player_boxscores`" in box
+    assert tree.find(exp.Schema) is not None
+    assert any("self_heal_history" in s for s in ddl)
+
+
+def test_replace_is_one_write_truncate_job_into_the_partition_decorator(league):
+    client = RecordingClient()
+    rows = league.feed(BOX.name, DAY)
+    result = warehouse(client).replace_partition(BOX, DAY, rows)
+    assert result.rows == len(rows)
+    assert client.queries == []  # no DELETE beforehand: one job does it all
+    [(payload, destination, config)] = client.loads
+    assert destination == "nba-props-prod.nba_raw.bdl_player_boxscores$20260120"
+    assert config.write_disposition == bigquery.WriteDisposition.WRITE_TRUNCATE
+    assert config.time_partitioning.field == "game_date"
+    assert config.time_partitioning.type_ == bigquery.TimePartitioningType.DAY
+    assert len(payload) == len(rows) and payload[0]["game_date"] == "2026-01-20"
+    assert {f.name for f in config.schema} == {*BOX.column_names, "_loaded_at"}
+
+
+def test_a_phase4_processor_is_one_query_job_into_the_partition_decorator():
+    client = RecordingClient()
+    cache = BY_NAME["player_daily_cache"]
+    warehouse(client).run_processor(cache, DAY, date(2025, 12, 21))
+    [(sql, config, params)] = client.queries
+    assert config.destination.table_id == "player_daily_cache$20260120"
+    assert config.write_disposition == bigquery.WriteDisposition.WRITE_TRUNCATE
+    assert config.time_partitioning.field == "game_date"
+    assert params["d"] == DAY and params["since"] == date(2025, 12, 21)
+    assert "@d" in sql and "@since" in sql and "$d" not in sql
+    assert "`nba-props-prod`.`nba_raw`.`bdl_player_boxscores`" in sql
+
+
+def test_the_sweep_is_one_information_schema_query_per_dataset():
+    def answer(sql, params):
+        if "nba_raw.INFORMATION_SCHEMA" in sql:
+            return [
+                {
+                    "table_name": "bdl_player_boxscores",
+                    "partition_id": "20260120",
+                    "total_rows": 185,
+                    "last_modified_time": datetime(2026, 1, 21, 15, tzinfo=UTC),
+                },
+                {
+                    "table_name": "nbac_schedule",
+                    "partition_id": None,
+                    "total_rows": 900,
+                    "last_modified_time": None,
+                },
+            ]
+        if "GROUP BY" in sql:
+            return [{"day": DAY, "n": 8, "at": datetime(2026, 1, 21, 14, tzinfo=UTC)}]
+        return []
+
+    client = RecordingClient(answer)
+    stats = warehouse(client).window_stats(TABLES, date(2025, 7, 1), DAY)
+    partitions = [q for q, _, _ in client.queries if "INFORMATION_SCHEMA.PARTITIONS" in q]
+    assert len(partitions) == len({t.dataset for t in TABLES}) == 3
+    assert stats["bdl_player_boxscores"][DAY].rows == 185
+    # The schedule is not partitioned: its counts come from one GROUP BY on the date column.
+    [fallback] = [q for q, _, _ in client.queries if "GROUP BY" in q]
+    assert "nbac_schedule" in fallback and stats["nbac_schedule"][DAY].rows == 8
+    assert all(
+        p["first"] == "20250701" and p["last"] == "20260120"
+        for q, _, p in client.queries
+        if "INFORMATION_SCHEMA" in q
+    )
+
+
+def test_no_value_is_ever_formatted_into_sql(league):
+    client = RecordingClient(lambda sql, p: [{"n": 3}] if "COUNT" in sql else [])
+    wh = warehouse(client)
+    wh.run_processor(BY_NAME["ml_feature_store_v2"], DAY, DAY)
+    wh.window_stats([BOX], DAY, DAY)
+    wh.punch_gap(BOX, DAY, keep=0.5)
+    wh.history(day=DAY, correlation_id=EVIL)
+    wh.insert_history(record())
+    for sql, _, _ in client.queries:
+        assert "2026-01-20" not in sql and "20260120" not in sql and "DROP TABLE" not in sql
+    assert any(p.get("cid") == EVIL for _, _, p in client.queries)
+    for call in (
+        lambda: wh.replace_partition(BOX, EVIL, []),
+        lambda: wh.run_processor(BOX, EVIL, DAY),
+        lambda: wh.window_stats([BOX], EVIL, DAY),
+        lambda: wh.punch_gap(BOX, EVIL),
+        lambda: wh.history(day=EVIL),
+    ):
+        with pytest.raises(WarehouseError, match="expected a date"):
+            call()
+
+
+def test_identifiers_are_validated_before_quoting():
+    with pytest.raises(WarehouseError, match="refusing BigQuery project"):
+        BigQueryWarehouse("x`; DROP", "US", client=lambda: nullcontext(RecordingClient()))
+
+
+def test_history_insert_reports_whether_it_stored_a_new_record():
+    client = RecordingClient()
+    assert warehouse(client).insert_history(record()) is True
+    sql, config, params = client.queries[-1]
+    assert "WHEN NOT MATCHED THEN INSERT" in sql and "WHEN MATCHED" not in sql
+    assert params["p_id"] == "2026-01-20_phase2_a1b2c3d4"
+    nulls = {p.name: p.type_ for p in config.query_parameters if p.value is None}
+    assert nulls["p_success"] == "BOOL" and nulls["p_resolved_at"] == "TIMESTAMP"
+
+
+@pytest.mark.parametrize("table", execution_order(in_phase(4)), ids=lambda t: t.name)
+def test_phase4_sql_is_one_source_transpiled_for_bigquery(table):
+    sql = warehouse(RecordingClient()).phase4_sql(table)
+    tree = assert_bigquery_sql(sql)
+    assert isinstance(tree, exp.Select)
+    assert "$" not in sql.replace("`", "")

@@ -1,0 +1,110 @@
+"""The platform services client against a real HTTP server on 127.0.0.1."""
+
+import logging
+import time
+
+import pytest
+from werkzeug import Response
+
+from selfheal_dagster.defs.resources import Phase4Resource, ScraperServiceResource, ServiceConfig
+from selfheal_dagster.lib.services import ServiceClient, ServiceError
+from selfheal_dagster.tables import BY_NAME
+from selfheal_dagster_tests.conftest import GAME_DAY
+
+BOX = BY_NAME["bdl_player_boxscores"]
+TOKEN = "eyJ-google-id-token-never-logged"
+
+
+def client(httpserver, **kw):
+    return ServiceClient(
+        name="scraper service",
+        base_url=httpserver.url_for("/"),
+        backoff_seconds=0.05,
+        **kw,
+    )
+
+
+def test_success_posts_the_date_and_returns_the_answer(httpserver):
+    httpserver.expect_oneshot_request(
+        "/bdl_player_boxscores", method="POST", query_string={"game_date": "2026-01-20"}
+    ).respond_with_json({"status": "ok", "rows": 185})
+    assert client(httpserver).post("bdl_player_boxscores", {"game_date": "2026-01-20"}) == {
+        "status": "ok",
+        "rows": 185,
+    }
+
+
+def test_a_503_then_success_is_retried(httpserver, caplog):
+    httpserver.expect_ordered_request("/nbac_schedule").respond_with_data("busy", status=503)
+    httpserver.expect_ordered_request("/nbac_schedule").respond_with_json({"rows": 8})
+    with caplog.at_level(logging.WARNING, logger="selfheal.services"):
+        assert client(httpserver).post("nbac_schedule", {"game_date": "2026-01-20"}) == {"rows": 8}
+    assert [r.path for r, _ in httpserver.log] == ["/nbac_schedule"] * 2
+    assert "HTTP 503" in caplog.text
+
+
+def test_a_400_fails_fast_with_the_body_in_the_error(httpserver):
+    httpserver.expect_request("/odds_api_game_lines").respond_with_data(
+        "unknown game_date 2026-13-45", status=400
+    )
+    with pytest.raises(ServiceError, match="HTTP 400 unknown game_date 2026-13-45") as info:
+        client(httpserver).post("odds_api_game_lines", {"game_date": "2026-13-45"})
+    assert [r.path for r, _ in httpserver.log] == ["/odds_api_game_lines"]
+    assert "\n" not in str(info.value)
+
+
+def test_a_timeout_is_bounded(httpserver):
+    def slow(request):
+        time.sleep(1.5)
+        return Response("late", status=200)
+
+    httpserver.expect_request("/bdl_player_boxscores").respond_with_handler(slow)
+    t0 = time.monotonic()
+    with pytest.raises(ServiceError, match="after 2 attempts: no answer within 0.3s"):
+        client(httpserver, timeout_seconds=0.3, attempts=2).post(
+            "bdl_player_boxscores", {"game_date": "2026-01-20"}
+        )
+    assert time.monotonic() - t0 < 5
+
+
+def test_an_id_token_is_sent_but_never_shown(httpserver, caplog):
+    httpserver.expect_request("/x").respond_with_data("nope", status=500)
+    with caplog.at_level(logging.DEBUG), pytest.raises(ServiceError) as info:
+        client(httpserver, attempts=2, id_token=lambda audience: TOKEN).post("x", {})
+    calls = [request for request, _ in httpserver.log if request.path == "/x"]
+    assert len(calls) == 2
+    assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in calls)
+    assert TOKEN not in str(info.value) and TOKEN not in caplog.text
+
+
+def test_scraper_resource_reads_back_what_the_service_loaded(httpserver, warehouse, league):
+    def scrape(request):
+        day = request.args["game_date"]
+        assert day == GAME_DAY.isoformat()
+        warehouse.replace_partition(BOX, GAME_DAY, league.feed(BOX.name, GAME_DAY))
+        return Response('{"status": "loaded"}', status=200, content_type="application/json")
+
+    httpserver.expect_request("/bdl_player_boxscores", method="POST").respond_with_handler(scrape)
+    source = ScraperServiceResource(
+        service=ServiceConfig(base_url=httpserver.url_for("/"), id_token=False)
+    )
+    written = source.load(BOX, GAME_DAY, warehouse)
+    assert written.rows == len(league.feed(BOX.name, GAME_DAY)) > 0
+    assert source.scheduled_games(GAME_DAY) is None  # the service does not know the calendar
+
+
+def test_phase4_routes_each_processor_to_the_service_or_the_warehouse(httpserver, history):
+    cache = BY_NAME["player_daily_cache"]
+    team = BY_NAME["team_defense_zone_analysis"]
+    httpserver.expect_request(
+        "/player_daily_cache", query_string={"game_date": GAME_DAY.isoformat()}
+    ).respond_with_json({"status": "ok"})
+    phase4 = Phase4Resource(
+        service=ServiceConfig(base_url=httpserver.url_for("/"), id_token=False),
+        via_service=["player_daily_cache"],
+    )
+    written, via = phase4.run(cache, GAME_DAY, history)
+    assert via == "phase4 service" and written.rows == 0  # the stub service wrote nothing
+    written, via = phase4.run(team, GAME_DAY, history)
+    assert via == "duckdb SQL" and written.rows > 0
+    assert [r.path for r, _ in httpserver.log] == ["/player_daily_cache"]
