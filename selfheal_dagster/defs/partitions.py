@@ -7,7 +7,7 @@ import dagster as dg
 
 from selfheal_dagster.lib.settings import season_start
 from selfheal_dagster.lib.warehouse import WriteResult
-from selfheal_dagster.tables import BY_NAME, Table, Upstream
+from selfheal_dagster.tables import BY_NAME, PHASE_GROUPS, Table, Upstream
 
 # end_offset=1: today's (US/Eastern) partition exists, so Phase 4 can run before tip-off.
 daily_partitions = dg.DailyPartitionsDefinition(
@@ -36,6 +36,20 @@ def asset_deps(table: Table) -> list[dg.AssetDep]:
         dg.AssetDep(dg.AssetKey(BY_NAME[u.table].key_path), partition_mapping=partition_mapping(u))
         for u in table.upstream
     ]
+
+
+def asset_options(table: Table, kinds: set[str]) -> dict[str, object]:
+    """What every table's asset declares, from the registry: key, group, partitions, lineage."""
+    return {
+        "key": table.key_path,
+        "group_name": PHASE_GROUPS[table.phase],
+        "partitions_def": daily_partitions,
+        "deps": asset_deps(table),
+        "kinds": kinds,
+        "description": table.description,
+        "metadata": asset_metadata(table),
+        "tags": {"selfheal/phase": str(table.phase)},
+    }
 
 
 def partition_day(context: dg.AssetExecutionContext) -> date:

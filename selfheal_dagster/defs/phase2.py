@@ -3,28 +3,17 @@
 import dagster as dg
 
 from selfheal_dagster.defs.partitions import (
-    asset_deps,
-    asset_metadata,
-    daily_partitions,
+    asset_options,
     partition_day,
     written,
 )
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
 from selfheal_dagster.lib.settings import Settings
-from selfheal_dagster.tables import PHASE_GROUPS, Table, in_phase
+from selfheal_dagster.tables import Table, in_phase
 
 
 def phase2_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=table.key_path,
-        group_name=PHASE_GROUPS[2],
-        partitions_def=daily_partitions,
-        deps=asset_deps(table),
-        kinds={warehouse_kind, "python"},
-        description=table.description,
-        metadata=asset_metadata(table),
-        tags={"selfheal/phase": "2"},
-    )
+    @dg.asset(**asset_options(table, {warehouse_kind, "python"}))
     def _load(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,

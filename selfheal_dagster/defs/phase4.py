@@ -7,28 +7,17 @@ schedule and odds of D; the partition mappings declared from the registry say ex
 import dagster as dg
 
 from selfheal_dagster.defs.partitions import (
-    asset_deps,
-    asset_metadata,
-    daily_partitions,
+    asset_options,
     partition_day,
     written,
 )
 from selfheal_dagster.defs.resources import Phase4Resource, WarehouseResource
 from selfheal_dagster.lib.settings import Settings
-from selfheal_dagster.tables import PHASE_GROUPS, Table, execution_order, in_phase
+from selfheal_dagster.tables import Table, execution_order, in_phase
 
 
 def phase4_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=table.key_path,
-        group_name=PHASE_GROUPS[4],
-        partitions_def=daily_partitions,
-        deps=asset_deps(table),
-        kinds={warehouse_kind, "sql"},
-        description=table.description,
-        metadata=asset_metadata(table),
-        tags={"selfheal/phase": "4"},
-    )
+    @dg.asset(**asset_options(table, {warehouse_kind, "sql"}))
     def _process(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, phase4: Phase4Resource
     ) -> dg.MaterializeResult:

@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from selfheal_dagster.defs.checks import check_evaluation, check_key
+from selfheal_dagster.defs.heal import IN_FLIGHT
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
 from selfheal_dagster.lib import check_records
 from selfheal_dagster.lib.checks import CHECKS, Outcome, evaluate, window_start
@@ -23,12 +24,6 @@ from selfheal_dagster.lib.settings import Settings
 from selfheal_dagster.tables import TABLES, Table
 
 SWEEP_JOB = "sweep_job"
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 class SweepConfig(dg.Config):
@@ -120,7 +115,7 @@ def sweep_job() -> None:
 def sweep_sensor(interval_seconds: int, config: SweepConfig) -> dg.SensorDefinition:
     def _sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         in_flight = context.instance.get_run_records(
-            dg.RunsFilter(job_name=SWEEP_JOB, statuses=IN_FLIGHT), limit=1
+            dg.RunsFilter(job_name=SWEEP_JOB, statuses=list(IN_FLIGHT)), limit=1
         )
         if in_flight:
             return dg.SkipReason(f"sweep run {in_flight[0].dagster_run.run_id} is still in flight")

@@ -614,13 +614,7 @@ class League:
             att = {z: line.shots[z][1] for z in ZONES}
             rows.append(
                 {
-                    "game_date": day,
-                    "game_id": game.game_id,
-                    "player_id": line.player.player_id,
-                    "player_name": line.player.name,
-                    "team_abbr": team,
-                    "opponent_abbr": opp,
-                    "is_home": home,
+                    **_who(day, game, team, opp, home, line),
                     "starter": line.starter,
                     "minutes": line.minutes,
                     "points": line.points,
@@ -646,13 +640,7 @@ class League:
     def gamebook_rows(self, day: date) -> list[dict]:
         return [
             {
-                "game_date": day,
-                "game_id": game.game_id,
-                "player_id": line.player.player_id,
-                "player_name": line.player.name,
-                "team_abbr": team,
-                "opponent_abbr": opp,
-                "is_home": home,
+                **_who(day, game, team, opp, home, line),
                 "status": line.status,
                 "dnp_reason": line.dnp_reason,
                 "minutes": line.minutes,
@@ -706,6 +694,19 @@ class League:
                 yield game, game.home, game.away, True, line
             for line in away_lines:
                 yield game, game.away, game.home, False, line
+
+
+def _who(day: date, game: Game, team: str, opp: str, home: bool, line: PlayerLine) -> dict:
+    """The columns that say whose line it is, shared by box scores and gamebooks."""
+    return {
+        "game_date": day,
+        "game_id": game.game_id,
+        "player_id": line.player.player_id,
+        "player_name": line.player.name,
+        "team_abbr": team,
+        "opponent_abbr": opp,
+        "is_home": home,
+    }
 
 
 def _american(p: float, vig: float = 1.0225) -> int:

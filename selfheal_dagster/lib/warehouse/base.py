@@ -100,6 +100,18 @@ class Warehouse(ABC):
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run a read-only query (table refs already rendered) and return rows as dicts."""
 
+    @staticmethod
+    def check_rows(table: Table, day: date, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Every row belongs to this partition and has every column: a write never strays."""
+        cols, pc = table.column_names, table.partition_column
+        for i, row in enumerate(rows):
+            missing = [c for c in cols if c not in row]
+            if missing or row[pc] != day:
+                raise WarehouseError(
+                    f"row {i} for {table.key} {day} is not of that partition"
+                    + (f": lacks {', '.join(missing)}" if missing else f": {pc}={row[pc]}")
+                )
+
     def render(self, template: str) -> str:
         """Substitute ``{table_name}`` placeholders with this engine's table references."""
         return template.format_map({name: self.ref(t) for name, t in BY_NAME.items()})

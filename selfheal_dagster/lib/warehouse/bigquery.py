@@ -183,16 +183,6 @@ class BigQueryWarehouse(Warehouse):
         for sql in self.ddl(tables):
             self._query(sql)
 
-    def _check_rows(self, table: Table, day: date, rows: Sequence[Mapping[str, Any]]) -> None:
-        cols, pc = table.column_names, table.partition_column
-        for i, row in enumerate(rows):
-            missing = [c for c in cols if c not in row]
-            if missing or row[pc] != day:
-                raise WarehouseError(
-                    f"row {i} for {table.key} {day} is not of that partition"
-                    + (f": lacks {', '.join(missing)}" if missing else f": {pc}={row[pc]}")
-                )
-
     def _partitioning(self, table: Table) -> dict[str, Any]:
         return {
             "write_disposition": bigquery.WriteDisposition.WRITE_TRUNCATE,
@@ -210,7 +200,7 @@ class BigQueryWarehouse(Warehouse):
         self, table: Table, day: date, rows: Sequence[Mapping[str, Any]]
     ) -> WriteResult:
         _check_day(day)
-        self._check_rows(table, day, rows)
+        self.check_rows(table, day, rows)
         loaded_at = now_utc()
         if not rows:  # nothing to load: one DML job empties the partition
             self._query(

@@ -141,15 +141,8 @@ class DuckDBWarehouse(Warehouse):
     def replace_partition(
         self, table: Table, day: date, rows: Sequence[Mapping[str, Any]]
     ) -> WriteResult:
-        cols = table.column_names
-        pc = table.partition_column
-        for i, row in enumerate(rows):
-            missing = [c for c in cols if c not in row]
-            if missing or row[pc] != day:
-                raise WarehouseError(
-                    f"row {i} for {table.key} {day} is not of that partition"
-                    + (f": lacks {', '.join(missing)}" if missing else f": {pc}={row[pc]}")
-                )
+        self.check_rows(table, day, rows)
+        cols, pc = table.column_names, table.partition_column
         loaded_at = now_utc()
         stamp = _naive_utc(loaded_at)
         collist = ", ".join(quote(c) for c in [*cols, LOADED_AT])
