@@ -66,7 +66,7 @@ def scenario(tmp_path, monkeypatch):
     today = today_et()
     league = League(DEFAULT_SEED)
     played = [
-        today - timedelta(days=i) for i in range(2, 200) if league.games_on(today - timedelta(i))
+        today - timedelta(days=i) for i in range(2, 400) if league.games_on(today - timedelta(i))
     ]
     healable, outage = played[0], played[1]
     window = (today - outage).days

@@ -127,17 +127,18 @@ def test_a_fourth_failure_the_same_day_gives_up_once_and_launches_nothing(loop, 
     loop.defs = load()
     loop.warehouse.punch_gap(BOX, GAME_DAY)
     policy = healing.Policy(max_attempts=3, backoff_seconds=0)
-    launched = []
+    launched, said = [], []
     for _ in range(6):
         loop.sweep()
         result = heal_tick(loop.context(), loop.warehouse, policy)
         loop.cursor = result.cursor
+        said.append(result.skip_reason.skip_message if result.skip_reason else "launched")
         for request in result.run_requests:
             outcome = loop.run(request)
             assert not outcome.success  # the source is down
             verify(loop.instance, loop.instance.get_run_by_id(outcome.run_id), loop.warehouse)
             launched.append(request.tags[healing.ATTEMPT])
-    assert launched == ["1", "2", "3"]
+    assert launched == ["1", "2", "3"], said
     records = loop.warehouse.history(day=GAME_DAY)
     assert sorted(r.outcome for r in records) == [Outcome.FAILED] * 3 + [Outcome.GAVE_UP]
     [gave_up] = [r for r in records if r.outcome is Outcome.GAVE_UP]
