@@ -17,7 +17,6 @@ from datetime import date, datetime, timedelta
 from selfheal_dagster.lib import planner
 from selfheal_dagster.lib.history import HealingResult, HealRecord, Outcome
 
-TAG_PREFIX = "selfheal/"
 CORRELATION_ID = "selfheal/correlation_id"
 ATTEMPT = "selfheal/attempt"
 PHASE = "selfheal/phase"
