@@ -144,14 +144,14 @@ def heal(day: date, dry_run: bool, as_json: bool) -> int:
         for o in failing:
             console.print(f"[red]✗[/] {o.table.name} {o.day} {o.check}: {o.reason}")
     defs = runs.definitions()
-    planned = runs.heal_now(failing, defs, runs.instance(), dry_run=True)
-    if as_json:
-        click.echo(json.dumps(planned.plan.as_dict(), indent=2))
-    else:
-        title = f"Heal plan for {day}" + (" (dry run: nothing launched)" if dry_run else "")
-        console.print(report.render_plan(planned.plan, title))
-    if dry_run:
-        return 0
+
+    def show_plan(plan) -> None:
+        if as_json:
+            click.echo(json.dumps(plan.as_dict(), indent=2))
+        else:
+            title = f"Heal plan for {day}" + (" (dry run: nothing launched)" if dry_run else "")
+            console.print(report.render_plan(plan, title))
+
     out = err_console if as_json else console
     try:
         with report.alerts_on_console(out):
@@ -159,6 +159,8 @@ def heal(day: date, dry_run: bool, as_json: bool) -> int:
                 failing,
                 defs,
                 runs.instance(),
+                dry_run=dry_run,
+                on_plan=show_plan,
                 on_run=lambda r: out.print(
                     f"run {r.run_id[:8]} {r.request.partition_key}: {r.outcome} {r.reason}"
                 ),
@@ -166,6 +168,8 @@ def heal(day: date, dry_run: bool, as_json: bool) -> int:
     except runs.HealBusy as exc:
         err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
         return 1
+    if dry_run:
+        return 0
     for line in done.skipped:
         out.print(f"[yellow]skipped[/] {line}")
     healed = all(r.outcome == "healed" for r in done.runs) and not done.skipped

@@ -216,6 +216,7 @@ def heal_now(
     dagster_instance: dg.DagsterInstance,
     dry_run: bool = False,
     on_run: Callable[[HealRun], None] | None = None,
+    on_plan: Callable[[object], None] | None = None,
 ) -> ManualHeal:
     """Plan (and unless ``dry_run`` execute, in dependency order) the heal of ``failing``
     check outcomes, as a person asked: no attempt limit, but never beside a running heal."""
@@ -248,6 +249,8 @@ def heal_now(
         today,
     )
     result = ManualHeal(plan=plan, runs=[], skipped=[])
+    if on_plan:
+        on_plan(plan)
     if dry_run:
         return result
     seen = target_runs(dagster_instance, [r.day for r in plan.runs], today, {})

@@ -153,10 +153,11 @@ def read_results(
     A check record gets its id when the check is planned and its result later, in place, so
     the watermark must stay below any record still planned in a run that is in flight.
     """
+    seen = set(state.seen)
     fresh = [
         r
         for r in check_records.newer_than(instance, CHECK_KEYS, state.watermark or 0)
-        if r.id not in set(state.seen)
+        if r.id not in seen
     ]
     planned = [r for r in fresh if check_records.is_planned(r)]
     running = set()
