@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, date, timedelta
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.defs_state.base import DefsStateStorage
 
 from selfheal_dagster.lib.league import League
 from selfheal_dagster.lib.settings import DEFAULT_SEED
@@ -17,6 +19,36 @@ from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
 # A mid-season Tuesday of the 2025-26 season with games on it and around it.
 GAME_DAY = date(2026, 1, 20)
 ALL_STAR_SUNDAY = date(2026, 2, 15)
+
+# Every wait in a test is a bound a slow, loaded 2-core machine meets, never a speed check;
+# SELFHEAL_TEST_WAIT_SCALE multiplies them all for a machine slower still.
+WAIT_SCALE = float(os.environ.get("SELFHEAL_TEST_WAIT_SCALE", "1"))
+
+
+def bound(seconds: float) -> float:
+    """A generous wait, scaled by ``SELFHEAL_TEST_WAIT_SCALE``."""
+    return seconds * WAIT_SCALE
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reverse", action="store_true", help="run the tests in reverse order (order checks)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_load_state() -> Iterator[None]:
+    """Fail the test that leaves Dagster's context-local defs-state storage set once its
+    instances are closed: a later test would resolve definitions against a dead instance
+    (an order-dependent failure), so catch it in the test that causes it."""
+    yield
+    leaked = DefsStateStorage.get()
+    assert leaked is None, f"a closed instance's defs-state storage is still current: {leaked}"
 
 
 @pytest.fixture

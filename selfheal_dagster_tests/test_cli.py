@@ -9,6 +9,7 @@ import pytest
 
 from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.tables import TABLES, execution_order, in_phase
+from selfheal_dagster_tests.conftest import bound
 
 
 def selfheal(env_dir, *args, extra_env=None):
@@ -26,7 +27,7 @@ def selfheal(env_dir, *args, extra_env=None):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=bound(900),
     )
 
 

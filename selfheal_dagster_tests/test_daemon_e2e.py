@@ -29,11 +29,11 @@ from selfheal_dagster.lib.league import League
 from selfheal_dagster.lib.settings import DEFAULT_SEED
 from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.tables import BY_NAME, in_phase
-from selfheal_dagster_tests.conftest import load_phase2
+from selfheal_dagster_tests.conftest import bound, load_phase2
 
 ROOT = Path(__file__).resolve().parents[1]
 BOX = BY_NAME["bdl_player_boxscores"]
-DEADLINE_SECONDS = 300
+DEADLINE_SECONDS = bound(600)
 
 
 def free_port() -> int:
@@ -128,7 +128,7 @@ def dagster_dev(scenario, tmp_path):
         wait_for(
             "the webserver",
             lambda: _up(f"http://127.0.0.1:{port}/server_info"),
-            timeout=90,
+            timeout=bound(240),
         )
         yield port
     finally:
@@ -168,14 +168,14 @@ def test_the_daemon_heals_a_gap_and_gives_up_on_a_permanent_outage(scenario, dag
     wait_for(
         "the healed outcome in the history",
         lambda: any(r.outcome is Outcome.HEALED for r in warehouse.history(day=healable)),
-        timeout=60,
+        timeout=bound(120),
     )
 
     def gave_up():
         return [r for r in warehouse.history(day=outage) if r.outcome is Outcome.GAVE_UP]
 
     remaining = DEADLINE_SECONDS - (time.monotonic() - started)
-    wait_for("giving up on the outage", gave_up, timeout=max(remaining, 60))
+    wait_for("giving up on the outage", gave_up, timeout=max(remaining, bound(120)))
     time.sleep(25)  # several more sweep and heal ticks: nothing new may be launched
     attempts = heal_runs(instance, outage)
     assert len(attempts) == 3
@@ -207,7 +207,7 @@ def test_the_daemon_heals_a_gap_and_gives_up_on_a_permanent_outage(scenario, dag
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=bound(300),
     )
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -219,4 +219,4 @@ def test_the_daemon_heals_a_gap_and_gives_up_on_a_permanent_outage(scenario, dag
             if "dagster/backfill" in r.tags and r.status == dg.DagsterRunStatus.SUCCESS
         ]
 
-    wait_for("the backfill run", backfilled, timeout=120)
+    wait_for("the backfill run", backfilled, timeout=bound(300))

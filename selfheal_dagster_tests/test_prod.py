@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from selfheal_dagster.lib.settings import Settings, SettingsError
+from selfheal_dagster_tests.conftest import bound
 
 ROOT = Path(__file__).resolve().parents[1]
 PROD = {
@@ -24,7 +25,7 @@ PROD = {
 def run(args, env, cwd=ROOT):
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "PHASE"))}
     return subprocess.run(
-        args, cwd=cwd, env={**base, **env}, capture_output=True, text=True, timeout=120
+        args, cwd=cwd, env={**base, **env}, capture_output=True, text=True, timeout=bound(300)
     )
 
 

@@ -101,7 +101,7 @@ def test_a_locked_file_waits_then_fails_with_one_line(tmp_path):
             sys.executable,
             "-c",
             f"import duckdb,time; c=duckdb.connect({str(path)!r}); "
-            "print('held', flush=True); time.sleep(30)",
+            "print('held', flush=True); time.sleep(600)",
         ],
         stdout=subprocess.PIPE,
         text=True,

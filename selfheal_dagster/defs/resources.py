@@ -242,8 +242,20 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 
 
 def initialized(resources: dict[str, dg.ConfigurableResource]) -> dict:
-    """Resources for use outside a run (CLI, demo): ``dg.EnvVar`` values resolved."""
-    return {name: r.process_config_and_initialize() for name, r in resources.items()}
+    """Resources for use outside a run (CLI, demo): ``dg.EnvVar`` values resolved.
+
+    Through the context-manager form, closed at once: ``process_config_and_initialize()``
+    leaves an init context holding an entered ephemeral instance, and when the garbage
+    collector later finalises it, Dagster's context-local defs-state storage is reset to
+    whatever instance was current when it was made, possibly one closed since (the
+    "undefined DagsterInstance weakref" seen when definitions are resolved afterwards). None
+    of these resources holds anything that its teardown would release.
+    """
+    out = {}
+    for name, resource in resources.items():
+        with resource.process_config_and_initialize_cm() as value:
+            out[name] = value
+    return out
 
 
 @dg.definitions
