@@ -101,6 +101,9 @@ def _cols(spec: str) -> tuple[Column, ...]:
     return tuple(out)
 
 
+# When the data exists: the schedule and the betting lines of D are pre-game, box scores and
+# gamebooks post-game.
+PREGAME_DEADLINE = Deadline(days_after=0, hour=10)
 PHASE2_DEADLINE = Deadline(days_after=1, hour=10)
 PHASE4_DEADLINE = Deadline(days_after=0, hour=12)
 
@@ -121,7 +124,7 @@ TABLES: tuple[Table, ...] = (
             " tipoff_at TIMESTAMP, arena STRING, national_tv BOOL"
         ),
         cluster_by=("game_id",),
-        deadline=PHASE2_DEADLINE,
+        deadline=PREGAME_DEADLINE,
         rows=RowExpectation(min_per_game=1),
     ),
     Table(
@@ -174,7 +177,7 @@ TABLES: tuple[Table, ...] = (
         ),
         cluster_by=("game_id", "bookmaker"),
         upstream=(Upstream("nbac_schedule"),),
-        deadline=PHASE2_DEADLINE,
+        deadline=PREGAME_DEADLINE,
         rows=RowExpectation(min_per_game=12),
     ),
     Table(
@@ -333,6 +336,12 @@ def in_phase(phase: int | None) -> list[Table]:
 def downstream_of(name: str) -> list[Table]:
     """Tables that read ``name`` directly (any date offset)."""
     return [t for t in TABLES if any(u.table == name for u in t.upstream)]
+
+
+def read_same_date(table: Table) -> bool:
+    """Some table reads ``table``'s partition of its own date: in a run of one date, the
+    reader runs after it and must not read a short partition."""
+    return any(u.table == table.name and not u.is_lookback for t in TABLES for u in t.upstream)
 
 
 def execution_order(tables: list[Table] | None = None) -> list[Table]:

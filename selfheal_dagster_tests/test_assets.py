@@ -72,3 +72,52 @@ def test_dates_run_oldest_first_so_phase4_sees_fresh_history(history, instance, 
     outcomes = runs.materialize(days, in_phase(4), dagster_instance=instance, defs=defs)
     assert [o.day for o in outcomes] == sorted(days)
     assert all(o.success for o in outcomes)
+
+
+def snapshot(wh, tables, day):
+    """Every row of each table's partition, _loaded_at included: any rewrite shows."""
+    out = {}
+    for t in tables:
+        out[t.name] = wh.query(
+            f"SELECT * FROM {wh.ref(t)} WHERE {t.partition_column} = $d ORDER BY ALL", {"d": day}
+        )
+    return out
+
+
+def test_phase4_on_a_missing_input_fails_naming_it_and_keeps_every_row(
+    history, instance, defs, league
+):
+    phase4 = in_phase(4)
+    [first] = runs.materialize([GAME_DAY], phase4, dagster_instance=instance, defs=defs)
+    assert first.success, first.errors
+    before = snapshot(history, phase4, GAME_DAY)
+    assert all(before[t.name] for t in phase4)
+    read = next(
+        GAME_DAY - timedelta(days=i)
+        for i in range(2, 15)
+        if league.games_on(GAME_DAY - timedelta(i))
+    )
+    history.punch_gap(BY_NAME["bdl_player_boxscores"], read)
+    [again] = runs.materialize([GAME_DAY], phase4, dagster_instance=instance, defs=defs)
+    assert not again.success
+    assert any(f"nba_raw/bdl_player_boxscores {read} has no rows" in e for e in again.errors)
+    assert snapshot(history, phase4, GAME_DAY) == before
+
+
+def test_a_short_same_day_input_stops_the_run_before_its_readers(
+    history, instance, league, monkeypatch
+):
+    from selfheal_dagster.definitions import defs as load
+
+    odds, features = BY_NAME["odds_api_game_lines"], BY_NAME["ml_feature_store_v2"]
+    tables = [odds, *in_phase(4)]
+    [first] = runs.materialize([GAME_DAY], tables, dagster_instance=instance, defs=load())
+    assert first.success, first.errors
+    before = snapshot(history, [features], GAME_DAY)
+    monkeypatch.setenv("SELFHEAL_LEAGUE_SHORT", f"odds_api_game_lines@{GAME_DAY}:0.4")
+    [short] = runs.materialize([GAME_DAY], tables, dagster_instance=instance, defs=load())
+    assert not short.success
+    # The blocking row-count check of the odds failed; the feature store never ran.
+    assert len(materializations(instance, features, GAME_DAY)) == 1
+    assert not any(e.startswith(features.key.replace("/", "__")) for e in short.errors)
+    assert snapshot(history, [features], GAME_DAY) == before

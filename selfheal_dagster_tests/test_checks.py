@@ -65,7 +65,7 @@ def test_a_deleted_partition_fails_both_checks_with_actionable_metadata(history,
     assert rc.metadata["rows"] == 0 and rc.metadata["expected_min"] >= 16 * rc.metadata["games"]
     assert fr.status is Status.MISSING and fr.heals
     assert fr.metadata["deadline"] == eastern(GAME_DAY + timedelta(days=1), 10)
-    assert rc.severity == fr.severity == "ERROR"
+    assert not fr.passed
 
 
 def test_a_60_percent_delivery_fails_once_history_exists_and_a_normal_day_does_not(history, league):
@@ -128,12 +128,16 @@ def test_a_partition_not_yet_due_is_not_failed(history, league):
     assert out.status is Status.MISSING
 
 
-def test_late_but_present_warns_with_the_delay_and_never_heals(history, league):
-    set_loaded_at(history, SCHEDULE, GAME_DAY, eastern(GAME_DAY + timedelta(days=1), 8))
+def test_late_but_present_passes_with_the_delay_and_never_heals(history, league):
+    set_loaded_at(history, SCHEDULE, GAME_DAY, eastern(GAME_DAY, 8))
     set_loaded_at(history, BOX, GAME_DAY, eastern(GAME_DAY + timedelta(days=1), 13, 30))
     out = freshness(BOX, GAME_DAY, window(history), AFTER_DEADLINE, calendar(league))
-    assert out.status is Status.LATE and out.severity == "WARN" and not out.heals
+    assert out.status is Status.LATE and out.passed and not out.heals
     assert out.metadata["delay_minutes"] == 210
+    # The schedule of D is pre-game: due at 10:00 of D itself.
+    set_loaded_at(history, SCHEDULE, GAME_DAY, eastern(GAME_DAY, 11))
+    out = freshness(SCHEDULE, GAME_DAY, window(history), AFTER_DEADLINE, calendar(league))
+    assert out.status is Status.LATE and out.metadata["delay_minutes"] == 60
 
 
 def test_without_a_calendar_the_schedule_is_vouched_for_by_the_other_raw_tables(history):

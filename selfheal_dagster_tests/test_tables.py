@@ -80,9 +80,11 @@ def test_phase4_processor_order_is_fixed_by_dependencies():
             assert full.index(u.table) < full.index(t.name)
 
 
-def test_phase2_deadline_is_next_morning_and_phase4_same_noon():
+def test_deadlines_say_when_the_data_exists():
+    pregame = {"nbac_schedule", "odds_api_game_lines"}
     for t in in_phase(2):
-        assert (t.deadline.days_after, t.deadline.hour) == (1, 10)
+        due = (0, 10) if t.name in pregame else (1, 10)  # pre-game D 10:00, post-game D+1
+        assert (t.deadline.days_after, t.deadline.hour) == due, t.name
         assert t.feed == t.name
     for t in in_phase(4):
         assert (t.deadline.days_after, t.deadline.hour) == (0, 12)

@@ -15,7 +15,7 @@ from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResou
 from selfheal_dagster.lib.checks import CHECKS, EVALUATORS, Outcome, tables_for, window_start
 from selfheal_dagster.lib.coverage import read_window
 from selfheal_dagster.lib.dates import now_utc
-from selfheal_dagster.tables import TABLES, Table
+from selfheal_dagster.tables import TABLES, Table, read_same_date
 
 DESCRIPTIONS = {
     "row_count": (
@@ -25,7 +25,8 @@ DESCRIPTIONS = {
     ),
     "freshness": (
         "Loaded by its deadline and not older than the newest load of any upstream partition "
-        "it reads. Missing after the deadline or stale fails; late but present warns."
+        "it reads. Missing after the deadline or stale fails; present but late passes, with "
+        "the delay in its metadata."
     ),
 }
 
@@ -44,14 +45,9 @@ def metadata(values: dict[str, Any]) -> dict[str, dg.MetadataValue]:
     return out
 
 
-def severity(outcome: Outcome) -> dg.AssetCheckSeverity:
-    return dg.AssetCheckSeverity(outcome.severity)
-
-
 def check_result(outcome: Outcome) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=outcome.passed,
-        severity=severity(outcome),
         description=outcome.reason,
         metadata=metadata(outcome.metadata),
     )
@@ -63,7 +59,6 @@ def check_evaluation(outcome: Outcome) -> dg.AssetCheckEvaluation:
         asset_key=dg.AssetKey(outcome.table.key_path),
         check_name=outcome.check,
         passed=outcome.passed,
-        severity=severity(outcome),
         description=outcome.reason,
         metadata=metadata(outcome.metadata),
         partition=outcome.day.isoformat(),
@@ -84,7 +79,8 @@ def partition_check(table: Table, name: str) -> dg.AssetChecksDefinition:
             name=name,
             partitions_def=daily_partitions,
             description=DESCRIPTIONS[name],
-            blocking=False,
+            # A short partition that a later step of the same run reads stops the run there.
+            blocking=name == "row_count" and read_same_date(table),
         )
 
     def _check(

@@ -60,12 +60,9 @@ class Outcome:
 
     @property
     def passed(self) -> bool:
-        return self.status not in HEALABLE and self.status is not Status.LATE
-
-    @property
-    def severity(self) -> str:
-        """ERROR outcomes are healed; a late arrival is only a warning."""
-        return "WARN" if self.status is Status.LATE else "ERROR"
+        """Present but late passes (the delay is in the metadata): a backfilled week is green,
+        and a reloaded past partition counts as fixed."""
+        return self.status not in HEALABLE
 
     @property
     def heals(self) -> bool:
@@ -228,6 +225,43 @@ def _human(minutes: float) -> str:
 
 
 EVALUATORS = {"row_count": row_count, "freshness": freshness}
+
+
+class MissingInput(RuntimeError):
+    """A partition a processor reads is missing or short: computing now would replace good
+    rows with a computation on missing input."""
+
+
+def input_problems(
+    table: Table, day: date, window: Window, calendar: Calendar | None = None
+) -> list[str]:
+    """What is wrong with the partitions ``table`` for ``day`` reads, one line each.
+
+    Only on a game day (a no-game day computes zero rows whatever it reads), and only for
+    upstream game days: each must hold at least its row-count bound, the same bound its own
+    row-count check applies.
+    """
+    if not expected_games(table, day, window, calendar):
+        return []
+    problems = []
+    for up, up_day in read_partitions(table, day):
+        exp = expectation(up, up_day, window, calendar)
+        if not exp.games:
+            continue
+        rows = window.rows(up, up_day)
+        if rows == 0:
+            problems.append(f"{up.key} {up_day} has no rows")
+        elif rows < exp.bound:
+            problems.append(f"{up.key} {up_day} has {rows} rows (expected >= {exp.bound})")
+    return problems
+
+
+def input_window(table: Table, day: date) -> tuple[date, list[Table]]:
+    """Where ``input_problems`` looks: from the history behind the volume bound of the oldest
+    date read, over what ``table`` reads plus the raw tables that vouch for the schedule."""
+    tables = {t.name: t for t in in_phase(2)}
+    tables.update({u.table: BY_NAME[u.table] for u in table.upstream})
+    return day - timedelta(days=table.lookback_days + HISTORY_DAYS), list(tables.values())
 
 
 def window_start(days: Iterable[date]) -> date:
