@@ -131,13 +131,14 @@ def render_plan(plan: Plan, title: str) -> RichTable:
     table = RichTable(title=title, header_style="bold")
     for column in ("run", "date", "re-materialise, in order", "failed here", "after"):
         table.add_column(column)
-    for n, run in enumerate(plan.runs, start=1):
+    number = {run.key: str(n) for n, run in enumerate(plan.runs, start=1)}
+    for run in plan.runs:
         table.add_row(
-            str(n),
+            number[run.key],
             run.day.isoformat(),
             "\n".join(run.assets),
             "\n".join(a.rsplit("/", 1)[-1] for a in run.failed) or "[dim]refresh[/]",
-            ", ".join(d.isoformat() for d in run.after) or "—",
+            ", ".join(f"run {number[k]}" for k in run.after) or "—",
         )
     return table
 

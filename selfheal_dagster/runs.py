@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from selfheal_dagster.lib.errors import error_summary
 from selfheal_dagster.tables import Table, execution_order
 
 DEFAULT_DAGSTER_HOME = ".selfheal/dagster_home"
@@ -91,16 +92,6 @@ def materialize(
     return outcomes
 
 
-def error_summary(error) -> str:
-    """One line from a Dagster error: the innermost cause, without the module path."""
-    while error.cause is not None:
-        error = error.cause
-    lines = [line for line in error.message.strip().splitlines() if line.strip()]
-    line = lines[0] if lines else "failed"
-    kind, sep, rest = line.partition(": ")
-    return f"{kind.rsplit('.', 1)[-1]}: {rest}" if sep and "." in kind else line
-
-
 @dataclass(frozen=True)
 class HealRun:
     request: dg.RunRequest
@@ -124,7 +115,7 @@ class LocalLoop:
         from selfheal_dagster.defs.resources import initialized
 
         self.resources = initialized(
-            {name: defs.resources[name] for name in ("warehouse", "alerts")}
+            {name: defs.resources[name] for name in ("warehouse", "alerts", "source")}
         )
         self.cursor: str | None = None
 
@@ -169,7 +160,7 @@ class LocalLoop:
         )
 
     def verify(self, run_id: str) -> tuple[str, str]:
-        from selfheal_dagster.defs.heal import verify
+        from selfheal_dagster.lib.heal_loop import verify
 
         run = self.instance.get_run_by_id(run_id)
         warehouse = self.resources["warehouse"].open()
@@ -178,9 +169,12 @@ class LocalLoop:
         return str(outcome), reason
 
     def pending(self) -> int:
-        from selfheal_dagster.lib.healing import State
+        """Runs still waiting for a prerequisite, and targets whose heal has not settled."""
+        from selfheal_dagster.lib.healing import State, TargetState
 
-        return len(State.from_json(self.cursor).pending)
+        state = State.from_json(self.cursor)
+        healing = [t for t in state.targets.values() if t.state == TargetState.HEALING]
+        return len(state.pending) + len(healing)
 
     def heal_until_quiet(
         self, max_ticks: int = 20, on_run: Callable[[HealRun], None] | None = None
@@ -219,17 +213,11 @@ def heal_now(
     on_plan: Callable[[object], None] | None = None,
 ) -> ManualHeal:
     """Plan (and unless ``dry_run`` execute, in dependency order) the heal of ``failing``
-    check outcomes, as a person asked: no attempt limit, but never beside a running heal."""
+    check outcomes, as a person asked: no attempt limit, but never under a run in flight
+    that writes what the plan writes."""
     import uuid
 
-    from selfheal_dagster.defs.heal import (
-        PHASES,
-        existing_partitions,
-        planner_graph,
-        resolve,
-        target_runs,
-    )
-    from selfheal_dagster.lib import healing, planner
+    from selfheal_dagster.lib import heal_loop, healing, planner
     from selfheal_dagster.lib.dates import now_utc, today_et
     from selfheal_dagster.lib.history import Outcome
 
@@ -237,50 +225,49 @@ def heal_now(
     today = today_et(now)
     loop = LocalLoop(defs, dagster_instance)
     warehouse = loop.resources["warehouse"].open()
+    calendar = loop.resources["source"].scheduled_games
     failures = [
         healing.Failure(i, o.table.key, o.day, o.check, o.reason, now)
         for i, o in enumerate(failing)
     ]
-    first = min(f.day for f in failures)
+    view = heal_loop.WarehouseView.read(warehouse, [f.day for f in failures], today, calendar)
     plan = planner.plan(
         {(f.asset, f.day) for f in failures},
-        planner_graph(defs.resolve_asset_graph()),
-        existing_partitions(warehouse, first, today),
+        heal_loop.planner_graph(defs.resolve_asset_graph()),
+        view.exists,
         today,
+        view.broken,
     )
     result = ManualHeal(plan=plan, runs=[], skipped=[])
     if on_plan:
         on_plan(plan)
     if dry_run:
         return result
-    seen = target_runs(dagster_instance, [r.day for r in plan.runs], today, {})
-    busy = [
-        f"{asset} {run.day} (run {seen[(asset, run.day)].in_flight})"
-        for run in plan.runs
-        for asset in run.assets
-        if seen.get((asset, run.day), healing.TargetRuns()).in_flight
-    ]
-    if busy:
-        raise HealBusy("a heal is already queued or running for " + ", ".join(busy))
+    busy = heal_loop.busy_partitions(dagster_instance, now)
+    taken = sorted({f"{a} {d} (run {busy[(a, d)]})" for a, d in plan.writes() if (a, d) in busy})
+    if taken:
+        raise HealBusy("a heal is already queued or running for " + ", ".join(taken))
     cid = str(uuid.uuid4())
-    launches, records = healing.plan_runs(plan, failures, seen, PHASES, now, cid, cid[:8])
+    launches, records = healing.plan_runs(plan, failures, {}, heal_loop.PHASES, now, cid, cid[:8])
     notifier = loop.resources["alerts"].notifier(warehouse)
     for record in records:
         if warehouse.insert_history(record):
             notifier.triggered(record)
     broken: set[str] = set()
     for launch, after in launches:
-        phases = [int(p) for p in launch.tags[healing.PHASE].split(",")]
+        phases = sorted({heal_loop.PHASES[a] for a in launch.assets})
         if broken & set(after):
             broken.add(launch.run_key)
             reason = "not run: the heal it waited for did not succeed"
-            for record in resolve(warehouse, launch.day, cid, Outcome.SKIPPED, reason, phases):
+            for record in heal_loop.resolve(
+                warehouse, launch.day, cid, Outcome.SKIPPED, reason, phases
+            ):
                 notifier.outcome(record)
             result.skipped.append(f"{launch.day}: {reason}")
             continue
         request = dg.RunRequest(
             run_key=launch.run_key,
-            job_name="heal_job",
+            job_name=heal_loop.HEAL_JOB,
             partition_key=launch.day.isoformat(),
             asset_selection=[dg.AssetKey.from_user_string(a) for a in launch.assets],
             tags=launch.tags,

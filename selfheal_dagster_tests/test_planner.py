@@ -4,8 +4,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from selfheal_dagster.defs.heal import planner_graph
 from selfheal_dagster.lib import planner
+from selfheal_dagster.lib.heal_loop import planner_graph
 from selfheal_dagster.tables import in_phase
 
 TODAY = date(2026, 1, 21)
@@ -46,7 +46,7 @@ def test_failed_box_scores_heal_that_day_then_existing_phase4_partitions_that_re
     x = TODAY - timedelta(days=1)
     plan = planner.plan([(BOX, x)], graph, only_today_phase4, TODAY)
     assert plan.as_dict() == {"2026-01-20": [BOX], "2026-01-21": PHASE4}
-    assert plan.runs[1].after == (x,) and plan.runs[1].failed == ()
+    assert plan.runs[1].after == (x.isoformat(),) and plan.runs[1].failed == ()
     assert plan.runs[0].failed == (BOX,)
 
 
@@ -88,10 +88,13 @@ def test_a_multi_date_multi_table_batch(graph):
     ]
     assert plan["2026-01-21"] == PHASE4
     runs = planner.plan(failed, graph, exists, TODAY).runs
-    assert [r.after for r in runs] == [
-        (),
-        (date(2026, 1, 19),),
-        (date(2026, 1, 19), date(2026, 1, 20)),
+    # 01-20's raw tables go at once; its Phase 4 waits for 01-19's box scores, in a run of
+    # its own, so a failure on 01-19 never holds up the raw tables of 01-20.
+    assert [(r.key, r.after) for r in runs] == [
+        ("2026-01-19", ()),
+        ("2026-01-20", ()),
+        ("2026-01-20-1", ("2026-01-19", "2026-01-20")),
+        ("2026-01-21", ("2026-01-19", "2026-01-20")),
     ]
 
 
@@ -107,3 +110,34 @@ def test_hand_made_graph_and_order():
         "2026-03-03": ["c"],
     }
     assert plan.partitions == 5
+
+
+def test_an_independent_gap_never_waits_behind_another_dates_repair(graph):
+    d1, d2 = TODAY - timedelta(days=3), TODAY - timedelta(days=2)
+    plan = planner.plan([(BOX, d1), (BOX, d2)], graph, only_today_phase4, TODAY)
+    runs = {r.key: r for r in plan.runs}
+    assert runs[d2.isoformat()].assets == (BOX,) and runs[d2.isoformat()].after == ()
+    assert runs[TODAY.isoformat()].after == (d1.isoformat(), d2.isoformat())
+
+
+def test_root_cause_first_the_broken_inputs_of_a_target_are_repaired_before_it(graph):
+    features, odds = "nba_predictions/ml_feature_store_v2", "nba_raw/odds_api_game_lines"
+
+    def broken(asset, day):
+        return [(odds, day)] if asset == features and day == TODAY else []
+
+    plan = planner.plan([(features, TODAY)], graph, lambda a, d: False, TODAY, broken)
+    assert [(r.key, r.assets, r.failed) for r in plan.runs] == [
+        ("2026-01-21", (odds, features), (odds, features))
+    ]
+
+
+def test_a_reader_of_a_partition_the_plan_cannot_repair_is_left_alone(graph):
+    x = TODAY - timedelta(days=1)
+    held = (BOX, TODAY - timedelta(days=4))  # an outage nobody is repairing
+
+    def broken(asset, day):
+        return [held] if asset in PHASE4 else []
+
+    plan = planner.plan([(BOX, x)], graph, lambda a, d: True, TODAY, broken)
+    assert plan.as_dict() == {x.isoformat(): [BOX]}  # Phase 4 would fail on the outage

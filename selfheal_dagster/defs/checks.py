@@ -12,7 +12,14 @@ import dagster as dg
 
 from selfheal_dagster.defs.partitions import daily_partitions
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
-from selfheal_dagster.lib.checks import CHECKS, EVALUATORS, Outcome, tables_for, window_start
+from selfheal_dagster.lib.checks import (
+    CHECKS,
+    EVALUATORS,
+    READ_AT,
+    Outcome,
+    tables_for,
+    window_start,
+)
 from selfheal_dagster.lib.coverage import read_window
 from selfheal_dagster.lib.dates import now_utc
 from selfheal_dagster.tables import TABLES, Table, read_same_date
@@ -45,22 +52,22 @@ def metadata(values: dict[str, Any]) -> dict[str, dg.MetadataValue]:
     return out
 
 
-def check_result(outcome: Outcome) -> dg.AssetCheckResult:
+def check_result(outcome: Outcome, read_at: datetime) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=outcome.passed,
         description=outcome.reason,
-        metadata=metadata(outcome.metadata),
+        metadata=metadata({**outcome.metadata, READ_AT: read_at}),
     )
 
 
-def check_evaluation(outcome: Outcome) -> dg.AssetCheckEvaluation:
+def check_evaluation(outcome: Outcome, read_at: datetime) -> dg.AssetCheckEvaluation:
     """The same result as an event, for runs that evaluate checks without materialising."""
     return dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey(outcome.table.key_path),
         check_name=outcome.check,
         passed=outcome.passed,
         description=outcome.reason,
-        metadata=metadata(outcome.metadata),
+        metadata=metadata({**outcome.metadata, READ_AT: read_at}),
         partition=outcome.day.isoformat(),
     )
 
@@ -89,9 +96,10 @@ def partition_check(table: Table, name: str) -> dg.AssetChecksDefinition:
         source: Phase1SourceResource,
     ) -> dg.AssetCheckResult:
         day = date.fromisoformat(context.partition_key)
+        read_at = now_utc()
         window = read_window(warehouse.open(), window_start([day]), day, tables_for(table))
-        outcome = EVALUATORS[name](table, day, window, now_utc(), source.scheduled_games)
-        return check_result(outcome)
+        outcome = EVALUATORS[name](table, day, window, read_at, source.scheduled_games)
+        return check_result(outcome, read_at)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)

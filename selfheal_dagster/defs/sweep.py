@@ -14,12 +14,12 @@ import dagster as dg
 from pydantic import Field
 
 from selfheal_dagster.defs.checks import check_evaluation, check_key
-from selfheal_dagster.defs.heal import IN_FLIGHT
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
 from selfheal_dagster.lib import check_records
 from selfheal_dagster.lib.checks import CHECKS, Outcome, evaluate, window_start
 from selfheal_dagster.lib.coverage import read_window
 from selfheal_dagster.lib.dates import date_range, now_utc, today_et
+from selfheal_dagster.lib.heal_loop import IN_FLIGHT
 from selfheal_dagster.lib.settings import Settings
 from selfheal_dagster.tables import TABLES, Table
 
@@ -83,6 +83,7 @@ def sweep_checks(
     targets = watch_targets(config, now)
     days = sorted({day for _, day in targets})
     wh = warehouse.open()
+    read_at = now_utc()
     window = read_window(wh, window_start(days), max(days))  # one query per table
     outcomes = evaluate(targets, window, now, source.scheduled_games)
     keys = [check_key(t, name) for t in TABLES for name in CHECKS]
@@ -92,7 +93,7 @@ def sweep_checks(
         record = latest.get((check_key(outcome.table, outcome.check), outcome.day))
         if _unchanged(outcome, record, now, config.reassert_minutes):
             continue
-        context.log_event(check_evaluation(outcome))
+        context.log_event(check_evaluation(outcome, read_at))
         recorded += 1
     failing = [f"{o.table.name} {o.day} {o.check}: {o.reason}" for o in outcomes if o.heals]
     return dg.Output(

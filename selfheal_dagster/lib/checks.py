@@ -19,6 +19,9 @@ from selfheal_dagster.lib.dates import eastern
 from selfheal_dagster.tables import BY_NAME, SCHEDULE, TABLES, Table, in_phase
 
 CHECKS = ("row_count", "freshness")
+# Result metadata: when the warehouse read behind it started (wall clock). A failure read
+# before the partition's last write says nothing about what that write left.
+READ_AT = "read_at"
 HISTORY_DAYS = 30  # how far back the volume bound looks for earlier game days
 WINDOW_BACK = max(HISTORY_DAYS, max(t.lookback_days for t in TABLES))
 
@@ -232,10 +235,10 @@ class MissingInput(RuntimeError):
     rows with a computation on missing input."""
 
 
-def input_problems(
+def broken_inputs(
     table: Table, day: date, window: Window, calendar: Calendar | None = None
-) -> list[str]:
-    """What is wrong with the partitions ``table`` for ``day`` reads, one line each.
+) -> list[tuple[Table, date, str]]:
+    """The partitions ``table`` for ``day`` reads that are missing or short, with why.
 
     Only on a game day (a no-game day computes zero rows whatever it reads), and only for
     upstream game days: each must hold at least its row-count bound, the same bound its own
@@ -243,17 +246,24 @@ def input_problems(
     """
     if not expected_games(table, day, window, calendar):
         return []
-    problems = []
+    out = []
     for up, up_day in read_partitions(table, day):
         exp = expectation(up, up_day, window, calendar)
         if not exp.games:
             continue
         rows = window.rows(up, up_day)
         if rows == 0:
-            problems.append(f"{up.key} {up_day} has no rows")
+            out.append((up, up_day, f"{up.key} {up_day} has no rows"))
         elif rows < exp.bound:
-            problems.append(f"{up.key} {up_day} has {rows} rows (expected >= {exp.bound})")
-    return problems
+            out.append((up, up_day, f"{up.key} {up_day} has {rows} rows (expected >= {exp.bound})"))
+    return out
+
+
+def input_problems(
+    table: Table, day: date, window: Window, calendar: Calendar | None = None
+) -> list[str]:
+    """``broken_inputs`` as one line each."""
+    return [why for _, _, why in broken_inputs(table, day, window, calendar)]
 
 
 def input_window(table: Table, day: date) -> tuple[date, list[Table]]:

@@ -1,9 +1,15 @@
-"""The heal sensor's decisions, as plain functions over plain data.
+"""The heal loop's decisions, as plain functions over plain data.
 
-Given new failed check results and what the instance knows about earlier heal runs, decide
-which runs to launch now, which to launch later (a date whose run reads another date's heal),
-which failures to skip and why, and which targets to give up on. Nothing here touches Dagster;
-``defs/heal.py`` gathers the inputs and turns the decision into run requests.
+Each failing (asset, date) is a *target* the loop owns until it closes:
+
+    open -> healing -> healed
+                    -> failed -> (back-off) -> healing -> ... -> gave up (one escalation)
+    open | failed -> superseded (its check passed by other means)
+
+Attempts 2..N come from the back-off, not from new failed results: a result for a target the
+loop already owns only confirms it. ``decide`` takes what the instance and the warehouse say
+now (``Observation``, gathered by ``lib/heal_loop.py``) and returns what to do; nothing here
+touches Dagster.
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 
 from selfheal_dagster.lib import planner
 from selfheal_dagster.lib.history import HealingResult, HealRecord, Outcome
@@ -24,8 +31,26 @@ TARGET_DATE = "selfheal/target_date"
 RUN_KEY = "selfheal/run_key"
 FAILED = "selfheal/failed"
 DETECTED_AT = "selfheal/detected_at"
+BACKFILL = "selfheal/backfill"  # "YYYY-MM-DD..YYYY-MM-DD": a manual backfill's whole range
 _NAMESPACE = uuid.UUID("5e1f4ea1-0000-4000-8000-00000000da75")
 PENDING_TTL = timedelta(hours=6)
+# A requested run that the daemon has not created by then was lost (a tick whose requests
+# were never submitted): the attempt counts as failed.
+LAUNCH_GRACE = timedelta(minutes=10)
+
+Partition = planner.Partition
+
+
+class TargetState(StrEnum):
+    OPEN = "open"
+    HEALING = "healing"
+    FAILED = "failed"  # waiting for its back-off before the next attempt
+
+
+class RunState(StrEnum):
+    IN_FLIGHT = "in_flight"
+    SUCCESS = "success"
+    FAILURE = "failure"
 
 
 def target_key(asset: str, day: date) -> str:
@@ -49,14 +74,23 @@ class Failure:
 
 
 @dataclass(frozen=True)
-class TargetRuns:
-    """Heal runs of one (asset, date) today since its check last passed: how many, the last
-    end, one still in flight; and when it last passed (None: not today)."""
+class RunStatus:
+    """What the instance says of a heal run: its state, when it ended, which of its assets it
+    healed (written, every check it ran on them passing), and why not."""
 
-    attempts: int = 0
-    last_ended: datetime | None = None
-    in_flight: str | None = None
-    passed_at: datetime | None = None
+    state: RunState
+    ended_at: datetime | None = None
+    healed: frozenset[str] = frozenset()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Observation:
+    failures: list[Failure] = field(default_factory=list)  # new since the cursor, not stale
+    # The newest new passing result per (asset, date, check).
+    passes: Mapping[tuple[str, date, str], datetime] = field(default_factory=dict)
+    runs: Mapping[str, RunStatus] = field(default_factory=dict)  # by run key
+    busy: Mapping[Partition, str] = field(default_factory=dict)  # written by a run in flight
 
 
 @dataclass(frozen=True)
@@ -64,10 +98,35 @@ class Policy:
     max_attempts: int = 3
     backoff_seconds: float = 300.0  # wait before attempt 2; doubles before each later one
 
-    def next_allowed(self, runs: TargetRuns) -> datetime | None:
-        if runs.attempts == 0 or runs.last_ended is None:
+    def next_allowed(self, attempts: int, ended_at: datetime | None) -> datetime | None:
+        if attempts == 0 or ended_at is None:
             return None
-        return runs.last_ended + timedelta(seconds=self.backoff_seconds * 2 ** (runs.attempts - 1))
+        return ended_at + timedelta(seconds=self.backoff_seconds * 2 ** (attempts - 1))
+
+
+@dataclass
+class Target:
+    asset: str
+    day: str
+    check: str
+    reason: str
+    detected_at: float
+    record_id: int
+    state: str = TargetState.OPEN
+    attempts: int = 0
+    run_key: str | None = None  # the run of the current attempt
+    cid: str | None = None  # its correlation ID
+    launched_at: float | None = None
+    ended_at: float | None = None
+    writes: list[list[str]] = field(default_factory=list)  # [asset, day] the attempt writes
+
+    @property
+    def partition(self) -> Partition:
+        return (self.asset, date.fromisoformat(self.day))
+
+    @property
+    def key(self) -> str:
+        return target_key(*self.partition)
 
 
 @dataclass
@@ -86,8 +145,10 @@ class State:
 
     watermark: int | None = None  # every check record id <= this has been handled
     seen: list[int] = field(default_factory=list)  # handled ids above the watermark
+    targets: dict[str, Target] = field(default_factory=dict)
     pending: list[PendingRun] = field(default_factory=list)
-    gave_up: dict[str, float] = field(default_factory=dict)  # target -> when we escalated
+    # target -> {"at": when we escalated, "check": the failing check a pass of would clear it}
+    gave_up: dict[str, dict] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -98,7 +159,17 @@ class State:
             return cls()
         raw = json.loads(text)
         raw["pending"] = [PendingRun(**p) for p in raw.get("pending", [])]
+        raw["targets"] = {k: Target(**t) for k, t in raw.get("targets", {}).items()}
         return cls(**raw)
+
+    def run_keys(self) -> list[str]:
+        """Every run key the next tick must know the status of."""
+        keys = {t.run_key for t in self.targets.values() if t.run_key}
+        keys |= {k for p in self.pending for k in [p.run_key, *p.after]}
+        return sorted(keys)
+
+    def days(self) -> set[date]:
+        return {date.fromisoformat(t.day) for t in self.targets.values()}
 
 
 @dataclass(frozen=True)
@@ -109,125 +180,237 @@ class Launch:
     tags: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """Close the open history records of one heal run (one correlation ID and date)."""
+
+    day: date
+    correlation_id: str
+    phases: tuple[int, ...]
+    outcome: Outcome
+    reason: str
+
+
 @dataclass
 class Decision:
     launch: list[Launch] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    records: list[HealRecord] = field(default_factory=list)  # new history records
+    records: list[HealRecord] = field(default_factory=list)  # new "triggered" records
     escalations: list[HealRecord] = field(default_factory=list)
-    dropped: list[PendingRun] = field(default_factory=list)  # dependents whose prerequisite failed
+    resolutions: list[Resolution] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)  # "asset date: healed | superseded | ..."
 
 
-def correlation_id(record_ids: Iterable[int]) -> str:
-    """Deterministic per batch of failures, so a re-evaluated tick gets the same ID."""
-    return str(uuid.uuid5(_NAMESPACE, ",".join(map(str, sorted(record_ids)))))
+def correlation_id(record_ids: Iterable[int], salt: str = "") -> str:
+    """Deterministic per batch of failures and attempt, so a re-evaluated tick gets the
+    same ID and a retry a new one."""
+    return str(uuid.uuid5(_NAMESPACE, ",".join(map(str, sorted(record_ids))) + salt))
 
 
-def _run_key(day: date, batch: str) -> str:
-    return f"selfheal-{day.isoformat()}-{batch}"
+def _run_key(run: planner.PlannedRun, batch: str) -> str:
+    return f"selfheal-{run.key}-{batch}"
 
 
 def phase_of(asset: str, phases: Mapping[str, int]) -> str:
     return f"phase{phases[asset]}"
 
 
+def _ts(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+
 def decide(
     state: State,
-    failures: list[Failure],
-    runs: Mapping[tuple[str, date], TargetRuns],
-    prerequisite_status: Mapping[str, str],
+    seen: Observation,
     graph: planner.Graph,
     exists: Callable[[str, date], bool],
     phases: Mapping[str, int],
     now: datetime,
     today: date,
     policy: Policy,
+    broken_inputs: Callable[[str, date], Iterable[Partition]] | None = None,
 ) -> Decision:
-    """One tick. ``prerequisite_status`` maps a heal run key to SUCCESS / FAILURE / CANCELED /
-    IN_FLIGHT (absent: not submitted yet)."""
+    """One tick of the loop: settle what ended, take new failures, launch what is due."""
     decision = Decision()
-    launched: set[tuple[str, date]] = set()
+    runs = seen.runs
+    _settle_pending(state, runs, now, decision)
+    _settle_targets(state, seen, now, policy, phases, decision)
 
-    # Dependents whose prerequisite runs succeeded go now; a failed prerequisite drops them.
+    day_start = now - timedelta(days=1)
+    state.gave_up = {k: g for k, g in state.gave_up.items() if g["at"] > day_start.timestamp()}
+    for (asset, day, check), at in seen.passes.items():
+        given = state.gave_up.get(target_key(asset, day))
+        if given and given["check"] == check and at.timestamp() > given["at"]:
+            del state.gave_up[target_key(asset, day)]  # a person (or a load) fixed it
+    latest: dict[Partition, Failure] = {}
+    for f in sorted(seen.failures, key=lambda f: f.record_id):
+        latest[(f.asset, f.day)] = f
+    for (asset, day), f in sorted(latest.items(), key=lambda kv: kv[1].record_id):
+        key = target_key(asset, day)
+        if key in state.targets:
+            continue  # the loop owns it already: a repeated result only confirms it
+        if key in state.gave_up:
+            decision.skipped.append(f"{asset} {day}: gave up today; waiting for a person")
+            continue
+        state.targets[key] = Target(
+            asset=asset,
+            day=day.isoformat(),
+            check=f.check,
+            reason=f.reason,
+            detected_at=f.detected_at.timestamp(),
+            record_id=f.record_id,
+        )
+
+    _launch(state, seen, graph, exists, phases, now, today, policy, broken_inputs, decision)
+    return decision
+
+
+def _settle_pending(
+    state: State, runs: Mapping[str, RunStatus], now: datetime, decision: Decision
+) -> None:
+    """Dependents whose prerequisite runs succeeded go now; a failed prerequisite drops them."""
     keep = []
     for p in state.pending:
-        statuses = [prerequisite_status.get(k) for k in p.after]
-        if all(s == "SUCCESS" for s in statuses):
+        statuses = [runs.get(k) for k in p.after]
+        if all(s is not None and s.state is RunState.SUCCESS for s in statuses):
             decision.launch.append(
                 Launch(p.run_key, date.fromisoformat(p.day), tuple(p.assets), p.tags)
             )
-            launched.update((a, date.fromisoformat(p.day)) for a in p.assets)
-        elif any(s in ("FAILURE", "CANCELED") for s in statuses) or (
+        elif any(s is not None and s.state is RunState.FAILURE for s in statuses) or (
             now.timestamp() - p.created > PENDING_TTL.total_seconds()
         ):
-            decision.dropped.append(p)
+            decision.resolutions.append(
+                Resolution(
+                    day=date.fromisoformat(p.day),
+                    correlation_id=p.tags[CORRELATION_ID],
+                    phases=tuple(sorted({int(x) for x in p.tags[PHASE].split(",")})),
+                    outcome=Outcome.SKIPPED,
+                    reason="not run: the heal it waited for did not succeed",
+                )
+            )
+            for t in state.targets.values():
+                if t.run_key == p.run_key:
+                    t.run_key = f"dropped:{p.run_key}"
         else:
             keep.append(p)
     state.pending = keep
-    waiting = {(a, date.fromisoformat(p.day)) for p in keep for a in p.assets}
 
-    day_start = now - timedelta(days=1)
-    state.gave_up = {k: at for k, at in state.gave_up.items() if at > day_start.timestamp()}
 
-    latest: dict[tuple[str, date], Failure] = {}
-    for f in sorted(failures, key=lambda f: f.record_id):
-        latest[(f.asset, f.day)] = f
-    heal: list[Failure] = []
-    for (asset, day), f in sorted(latest.items(), key=lambda kv: kv[1].record_id):
-        key = target_key(asset, day)
-        seen = runs.get((asset, day), TargetRuns())
-        if seen.in_flight or (asset, day) in launched or (asset, day) in waiting:
-            where = f"run {seen.in_flight}" if seen.in_flight else "a planned run"
-            decision.skipped.append(f"{asset} {day}: heal already queued or running ({where})")
-            continue
-        gave_up = state.gave_up.get(key)
-        if gave_up and (seen.passed_at is None or seen.passed_at.timestamp() < gave_up):
-            if seen.attempts >= policy.max_attempts:
-                decision.skipped.append(f"{asset} {day}: gave up today; waiting for a person")
-                continue
-            del state.gave_up[key]  # a new day: the attempts are back
-        if seen.attempts >= policy.max_attempts:
-            state.gave_up[key] = now.timestamp()
-            cid = correlation_id([f.record_id])
-            decision.escalations.append(
-                HealRecord(
-                    phase=phase_of(asset, phases),
-                    target_date=day,
-                    missing_components=[short(asset)],
-                    healing_result=HealingResult(
-                        triggered=False,
-                        failed=True,
-                        reason=f"gave up after {seen.attempts} attempts today: {f.reason}; "
-                        "needs a person",
-                    ),
-                    correlation_id=cid,
-                    timestamp=now,
-                    success=False,
-                    outcome=Outcome.GAVE_UP,
-                    attempt=seen.attempts,
-                    assets=[asset],
-                    detected_at=f.detected_at,
-                    resolved_at=now,
+def _settle_targets(
+    state: State,
+    seen: Observation,
+    now: datetime,
+    policy: Policy,
+    phases: Mapping[str, int],
+    decision: Decision,
+) -> None:
+    waiting = {p.run_key for p in state.pending}
+    for key, t in list(state.targets.items()):
+        if t.state == TargetState.HEALING and t.run_key:
+            dropped = t.run_key.startswith("dropped:")
+            status = seen.runs.get(t.run_key)
+            if not dropped and (status is None or status.state is RunState.IN_FLIGHT):
+                lost = (
+                    status is None
+                    and t.run_key not in waiting
+                    and now - _ts(t.launched_at) > LAUNCH_GRACE
                 )
-            )
+                if not lost:
+                    continue
+                status = RunStatus(RunState.FAILURE, now, reason="the run was never started")
+            if dropped:
+                status = RunStatus(RunState.FAILURE, now, reason="the heal it waited for failed")
+            if t.asset in status.healed:
+                del state.targets[key]
+                decision.closed.append(f"{t.asset} {t.day}: healed (attempt {t.attempts})")
+                continue
+            t.state, t.ended_at, t.writes = TargetState.FAILED, status.ended_at.timestamp(), []
+            t.reason = status.reason or t.reason
+            if status.reason == "the run was never started":
+                decision.resolutions.append(
+                    Resolution(
+                        date.fromisoformat(t.day),
+                        t.cid or "",
+                        (phases[t.asset],),
+                        Outcome.FAILED,
+                        status.reason,
+                    )
+                )
+            if t.attempts >= policy.max_attempts:
+                del state.targets[key]
+                state.gave_up[key] = {"at": now.timestamp(), "check": t.check}
+                decision.escalations.append(_gave_up(t, now, phases))
+                decision.closed.append(f"{t.asset} {t.day}: gave up after {t.attempts}")
+                continue
+        passed = seen.passes.get((*t.partition, t.check))
+        if (
+            t.state != TargetState.HEALING
+            and passed
+            and passed.timestamp() > max(t.detected_at, t.ended_at or 0)
+        ):
+            del state.targets[key]
+            decision.closed.append(f"{t.asset} {t.day}: superseded (its check passed)")
+
+
+def _launch(
+    state: State,
+    seen: Observation,
+    graph: planner.Graph,
+    exists: Callable[[str, date], bool],
+    phases: Mapping[str, int],
+    now: datetime,
+    today: date,
+    policy: Policy,
+    broken_inputs: Callable[[str, date], Iterable[Partition]] | None,
+    decision: Decision,
+) -> None:
+    """Plan every target that is due; launch those whose writes no other run is making."""
+    claimed: dict[Partition, str] = dict(seen.busy)
+    for t in state.targets.values():
+        if t.state == TargetState.HEALING:
+            claimed.update({(a, date.fromisoformat(d)): t.run_key or "" for a, d in t.writes})
+    for p in state.pending:
+        claimed.update({(a, date.fromisoformat(p.day)): p.run_key for a in p.assets})
+    ready: list[Target] = []
+    plans: dict[str, planner.Plan] = {}
+    for t in sorted(state.targets.values(), key=lambda t: t.record_id):
+        if t.state == TargetState.HEALING:
             continue
-        allowed = policy.next_allowed(seen)
+        allowed = policy.next_allowed(t.attempts, _ts(t.ended_at))
         if allowed and now < allowed:
             decision.skipped.append(
-                f"{asset} {day}: backing off after attempt {seen.attempts} until "
+                f"{t.asset} {t.day}: backing off after attempt {t.attempts} until "
                 f"{allowed:%H:%M:%S} UTC"
             )
             continue
-        heal.append(f)
-
-    if not heal:
-        return decision
-
-    cid = correlation_id(f.record_id for f in heal)
-    plan = planner.plan([(f.asset, f.day) for f in heal], graph, exists, today)
-    launches, records = plan_runs(plan, heal, runs, phases, now, cid, f"{cid[:8]}")
+        mine = planner.plan([t.partition], graph, exists, today, broken_inputs)
+        busy = sorted({claimed[p] for p in mine.writes() if p in claimed})
+        if busy:
+            decision.skipped.append(
+                f"{t.asset} {t.day}: waiting for the queued or running run(s) that write "
+                f"what its heal would: {', '.join(busy)}"
+            )
+            continue
+        ready.append(t)
+        plans[t.key] = mine
+        claimed.update({p: "this tick" for p in mine.writes()})
+    if not ready:
+        return
+    salt = "|".join(f"{t.key}#{t.attempts + 1}" for t in ready)
+    cid = correlation_id([t.record_id for t in ready], salt)
+    batch = planner.plan([t.partition for t in ready], graph, exists, today, broken_inputs)
+    failures = [
+        Failure(
+            t.record_id, t.asset, date.fromisoformat(t.day), t.check, t.reason, _ts(t.detected_at)
+        )
+        for t in ready
+    ]
+    attempts = {t.partition: t.attempts for t in ready}
+    launches, records = plan_runs(batch, failures, attempts, phases, now, cid, cid[:8])
     decision.records += records
+    run_of = {}
     for launch, after in launches:
+        run_of.update({(a, launch.day): launch.run_key for a in launch.assets})
         if after:
             state.pending.append(
                 PendingRun(
@@ -241,13 +424,38 @@ def decide(
             )
         else:
             decision.launch.append(launch)
-    return decision
+    for t in ready:
+        t.state, t.attempts = TargetState.HEALING, t.attempts + 1
+        t.run_key, t.launched_at, t.ended_at = run_of[t.partition], now.timestamp(), None
+        t.cid = cid
+        t.writes = [[a, d.isoformat()] for a, d in sorted(plans[t.key].writes())]
+
+
+def _gave_up(t: Target, now: datetime, phases: Mapping[str, int]) -> HealRecord:
+    return HealRecord(
+        phase=phase_of(t.asset, phases),
+        target_date=date.fromisoformat(t.day),
+        missing_components=[short(t.asset)],
+        healing_result=HealingResult(
+            triggered=False,
+            failed=True,
+            reason=f"gave up after {t.attempts} attempts: {t.reason}; needs a person",
+        ),
+        correlation_id=correlation_id([t.record_id], f"gave-up|{t.key}|{t.attempts}"),
+        timestamp=now,
+        success=False,
+        outcome=Outcome.GAVE_UP,
+        attempt=t.attempts,
+        assets=[t.asset],
+        detected_at=_ts(t.detected_at),
+        resolved_at=now,
+    )
 
 
 def plan_runs(
     plan: planner.Plan,
     heal: list[Failure],
-    runs: Mapping[tuple[str, date], TargetRuns],
+    attempts: Mapping[Partition, int],
     phases: Mapping[str, int],
     now: datetime,
     cid: str,
@@ -256,41 +464,49 @@ def plan_runs(
     """Run keys, tags and "triggered" history records for a plan.
 
     Returns each run with the run keys it must wait for, and one history record per (date,
-    phase) of the plan. ``batch`` makes the run keys unique per batch of failed evaluations.
+    phase) of the plan. ``attempts`` are the attempts made so far per failed target; ``batch``
+    makes the run keys unique per batch and attempt.
     """
-    keys = {r.day: _run_key(r.day, batch) for r in plan.runs}
+    keys = {r.key: _run_key(r, batch) for r in plan.runs}
     by_target = {(f.asset, f.day): f for f in heal}
     launches, records = [], []
     for run in plan.runs:
-        mine = [by_target[(a, run.day)] for a in run.failed]
+        mine = [by_target[(a, run.day)] for a in run.failed if (a, run.day) in by_target]
         # The attempt at the failures that caused this run (a refresh-only run: its roots').
-        attempt = 1 + max(runs.get((f.asset, f.day), TargetRuns()).attempts for f in mine or heal)
-        run_phases = sorted({phases[a] for a in (run.failed or run.assets)})
+        attempt = 1 + max(attempts.get((f.asset, f.day), 0) for f in mine or heal)
+        run_phases = sorted({phases[a] for a in run.assets})
         detected = min((f.detected_at for f in mine), default=min(f.detected_at for f in heal))
         tags = {
             CORRELATION_ID: cid,
             ATTEMPT: str(attempt),
             PHASE: ",".join(map(str, run_phases)),
             TARGET_DATE: run.day.isoformat(),
-            RUN_KEY: keys[run.day],
+            RUN_KEY: keys[run.key],
             FAILED: ",".join(short(a) for a in run.failed),
             DETECTED_AT: detected.isoformat(),
         }
         launches.append(
-            (Launch(keys[run.day], run.day, run.assets, tags), [keys[d] for d in run.after])
+            (Launch(keys[run.key], run.day, run.assets, tags), [keys[k] for k in run.after])
         )
         upstream = ", ".join(f"{short(f.asset)} {f.day}" for f in heal if f.day < run.day)
         for phase in sorted({phases[a] for a in run.assets}):
             reasons = "; ".join(
                 f"{short(f.asset)} {f.check}: {f.reason}" for f in mine if phases[f.asset] == phase
             )
+            broken = [a for a in run.failed if phases[a] == phase and (a, run.day) not in by_target]
             records.append(
                 HealRecord(
                     phase=f"phase{phase}",
                     target_date=run.day,
                     missing_components=[short(a) for a in run.failed if phases[a] == phase],
                     healing_result=HealingResult(
-                        triggered=True, reason=reasons or f"refresh: reads the healed {upstream}"
+                        triggered=True,
+                        reason=reasons
+                        or (
+                            f"root cause first: {', '.join(map(short, broken))} read by the heal"
+                            if broken
+                            else f"refresh: reads the healed {upstream}"
+                        ),
                     ),
                     correlation_id=cid,
                     timestamp=now,
@@ -299,4 +515,14 @@ def plan_runs(
                     detected_at=detected,
                 )
             )
-    return launches, records
+    merged: dict[str, HealRecord] = {}
+    for r in records:  # two runs of one date and phase (one waits, one not): one record
+        if r.id in merged:
+            m = merged[r.id]
+            r = replace(
+                m,
+                missing_components=[*m.missing_components, *r.missing_components],
+                assets=[*m.assets, *r.assets],
+            )
+        merged[r.id] = r
+    return launches, list(merged.values())

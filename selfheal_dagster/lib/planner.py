@@ -1,9 +1,11 @@
 """Pure heal planning: failed (asset, date) pairs -> the runs that repair them.
 
-A plan holds the failed partitions plus every downstream partition that reads them (through
-the asset graph and its partition mappings) and already exists, and nothing else; one run per
-date, its assets in dependency order, each run after the runs whose output it reads.
-No Dagster import: the graph is plain data, built from Dagster's asset graph by the caller.
+A plan holds the failed partitions, the broken input partitions they read (root cause first),
+and every downstream partition that reads them (through the asset graph and its partition
+mappings) and already exists, unless it also reads a broken partition the plan does not
+repair: nothing else. Each run is one date's assets in dependency order; a date's assets that
+must wait for another date's run go in a run of their own, so an independent repair never
+waits behind an unrelated one. No Dagster import: the graph is plain data.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+
+Partition = tuple[str, date]
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,17 @@ class Graph:
 class PlannedRun:
     day: date
     assets: tuple[str, ...]  # dependency order
-    failed: tuple[str, ...]  # the assets in this run that were reported failed
-    after: tuple[date, ...] = ()  # dates of runs in the plan whose output this run reads
+    failed: tuple[str, ...]  # the assets in this run that were reported failed (or broken input)
+    after: tuple[str, ...] = ()  # keys of the runs in the plan whose output this run reads
+    part: int = 0  # several runs of one date: 0 first
+
+    @property
+    def key(self) -> str:
+        return self.day.isoformat() + (f"-{self.part}" if self.part else "")
+
+    @property
+    def partitions(self) -> list[Partition]:
+        return [(a, self.day) for a in self.assets]
 
 
 @dataclass
@@ -53,28 +66,39 @@ class Plan:
 
     def as_dict(self) -> dict[str, list[str]]:
         """``{"YYYY-MM-DD": ["dataset/table", ...]}`` in execution order."""
-        return {r.day.isoformat(): list(r.assets) for r in self.runs}
+        out: dict[str, list[str]] = {}
+        for r in self.runs:
+            out.setdefault(r.day.isoformat(), []).extend(r.assets)
+        return out
 
     @property
     def partitions(self) -> int:
         return sum(len(r.assets) for r in self.runs)
 
+    def writes(self) -> set[Partition]:
+        return {p for r in self.runs for p in r.partitions}
+
 
 def plan(
-    failed: Iterable[tuple[str, date]],
+    failed: Iterable[Partition],
     graph: Graph,
     exists: Callable[[str, date], bool],
     last_day: date,
+    broken_inputs: Callable[[str, date], Iterable[Partition]] | None = None,
 ) -> Plan:
     """Plan the heal of ``failed``.
 
     ``exists(asset, day)`` says whether a downstream partition exists already (only those are
-    refreshed; a failed partition is healed whether or not it exists). ``last_day`` is the
-    newest partition there is: nothing after it is planned.
+    refreshed; a failed partition is healed whether or not it exists). ``broken_inputs(asset,
+    day)`` names the missing or short partitions that one reads: those of a failed partition
+    are repaired first; a downstream partition that reads one the plan does not repair is left
+    alone (it would fail on it). ``last_day`` is the newest partition: nothing later is planned.
     """
-    failed = {(a, d) for a, d in failed if d <= last_day}
-    chosen: set[tuple[str, date]] = set(failed)
-    frontier = list(failed)
+    broken = broken_inputs or (lambda asset, day: ())
+    roots = {(a, d) for a, d in failed if d <= last_day}
+    roots |= {p for a, d in list(roots) for p in broken(a, d) if p[1] <= last_day}
+    chosen: set[Partition] = set(roots)
+    frontier = sorted(roots)
     while frontier:
         asset, day = frontier.pop()
         for edge in graph.children(asset):
@@ -82,31 +106,51 @@ def plan(
                 target = (edge.child, child_day)
                 if child_day > last_day or target in chosen or not exists(*target):
                     continue
+                if any(p not in chosen for p in broken(*target)):
+                    continue
                 chosen.add(target)
                 frontier.append(target)
+    return _runs(chosen, roots, graph)
 
+
+def _runs(chosen: set[Partition], roots: set[Partition], graph: Graph) -> Plan:
+    """Group a date's partitions by the other-date runs they wait for, in dependency order."""
     rank = {a: i for i, a in enumerate(graph.order)}
-    by_day: dict[date, list[str]] = {}
-    for asset, day in chosen:
-        by_day.setdefault(day, []).append(asset)
-    runs = []
-    for day in sorted(by_day):
-        assets = sorted(by_day[day], key=rank.__getitem__)
+    waits: dict[Partition, frozenset[date]] = {}
+    for asset, day in sorted(chosen, key=lambda p: (p[1], rank[p[0]])):
+        dates: set[date] = set()
+        for edge in graph.parents(asset):
+            for offset in range(edge.start, edge.end + 1):
+                read = (edge.parent, day + timedelta(days=offset))
+                if read in chosen:
+                    dates |= waits[read] if read[1] == day else {read[1]}
+        waits[(asset, day)] = frozenset(dates)
+    groups: dict[tuple[date, frozenset[date]], list[str]] = {}
+    for (asset, day), dates in sorted(waits.items(), key=lambda kv: (kv[0][1], len(kv[1]))):
+        groups.setdefault((day, dates), []).append(asset)
+    runs: list[PlannedRun] = []
+    key_of: dict[Partition, str] = {}
+    parts: dict[date, int] = {}
+    for (day, _), assets in sorted(groups.items(), key=lambda kv: (kv[0][0], len(kv[0][1]))):
+        assets.sort(key=rank.__getitem__)
+        part = parts.get(day, 0)
+        parts[day] = part + 1
         after = set()
         for asset in assets:
             for edge in graph.parents(asset):
                 for offset in range(edge.start, edge.end + 1):
-                    read = day + timedelta(days=offset)
-                    if read != day and edge.parent in by_day.get(read, ()):
-                        after.add(read)
-        runs.append(
-            PlannedRun(
-                day=day,
-                assets=tuple(assets),
-                failed=tuple(a for a in assets if (a, day) in failed),
-                after=tuple(sorted(after)),
-            )
+                    read = (edge.parent, day + timedelta(days=offset))
+                    if read in key_of:
+                        after.add(key_of[read])
+        run = PlannedRun(
+            day=day,
+            assets=tuple(assets),
+            failed=tuple(a for a in assets if (a, day) in roots),
+            after=tuple(sorted(after)),
+            part=part,
         )
+        runs.append(run)
+        key_of.update({(a, day): run.key for a in assets})
     return Plan(runs=runs)
 
 

@@ -1,0 +1,408 @@
+"""The heal loop's I/O around the pure decision (``lib/healing.py``): gather, then apply.
+
+``gather`` does every read of the instance and the warehouse a tick needs; ``apply`` does every
+side effect of a decision (history records, alerts) and returns the run requests. The heal
+sensor, ``selfheal heal`` (``runs.py``) and the outcome sensors all go through here, so the
+flow is written once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+
+from selfheal_dagster.lib import check_records, healing, planner
+from selfheal_dagster.lib.alerts import LogSink, Notifier
+from selfheal_dagster.lib.checks import (
+    CHECKS,
+    HEALABLE,
+    HISTORY_DAYS,
+    READ_AT,
+    Calendar,
+    broken_inputs,
+)
+from selfheal_dagster.lib.coverage import Window, read_window
+from selfheal_dagster.lib.dates import date_range
+from selfheal_dagster.lib.errors import error_summary
+from selfheal_dagster.lib.history import FINAL, Outcome
+from selfheal_dagster.lib.warehouse import Warehouse
+from selfheal_dagster.tables import BY_KEY, TABLES
+
+HEAL_JOB = "heal_job"
+PHASES = {t.key: t.phase for t in TABLES}
+CHECK_KEYS = [dg.AssetCheckKey(dg.AssetKey(t.key_path), name) for t in TABLES for name in CHECKS]
+IN_FLIGHT = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+)
+# A sequential backfill is between two of its runs for a moment: its range stays claimed
+# this long after a run of it ended.
+BACKFILL_GAP = timedelta(minutes=2)
+log = logging.getLogger("selfheal.heal")
+
+
+def planner_graph(asset_graph) -> planner.Graph:
+    """Dependencies and date offsets from Dagster's asset graph; order from the registry."""
+    from selfheal_dagster.tables import execution_order
+
+    deps: dict[str, list[tuple[str, int, int]]] = {}
+    for key in asset_graph.get_all_asset_keys():
+        for parent in asset_graph.get(key).parent_keys:
+            mapping = asset_graph.get_partition_mapping(key, parent)
+            offsets = (
+                (mapping.start_offset, mapping.end_offset)
+                if isinstance(mapping, dg.TimeWindowPartitionMapping)
+                else (0, 0)
+            )
+            deps.setdefault(key.to_user_string(), []).append((parent.to_user_string(), *offsets))
+    return planner.from_dependencies([t.key for t in execution_order()], deps)
+
+
+@dataclass
+class WarehouseView:
+    """One read of every table over the dates a tick looks at: which partitions exist, when
+    each was last written, and which inputs of a partition are broken."""
+
+    window: Window
+    calendar: Calendar | None
+    _broken: dict[planner.Partition, tuple[planner.Partition, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def read(
+        cls, warehouse: Warehouse, days: Iterable[date], today: date, calendar: Calendar | None
+    ) -> WarehouseView:
+        days = sorted(set(days)) or [today]
+        back = max(t.lookback_days for t in TABLES) + HISTORY_DAYS
+        start = min(days[0], today) - timedelta(days=back)
+        return cls(read_window(warehouse, start, max(today, days[-1]), TABLES), calendar)
+
+    def exists(self, asset: str, day: date) -> bool:
+        return self.window.rows(BY_KEY[asset], day) > 0
+
+    def loaded_at(self, asset: str, day: date) -> datetime | None:
+        found = self.window.stats.get(BY_KEY[asset].name, {}).get(day)
+        return found.loaded_at if found else None
+
+    def broken(self, asset: str, day: date) -> tuple[planner.Partition, ...]:
+        """The missing or short partitions that ``asset`` for ``day`` reads."""
+        if (asset, day) not in self._broken:
+            table = BY_KEY[asset]
+            found = (
+                broken_inputs(table, day, self.window, self.calendar)
+                if day >= self.window.start + timedelta(days=table.lookback_days + HISTORY_DAYS)
+                else []
+            )
+            self._broken[(asset, day)] = tuple((t.key, d) for t, d, _ in found)
+        return self._broken[(asset, day)]
+
+
+def read_results(
+    instance: dg.DagsterInstance,
+    state: healing.State,
+    view_for: Callable[[set[date]], WarehouseView],
+) -> tuple[list[healing.Failure], dict[planner.Partition, datetime], int, WarehouseView]:
+    """New healable failures and new passes since the cursor, and the next watermark.
+
+    A failure computed from a read that started before the partition's last write is not a
+    new failure (the write may have fixed it; the loop owns the write's outcome). A check
+    record gets its id when the check is planned and its result later, in place, so the
+    watermark stays below any record still planned in a run in flight.
+    """
+    seen = set(state.seen)
+    fresh = [
+        r
+        for r in check_records.newer_than(instance, CHECK_KEYS, state.watermark or 0)
+        if r.id not in seen
+    ]
+    planned = [r for r in fresh if check_records.is_planned(r)]
+    running = set()
+    if planned:
+        runs = instance.get_run_records(dg.RunsFilter(run_ids=sorted({r.run_id for r in planned})))
+        running = {r.dagster_run.run_id for r in runs if r.dagster_run.status in IN_FLIGHT}
+    floor = min((r.id for r in planned if r.run_id in running), default=None)
+    candidates, passes, handled = [], {}, []
+    for record in fresh:
+        if check_records.is_planned(record):
+            if record.run_id not in running:
+                handled.append(record.id)  # its run ended without evaluating it
+            continue
+        handled.append(record.id)
+        evaluation = check_records.evaluation(record)
+        if evaluation is None or evaluation.partition is None:
+            continue
+        asset, day = evaluation.asset_key.to_user_string(), date.fromisoformat(evaluation.partition)
+        at = datetime.fromtimestamp(record.event.timestamp, UTC)
+        status = evaluation.metadata.get("status")
+        if evaluation.passed:
+            key = (asset, day, evaluation.check_name)
+            passes[key] = max(at, passes.get(key, at))
+        elif status is None or status.value in HEALABLE:
+            read = evaluation.metadata.get(READ_AT)
+            read_at = datetime.fromtimestamp(read.value, UTC) if read is not None else at
+            candidates.append((record.id, asset, day, evaluation, at, read_at))
+    view = view_for({d for _, _, d, *_ in candidates} | state.days())
+    failures = []
+    for record_id, asset, day, evaluation, at, read_at in candidates:
+        written = view.loaded_at(asset, day)
+        if written is not None and written > read_at:
+            continue  # computed from a read older than the partition's last write
+        newer = passes.get((asset, day, evaluation.check_name))
+        if newer is not None and newer > at:
+            continue  # a newer result of the same check already says it passes
+        status = evaluation.metadata.get("status")
+        failures.append(
+            healing.Failure(
+                record_id=record_id,
+                asset=asset,
+                day=day,
+                check=evaluation.check_name,
+                reason=evaluation.description or (status.value if status else "failed"),
+                detected_at=at,
+            )
+        )
+    top = max([state.watermark or 0, *handled])
+    watermark = top if floor is None else min(top, floor - 1)
+    state.seen = sorted({*state.seen, *handled} - set(range(0, watermark + 1)))
+    return failures, passes, watermark, view
+
+
+def healed_assets(instance: dg.DagsterInstance, run_id: str) -> tuple[frozenset[str], list[str]]:
+    """The assets a run wrote whose every check in the run passed; and what failed."""
+    written = {
+        e.dagster_event.asset_key.to_user_string()
+        for e in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+        if e.dagster_event
+    }
+    failing = {}
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        ev = entry.dagster_event.event_specific_data
+        if not ev.passed:
+            asset = ev.asset_key.to_user_string()
+            failing[asset] = f"{asset} {ev.check_name}: {ev.description}"
+    return frozenset(written - set(failing)), list(failing.values())
+
+
+def run_statuses(
+    instance: dg.DagsterInstance, run_keys: Sequence[str]
+) -> dict[str, healing.RunStatus]:
+    if not run_keys:
+        return {}
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=HEAL_JOB, tags={healing.RUN_KEY: sorted(set(run_keys))})
+    )
+    out = {}
+    for record in records:
+        run = record.dagster_run
+        key = run.tags[healing.RUN_KEY]
+        if run.status in IN_FLIGHT:
+            out[key] = healing.RunStatus(healing.RunState.IN_FLIGHT)
+            continue
+        ended = datetime.fromtimestamp(record.end_time or record.update_timestamp.timestamp(), UTC)
+        healed, failing = healed_assets(instance, run.run_id)
+        ok = run.status == dg.DagsterRunStatus.SUCCESS
+        reason = "; ".join(failing) or ("" if ok else judge(instance, run)[1])
+        out[key] = healing.RunStatus(
+            healing.RunState.SUCCESS if ok else healing.RunState.FAILURE, ended, healed, reason
+        )
+    return out
+
+
+def busy_partitions(instance: dg.DagsterInstance, now: datetime) -> dict[planner.Partition, str]:
+    """Every (asset, date) a run in flight will write, whatever launched it: heals, the
+    materialising CLI, backfills (their whole range, also between two of their runs)."""
+    records = list(instance.get_run_records(dg.RunsFilter(statuses=list(IN_FLIGHT))))
+    records += [
+        r
+        for r in instance.get_run_records(dg.RunsFilter(updated_after=now - BACKFILL_GAP))
+        if healing.BACKFILL in r.dagster_run.tags
+    ]
+    out: dict[planner.Partition, str] = {}
+    for record in records:
+        run = record.dagster_run
+        tags = run.tags
+        if healing.BACKFILL in tags:
+            first, _, last = tags[healing.BACKFILL].partition("..")
+            days = date_range(date.fromisoformat(first), date.fromisoformat(last or first))
+        elif "dagster/partition" in tags:
+            days = [date.fromisoformat(tags["dagster/partition"])]
+        elif "dagster/asset_partition_range_start" in tags:
+            days = date_range(
+                date.fromisoformat(tags["dagster/asset_partition_range_start"]),
+                date.fromisoformat(tags["dagster/asset_partition_range_end"]),
+            )
+        else:
+            continue  # unpartitioned (the sweep): writes no table
+        assets = (
+            [k.to_user_string() for k in run.asset_selection]
+            if run.asset_selection
+            else [t.key for t in TABLES]
+        )
+        out.update({(a, d): run.run_id for a in assets for d in days})
+    return out
+
+
+def gather(
+    instance: dg.DagsterInstance,
+    state: healing.State,
+    warehouse: Warehouse,
+    today: date,
+    now: datetime,
+    calendar: Calendar | None = None,
+) -> tuple[healing.Observation, WarehouseView]:
+    """Everything a tick decides on, read once."""
+    failures, passes, state.watermark, view = read_results(
+        instance, state, lambda days: WarehouseView.read(warehouse, days, today, calendar)
+    )
+    observation = healing.Observation(
+        failures=failures,
+        passes=passes,
+        runs=run_statuses(instance, state.run_keys()),
+        busy=busy_partitions(instance, now),
+    )
+    return observation, view
+
+
+def judge(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[Outcome, str]:
+    """Healed when the run succeeded and every check it ran passes."""
+    if run.status != dg.DagsterRunStatus.SUCCESS:
+        failures = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+        errors = [
+            f"{e.step_key}: {error_summary(e.dagster_event.step_failure_data.error)}"
+            for e in failures
+            if e.dagster_event and e.dagster_event.step_failure_data.error
+        ]
+        return Outcome.FAILED, "; ".join(errors) or f"run {run.status.value.lower()}"
+    results = instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    still = []
+    for entry in results:
+        ev = entry.dagster_event.event_specific_data
+        if not ev.passed:
+            still.append(f"{ev.asset_key.to_user_string()} {ev.check_name}: {ev.description}")
+    if still:
+        return Outcome.FAILED, "run succeeded but checks still fail: " + "; ".join(still)
+    return Outcome.HEALED, f"{len(results)} check result(s) in the run, none failing"
+
+
+def resolve(
+    warehouse: Warehouse,
+    day: date,
+    correlation_id: str,
+    outcome: Outcome,
+    reason: str,
+    phases: Iterable[int],
+    run_id: str | None = None,
+    now: datetime | None = None,
+) -> list:
+    """Record the outcome on the still-open history records of this heal (idempotent)."""
+    wanted = {f"phase{p}" for p in phases}
+    done = []
+    for record in warehouse.history(day=day, correlation_id=correlation_id):
+        if record.phase in wanted and record.outcome not in FINAL:
+            resolved = record.resolved(outcome, now or datetime.now(UTC), reason, run_id)
+            warehouse.update_history(resolved)
+            done.append(resolved)
+    return done
+
+
+def verify(
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    warehouse: Warehouse,
+    notifier: Notifier | None = None,
+) -> tuple[Outcome, str, list] | None:
+    """Record (and announce) a finished heal run's outcome; None for runs no heal launched."""
+    cid = run.tags.get(healing.CORRELATION_ID)
+    if not cid:
+        return None
+    outcome, reason = judge(instance, run)
+    day = date.fromisoformat(run.tags[healing.TARGET_DATE])
+    phases = {PHASES[k.to_user_string()] for k in run.asset_selection or ()}
+    records = resolve(warehouse, day, cid, outcome, reason, phases, run.run_id)
+    notifier = notifier or Notifier(LogSink(), warehouse)
+    for record in records:  # only records that were still open: a re-run says nothing twice
+        notifier.outcome(record)
+    return outcome, reason, records
+
+
+def apply(
+    decision: healing.Decision,
+    warehouse: Warehouse,
+    notifier: Notifier,
+    say: Callable[[str], None] = log.info,
+) -> list[dg.RunRequest]:
+    """Every side effect of a decision, in order: history first, alerts after (a record
+    already stored, as on a re-run tick, is not announced again); then the run requests."""
+    for record in decision.records:
+        if warehouse.insert_history(record):
+            notifier.triggered(record)
+    for record in decision.escalations:
+        say(f"gave up: {record.target_date} {record.healing_result.reason}")
+        if warehouse.insert_history(record):
+            notifier.outcome(record)
+    for r in decision.resolutions:
+        for record in resolve(warehouse, r.day, r.correlation_id, r.outcome, r.reason, r.phases):
+            notifier.outcome(record)
+    for line in decision.closed:
+        say(f"closed: {line}")
+    for line in decision.skipped:
+        say(f"skipped: {line}")
+    return [
+        dg.RunRequest(
+            run_key=launch.run_key,
+            job_name=HEAL_JOB,
+            partition_key=launch.day.isoformat(),
+            asset_selection=[dg.AssetKey.from_user_string(a) for a in launch.assets],
+            tags=launch.tags,
+        )
+        for launch in decision.launch
+    ]
+
+
+def tick(
+    instance: dg.DagsterInstance,
+    cursor: str | None,
+    warehouse: Warehouse,
+    graph: planner.Graph,
+    policy: healing.Policy,
+    notifier: Notifier,
+    now: datetime,
+    today: date,
+    calendar: Calendar | None = None,
+    say: Callable[[str], None] = log.info,
+) -> tuple[list[dg.RunRequest], str | None, str]:
+    """gather -> decide -> apply: run requests, the next cursor, and what the tick did."""
+    state = healing.State.from_json(cursor)
+    if state.watermark is None:
+        state.watermark = check_records.newest_id(instance, CHECK_KEYS)
+        return (
+            [],
+            state.to_json(),
+            (f"first tick: healing failures recorded after check record {state.watermark}"),
+        )
+    seen, view = gather(instance, state, warehouse, today, now, calendar)
+    decision = healing.decide(
+        state=state,
+        seen=seen,
+        graph=graph,
+        exists=view.exists,
+        phases=PHASES,
+        now=now,
+        today=today,
+        policy=policy,
+        broken_inputs=view.broken,
+    )
+    requests = apply(decision, warehouse, notifier, say)
+    summary = "; ".join(decision.skipped) or (
+        f"{len(decision.escalations)} target(s) given up"
+        if decision.escalations
+        else ("; ".join(decision.closed) or "no new failed checks")
+    )
+    return requests, state.to_json(), summary
