@@ -118,7 +118,6 @@ class Target:
     cid: str | None = None  # its correlation ID
     launched_at: float | None = None
     ended_at: float | None = None
-    writes: list[list[str]] = field(default_factory=list)  # [asset, day] the attempt writes
 
     @property
     def partition(self) -> Partition:
@@ -149,6 +148,8 @@ class State:
     pending: list[PendingRun] = field(default_factory=list)
     # target -> {"at": when we escalated, "check": the failing check a pass of would clear it}
     gave_up: dict[str, dict] = field(default_factory=dict)
+    # Runs requested and not yet seen ended: run key -> {"writes": [[asset, day]], "at": ts}.
+    launched: dict[str, dict] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -166,6 +167,7 @@ class State:
         """Every run key the next tick must know the status of."""
         keys = {t.run_key for t in self.targets.values() if t.run_key}
         keys |= {k for p in self.pending for k in [p.run_key, *p.after]}
+        keys |= set(self.launched)
         return sorted(keys)
 
     def days(self) -> set[date]:
@@ -233,6 +235,11 @@ def decide(
     """One tick of the loop: settle what ended, take new failures, launch what is due."""
     decision = Decision()
     runs = seen.runs
+    for key, run in list(state.launched.items()):
+        status = runs.get(key)
+        never = status is None and now.timestamp() - run["at"] > LAUNCH_GRACE.total_seconds()
+        if never or (status is not None and status.state is not RunState.IN_FLIGHT):
+            del state.launched[key]
     _settle_pending(state, runs, now, decision)
     _settle_targets(state, seen, now, policy, phases, decision)
 
@@ -262,6 +269,11 @@ def decide(
         )
 
     _launch(state, seen, graph, exists, phases, now, today, policy, broken_inputs, decision)
+    for launch in decision.launch:
+        state.launched[launch.run_key] = {
+            "writes": [[a, launch.day.isoformat()] for a in launch.assets],
+            "at": now.timestamp(),
+        }
     return decision
 
 
@@ -324,7 +336,7 @@ def _settle_targets(
                 del state.targets[key]
                 decision.closed.append(f"{t.asset} {t.day}: healed (attempt {t.attempts})")
                 continue
-            t.state, t.ended_at, t.writes = TargetState.FAILED, status.ended_at.timestamp(), []
+            t.state, t.ended_at = TargetState.FAILED, status.ended_at.timestamp()
             t.reason = status.reason or t.reason
             if status.reason == "the run was never started":
                 decision.resolutions.append(
@@ -366,13 +378,13 @@ def _launch(
 ) -> None:
     """Plan every target that is due; launch those whose writes no other run is making."""
     claimed: dict[Partition, str] = dict(seen.busy)
-    for t in state.targets.values():
-        if t.state == TargetState.HEALING:
-            claimed.update({(a, date.fromisoformat(d)): t.run_key or "" for a, d in t.writes})
+    for key, run in state.launched.items():
+        claimed.update({(a, date.fromisoformat(d)): key for a, d in run["writes"]})
+    for launch in decision.launch:  # dependents released earlier in this tick
+        claimed.update({(a, launch.day): launch.run_key for a in launch.assets})
     for p in state.pending:
         claimed.update({(a, date.fromisoformat(p.day)): p.run_key for a in p.assets})
     ready: list[Target] = []
-    plans: dict[str, planner.Plan] = {}
     for t in sorted(state.targets.values(), key=lambda t: t.record_id):
         if t.state == TargetState.HEALING:
             continue
@@ -391,9 +403,7 @@ def _launch(
                 f"what its heal would: {', '.join(busy)}"
             )
             continue
-        ready.append(t)
-        plans[t.key] = mine
-        claimed.update({p: "this tick" for p in mine.writes()})
+        ready.append(t)  # targets ready in one tick share one plan: no claims between them
     if not ready:
         return
     salt = "|".join(f"{t.key}#{t.attempts + 1}" for t in ready)
@@ -428,7 +438,6 @@ def _launch(
         t.state, t.attempts = TargetState.HEALING, t.attempts + 1
         t.run_key, t.launched_at, t.ended_at = run_of[t.partition], now.timestamp(), None
         t.cid = cid
-        t.writes = [[a, d.isoformat()] for a, d in sorted(plans[t.key].writes())]
 
 
 def _gave_up(t: Target, now: datetime, phases: Mapping[str, int]) -> HealRecord:

@@ -1,0 +1,232 @@
+"""The heal loop's pure decision: one test per guard, and random sequences of failures, run
+outcomes and passes checked against the loop's promises."""
+
+import random
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from selfheal_dagster.lib import healing, planner
+from selfheal_dagster.lib.healing import Observation, RunState, RunStatus, TargetState
+from selfheal_dagster.lib.history import Outcome
+
+RAW, PRE, LATE = "raw/a", "pre/b", "pre/c"
+# pre/b reads raw/a of the same date; pre/c reads raw/a of the two dates before.
+GRAPH = planner.from_dependencies([RAW, PRE, LATE], {PRE: [(RAW, 0, 0)], LATE: [(RAW, -2, -1)]})
+PHASES = {RAW: 2, PRE: 4, LATE: 4}
+TODAY = date(2026, 1, 21)
+T0 = datetime(2026, 1, 21, 15, tzinfo=UTC)
+POLICY = healing.Policy(max_attempts=3, backoff_seconds=60)
+
+
+def failure(asset, day, n, at=T0, check="row_count"):
+    return healing.Failure(n, asset, day, check, "0 rows", at)
+
+
+def decide(state, now, seen=None, exists=lambda a, d: False, broken=None):
+    return healing.decide(
+        state, seen or Observation(), GRAPH, exists, PHASES, now, TODAY, POLICY, broken
+    )
+
+
+def ended(decision_or_key, ok, now, healed=None):
+    key = decision_or_key if isinstance(decision_or_key, str) else decision_or_key.launch[0]
+    key = key if isinstance(key, str) else key.run_key
+    assets = frozenset(healed or ())
+    state = RunState.SUCCESS if ok else RunState.FAILURE
+    return {key: RunStatus(state, now, assets, "" if ok else "SourceOutage")}
+
+
+def test_a_repeated_failure_of_an_owned_target_launches_nothing():
+    state = healing.State(watermark=0)
+    first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
+    assert len(first.launch) == 1 and len(first.records) == 1
+    again = decide(
+        state, T0 + timedelta(seconds=30), Observation(failures=[failure(RAW, TODAY, 2)])
+    )
+    assert again.launch == [] and again.records == []
+    assert list(state.targets.values())[0].attempts == 1
+
+
+def test_a_failed_attempt_is_retried_after_its_back_off_without_a_new_failure():
+    state = healing.State(watermark=0)
+    first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
+    end = T0 + timedelta(seconds=10)
+    runs = ended(first, ok=False, now=end)
+    early = decide(state, end + timedelta(seconds=59), Observation(runs=runs))
+    assert early.launch == [] and "backing off after attempt 1" in early.skipped[0]
+    second = decide(state, end + timedelta(seconds=61), Observation(runs=runs))
+    [launch] = second.launch
+    assert launch.tags[healing.ATTEMPT] == "2" and launch.run_key != first.launch[0].run_key
+    # Attempt 3 waits twice as long after attempt 2 ended.
+    end2 = end + timedelta(seconds=70)
+    runs = {**runs, **ended(second, ok=False, now=end2)}
+    assert decide(state, end2 + timedelta(seconds=119), Observation(runs=runs)).launch == []
+    [third] = decide(state, end2 + timedelta(seconds=121), Observation(runs=runs)).launch
+    assert third.tags[healing.ATTEMPT] == "3"
+
+
+def test_the_last_failed_attempt_escalates_once_and_nothing_more_that_day():
+    state = healing.State(watermark=0)
+    runs, now, n = {}, T0, 1
+    for _ in range(3):
+        d = decide(state, now, Observation(failures=[failure(RAW, TODAY, n)], runs=runs))
+        n += 1
+        assert len(d.launch) == 1
+        now += timedelta(seconds=10)
+        runs.update(ended(d, ok=False, now=now))
+        now += timedelta(minutes=10)
+    final = decide(state, now, Observation(runs=runs))
+    [escalation] = final.escalations
+    assert escalation.outcome is Outcome.GAVE_UP and escalation.attempt == 3
+    assert state.targets == {}
+    later = decide(state, now + timedelta(hours=1), Observation(failures=[failure(RAW, TODAY, n)]))
+    assert later.launch == [] and later.escalations == [] and "gave up" in later.skipped[0]
+    # A pass of the failing check (a person fixed it) clears it: a later break heals again.
+    fixed = {(RAW, TODAY, "row_count"): now + timedelta(hours=2)}
+    decide(state, now + timedelta(hours=2), Observation(passes=fixed))
+    again = decide(
+        state, now + timedelta(hours=3), Observation(failures=[failure(RAW, TODAY, n + 1)])
+    )
+    assert again.launch[0].tags[healing.ATTEMPT] == "1"
+
+
+def test_a_target_whose_check_passes_by_other_means_is_superseded():
+    state = healing.State(watermark=0)
+    first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
+    end = T0 + timedelta(seconds=10)
+    runs = ended(first, ok=False, now=end)
+    decide(state, end + timedelta(seconds=1), Observation(runs=runs))
+    passed = {(RAW, TODAY, "row_count"): end + timedelta(seconds=20)}
+    closed = decide(state, end + timedelta(seconds=30), Observation(runs=runs, passes=passed))
+    assert state.targets == {} and closed.launch == []
+    assert "superseded" in closed.closed[0]
+    # A pass of the other check says nothing about this one.
+    state = healing.State(watermark=0)
+    decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
+    other = {(RAW, TODAY, "freshness"): T0 + timedelta(seconds=20)}
+    decide(state, T0 + timedelta(seconds=30), Observation(passes=other))
+    assert len(state.targets) == 1
+
+
+def test_a_healed_run_closes_its_target():
+    state = healing.State(watermark=0)
+    first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
+    runs = ended(first, ok=True, now=T0 + timedelta(seconds=5), healed=[RAW])
+    done = decide(state, T0 + timedelta(seconds=30), Observation(runs=runs))
+    assert state.targets == {} and "healed" in done.closed[0]
+
+
+def test_no_heal_of_a_partition_another_run_in_flight_writes():
+    state = healing.State(watermark=0)
+    busy = {(PRE, TODAY): "backfill-run"}
+    exists = lambda a, d: True  # noqa: E731 - so a heal of raw/a would refresh pre/b
+    d = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)], busy=busy), exists)
+    assert d.launch == [] and "backfill-run" in d.skipped[0]
+    d = decide(state, T0 + timedelta(seconds=30), Observation(), exists)
+    assert [launch.assets for launch in d.launch] == [(RAW, PRE)]
+
+
+def test_two_targets_never_heal_the_same_partition_at_once():
+    state = healing.State(watermark=0)
+    d = decide(state, T0, Observation(failures=[failure(PRE, TODAY, 1)]), lambda a, d: True)
+    assert len(d.launch) == 1
+    # raw/a of the same date fails now: its heal would rewrite pre/b, being healed.
+    d = decide(
+        state,
+        T0 + timedelta(seconds=5),
+        Observation(failures=[failure(RAW, TODAY, 2)]),
+        lambda a, d: True,
+    )
+    assert d.launch == [] and "queued or running" in d.skipped[0]
+
+
+def test_a_run_request_that_never_became_a_run_counts_as_a_failed_attempt():
+    state = healing.State(watermark=0)
+    decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
+    quiet = decide(state, T0 + timedelta(minutes=5), Observation())
+    assert quiet.launch == [] and quiet.resolutions == []
+    lost = decide(state, T0 + timedelta(minutes=11), Observation())
+    [resolution] = lost.resolutions
+    assert resolution.outcome is Outcome.FAILED and "never started" in resolution.reason
+    assert list(state.targets.values())[0].state == TargetState.FAILED
+
+
+def test_a_dependent_run_dropped_with_its_prerequisite_closes_every_phase():
+    state = healing.State(watermark=0)
+    day = TODAY - timedelta(days=1)
+    d = decide(state, T0, Observation(failures=[failure(RAW, day, 1)]), lambda a, d: True)
+    [raw_run] = d.launch
+    assert [p.assets for p in state.pending] == [[LATE]]  # pre/c of today waits for raw/a
+    runs = ended(raw_run.run_key, ok=False, now=T0 + timedelta(seconds=5))
+    d = decide(state, T0 + timedelta(seconds=10), Observation(runs=runs), lambda a, d: True)
+    [resolution] = d.resolutions
+    assert resolution.outcome is Outcome.SKIPPED and resolution.phases == (4,)
+    assert state.pending == []
+
+
+def test_an_outage_holds_up_only_what_reads_it():
+    state = healing.State(watermark=0)
+    d1, d2 = TODAY - timedelta(days=5), TODAY - timedelta(days=4)
+    failures = [failure(RAW, d1, 1), failure(RAW, d2, 2)]
+    d = decide(state, T0, Observation(failures=failures), lambda a, d: True)
+    assert sorted(launch.day for launch in d.launch) == [d1, d2]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_sequences_keep_every_promise(seed):
+    """Random failures, run outcomes and passes over a week of partitions: at most one
+    in-flight heal per partition, attempts never past the cap, and, once failures stop,
+    every target closed and nothing pending."""
+    rng = random.Random(seed)
+    days = [TODAY - timedelta(days=i) for i in range(6)]
+    partitions = [(a, d) for a in (RAW, PRE, LATE) for d in days]
+    state = healing.State(watermark=0)
+    now, record, in_flight, statuses = T0, 0, {}, {}
+    attempts: dict[tuple[str, date], int] = {}
+    present = {p: rng.random() < 0.8 for p in partitions}  # downstream partitions that exist
+    exists = lambda a, d: present.get((a, d), False)  # noqa: E731
+    for step in range(120):
+        now += timedelta(seconds=rng.choice([5, 30, 90, 200]))
+        failures, passes = [], {}
+        if step < 80:
+            for _ in range(rng.randint(0, 2)):
+                record += 1
+                asset, day = rng.choice(partitions)
+                failures.append(failure(asset, day, record, at=now - timedelta(seconds=1)))
+            if rng.random() < 0.2:
+                asset, day = rng.choice(partitions)
+                passes[(asset, day, "row_count")] = now
+        for key, writes in list(in_flight.items()):
+            if rng.random() < 0.5:
+                ok = rng.random() < 0.6
+                healed = frozenset(a for a, _ in writes) if ok else frozenset()
+                statuses[key] = RunStatus(RunState.SUCCESS if ok else RunState.FAILURE, now, healed)
+                del in_flight[key]
+        busy = {p: key for key, writes in in_flight.items() for p in writes}
+        seen = Observation(failures=failures, passes=passes, runs=statuses, busy={})
+        for key in in_flight:
+            statuses[key] = RunStatus(RunState.IN_FLIGHT)
+        d = healing.decide(state, seen, GRAPH, exists, PHASES, now, TODAY, POLICY)
+        for launch in d.launch:
+            writes = {(a, launch.day) for a in launch.assets}
+            assert not writes & set(busy), (step, launch, busy)
+            busy.update({p: launch.run_key for p in writes})
+            in_flight[launch.run_key] = writes
+        for t in state.targets.values():
+            attempts[t.partition] = t.attempts
+            assert t.attempts <= POLICY.max_attempts
+        for r in d.escalations:
+            assert r.attempt == POLICY.max_attempts
+    # Failures stopped: with time and every run finishing, everything closes.
+    for _ in range(40):
+        now += timedelta(minutes=15)
+        for key in list(in_flight):
+            statuses[key] = RunStatus(RunState.FAILURE, now)
+            del in_flight[key]
+        d = healing.decide(
+            state, Observation(runs=statuses), GRAPH, exists, PHASES, now, TODAY, POLICY
+        )
+        for launch in d.launch:
+            in_flight[launch.run_key] = {(a, launch.day) for a in launch.assets}
+    assert state.targets == {} and state.pending == [] and in_flight == {}
