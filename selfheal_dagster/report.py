@@ -102,7 +102,11 @@ def run_dates(
 ) -> list:
     from selfheal_dagster import runs
 
+    from selfheal_dagster.lib.healing import BACKFILL
+
     inst = runs.instance()
+    # Every run claims the whole range, so the heal loop never heals a date under it.
+    tags = {BACKFILL: f"{min(days)}..{max(days)}", **(tags or {})}
     failures = []
     with Progress(
         TextColumn("[bold]{task.description}"),

@@ -147,7 +147,13 @@ class LocalLoop:
     def tick(self):
         data = self.sensor.evaluate_tick(self.context())
         self.cursor = data.cursor
+        self.deliver()
         return data
+
+    def deliver(self) -> None:
+        """The alerts sensor's work: send what the heal history owes."""
+        warehouse = self.resources["warehouse"].open()
+        self.resources["alerts"].notifier(warehouse).deliver()
 
     def execute(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
         return self.defs.resolve_job_def(request.job_name or "heal_job").execute_in_process(
@@ -164,8 +170,8 @@ class LocalLoop:
 
         run = self.instance.get_run_by_id(run_id)
         warehouse = self.resources["warehouse"].open()
-        notifier = self.resources["alerts"].notifier(warehouse)
-        outcome, reason, _ = verify(self.instance, run, warehouse, notifier)
+        outcome, reason, _ = verify(self.instance, run, warehouse)
+        self.deliver()
         return str(outcome), reason
 
     def pending(self) -> int:
@@ -249,20 +255,17 @@ def heal_now(
         raise HealBusy("a heal is already queued or running for " + ", ".join(taken))
     cid = str(uuid.uuid4())
     launches, records = healing.plan_runs(plan, failures, {}, heal_loop.PHASES, now, cid, cid[:8])
-    notifier = loop.resources["alerts"].notifier(warehouse)
     for record in records:
-        if warehouse.insert_history(record):
-            notifier.triggered(record)
+        warehouse.insert_history(record)
+    loop.deliver()
     broken: set[str] = set()
     for launch, after in launches:
         phases = sorted({heal_loop.PHASES[a] for a in launch.assets})
         if broken & set(after):
             broken.add(launch.run_key)
             reason = "not run: the heal it waited for did not succeed"
-            for record in heal_loop.resolve(
-                warehouse, launch.day, cid, Outcome.SKIPPED, reason, phases
-            ):
-                notifier.outcome(record)
+            heal_loop.resolve(warehouse, launch.day, cid, Outcome.SKIPPED, reason, phases)
+            loop.deliver()
             result.skipped.append(f"{launch.day}: {reason}")
             continue
         request = dg.RunRequest(

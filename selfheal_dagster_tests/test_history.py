@@ -100,13 +100,13 @@ def test_outcomes_failure_and_gave_up_are_recorded(slack_loop, httpserver, monke
     slack_loop.defs = load()
     slack_loop.warehouse.punch_gap(BOX, GAME_DAY)
     policy = healing.Policy(max_attempts=2, backoff_seconds=0)
-    notifier = slack_loop.resources["alerts"].notifier(slack_loop.warehouse)
     for _ in range(4):
         slack_loop.sweep()
-        result = heal_tick(slack_loop.context(), slack_loop.warehouse, policy, notifier=notifier)
+        result = heal_tick(slack_loop.context(), slack_loop.warehouse, policy)
         slack_loop.cursor = result.cursor
         for request in result.run_requests:
             slack_loop.verify(slack_loop.run(request).run_id)
+    slack_loop.deliver()
     records = slack_loop.warehouse.history(day=GAME_DAY)
     assert sorted(str(r.outcome) for r in records) == ["failed", "failed", "gave_up"]
     assert all(r.success is False for r in records)
@@ -136,3 +136,21 @@ def test_queries_by_date_and_by_correlation_id_return_exactly_the_related_record
     assert [r.correlation_id for r in slack_loop.warehouse.history(day=other)] == [b]
     assert len(slack_loop.warehouse.history()) == 2
     assert slack_loop.warehouse.history(correlation_id="ffffffff") == []
+
+
+def test_the_heal_tick_sends_nothing_to_slack_the_alerts_sensor_does(slack_loop, httpserver):
+    """Slack is off the heal path: whatever it does, the tick that requests the run never
+    waits on it; the alerts sensor then sends what the history owes, once."""
+    httpserver.expect_request("/services/T0/B0/secret").respond_with_data("ok")
+    slack_loop.warehouse.punch_gap(BOX, GAME_DAY)
+    slack_loop.sweep()
+    data = slack_loop.sensor.evaluate_tick(slack_loop.context())
+    assert len(data.run_requests) == 1 and httpserver.log == []
+    [record] = slack_loop.warehouse.history(day=GAME_DAY)
+    assert record.alerts == []  # owed, not yet sent
+    alerts_sensor = slack_loop.defs.resolve_sensor_def("alerts_sensor")
+    for _ in range(2):  # a second tick owes nothing more
+        alerts_sensor.evaluate_tick(slack_loop.context())
+    assert webhook_titles(httpserver) == ["🔧 Self-Heal Triggered: Phase 2"]
+    [record] = slack_loop.warehouse.history(day=GAME_DAY)
+    assert [a["kind"] for a in record.alerts] == ["triggered"]

@@ -37,12 +37,9 @@ def heal_tick(
     warehouse,
     policy: healing.Policy,
     now=None,
-    notifier=None,
     calendar=None,
 ) -> dg.SensorResult:
     """One heal sensor tick (``now`` only for rehearsing another instant)."""
-    from selfheal_dagster.lib.alerts import LogSink, Notifier
-
     now = now or now_utc()
     requests, cursor, summary = tick(
         context.instance,
@@ -50,7 +47,6 @@ def heal_tick(
         warehouse,
         planner_graph(context.repository_def.asset_graph),
         policy,
-        notifier or Notifier(LogSink(), warehouse),
         now,
         today_et(now),
         calendar,
@@ -69,12 +65,8 @@ def _verify_sensor(name: str, status: dg.DagsterRunStatus) -> dg.RunStatusSensor
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Record the outcome of heal runs that end in {status.value}.",
     )
-    def _sensor(
-        context: dg.RunStatusSensorContext, warehouse: WarehouseResource, alerts: AlertsResource
-    ):
-        wh = warehouse.open()
-        notifier = alerts.notifier(wh, echo=context.log.info)
-        result = verify(context.instance, context.dagster_run, wh, notifier)
+    def _sensor(context: dg.RunStatusSensorContext, warehouse: WarehouseResource):
+        result = verify(context.instance, context.dagster_run, warehouse.open())
         if result is None:
             return dg.SkipReason(f"run {context.dagster_run.run_id} is not a sensor heal")
         outcome, reason, _ = result
@@ -88,17 +80,9 @@ def heal_sensor(interval_seconds: int, policy: healing.Policy) -> dg.SensorDefin
     def _sensor(
         context: dg.SensorEvaluationContext,
         warehouse: WarehouseResource,
-        alerts: AlertsResource,
         source: Phase1SourceResource,
     ):
-        wh = warehouse.open()
-        return heal_tick(
-            context,
-            wh,
-            policy,
-            notifier=alerts.notifier(wh, echo=context.log.info),
-            calendar=source.scheduled_games,
-        )
+        return heal_tick(context, warehouse.open(), policy, calendar=source.scheduled_games)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
@@ -115,6 +99,26 @@ def heal_sensor(interval_seconds: int, policy: healing.Policy) -> dg.SensorDefin
         )(_sensor)
 
 
+ALERT_BUDGET_SECONDS = 40  # within Dagster's 60 s sensor deadline, whatever Slack does
+
+
+@dg.sensor(
+    name="alerts_sensor",
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Send the alerts the heal history owes (triggered, then each outcome), oldest first, "
+        "each once; off the heal sensor's path, so Slack never delays a heal."
+    ),
+)
+def alerts_sensor(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, alerts: AlertsResource
+) -> dg.SkipReason:
+    notifier = alerts.notifier(warehouse.open(), echo=context.log.info)
+    sent = notifier.deliver(budget_seconds=ALERT_BUDGET_SECONDS)
+    return dg.SkipReason(f"{len(sent)} alert(s) sent" if sent else "no alerts owed")
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = Settings.from_env()
@@ -128,5 +132,6 @@ def defs() -> dg.Definitions:
             _verify_sensor("heal_outcome_success", dg.DagsterRunStatus.SUCCESS),
             _verify_sensor("heal_outcome_failure", dg.DagsterRunStatus.FAILURE),
             _verify_sensor("heal_outcome_canceled", dg.DagsterRunStatus.CANCELED),
+            alerts_sensor,
         ],
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfheal_dagster.lib.dates import now_utc
-from selfheal_dagster.lib.history import HealRecord, Outcome
+from selfheal_dagster.lib.history import FINAL, HealRecord, Outcome
 
 log = logging.getLogger("selfheal.alerts")
 
@@ -311,6 +311,30 @@ class Notifier:
 
     def outcome(self, record: HealRecord) -> HealRecord:
         return self._send(record, outcome(record, self.run_link))
+
+    def deliver(self, budget_seconds: float = 40.0, limit: int = 500) -> list[HealRecord]:
+        """Send every alert the heal history owes, oldest first, each record's "triggered"
+        before its outcome, within ``budget_seconds`` (the rest go next time).
+
+        The heal loop only writes history; this is the one place alerts leave, so a slow or
+        hanging Slack never delays a run request. An alert is noted on its record once tried
+        (delivered or not), so nothing is sent twice.
+        """
+        start = time.monotonic()
+        sent = []
+        records = sorted(self.warehouse.history(limit=limit), key=lambda r: r.timestamp)
+        for record in records:
+            done = {a["kind"] for a in record.alerts}
+            if record.healing_result.triggered and "triggered" not in done:
+                if time.monotonic() - start > budget_seconds:
+                    break
+                record = self.triggered(record)
+                sent.append(record)
+            if record.outcome in FINAL and str(record.outcome) not in done:
+                if time.monotonic() - start > budget_seconds:
+                    break
+                sent.append(self.outcome(record))
+        return sent
 
     def _send(self, record: HealRecord, message: Message) -> HealRecord:
         delivered = self.sink.send(message)

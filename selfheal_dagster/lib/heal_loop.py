@@ -1,7 +1,8 @@
 """The heal loop's I/O around the pure decision (``lib/healing.py``): gather, then apply.
 
 ``gather`` does every read of the instance and the warehouse a tick needs; ``apply`` does every
-side effect of a decision (history records, alerts) and returns the run requests. The heal
+side effect of a decision (history records) and returns the run requests; alerts leave later,
+from the history, through ``Notifier.deliver``. The heal
 sensor, ``selfheal heal`` (``runs.py``) and the outcome sensors all go through here, so the
 flow is written once.
 """
@@ -17,7 +18,6 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 
 from selfheal_dagster.lib import check_records, healing, planner
-from selfheal_dagster.lib.alerts import LogSink, Notifier
 from selfheal_dagster.lib.checks import (
     CHECKS,
     HEALABLE,
@@ -313,12 +313,10 @@ def resolve(
 
 
 def verify(
-    instance: dg.DagsterInstance,
-    run: dg.DagsterRun,
-    warehouse: Warehouse,
-    notifier: Notifier | None = None,
+    instance: dg.DagsterInstance, run: dg.DagsterRun, warehouse: Warehouse
 ) -> tuple[Outcome, str, list] | None:
-    """Record (and announce) a finished heal run's outcome; None for runs no heal launched."""
+    """Record a finished heal run's outcome on its open history records (the alerts sensor
+    announces them); None for runs no heal launched."""
     cid = run.tags.get(healing.CORRELATION_ID)
     if not cid:
         return None
@@ -326,30 +324,22 @@ def verify(
     day = date.fromisoformat(run.tags[healing.TARGET_DATE])
     phases = {PHASES[k.to_user_string()] for k in run.asset_selection or ()}
     records = resolve(warehouse, day, cid, outcome, reason, phases, run.run_id)
-    notifier = notifier or Notifier(LogSink(), warehouse)
-    for record in records:  # only records that were still open: a re-run says nothing twice
-        notifier.outcome(record)
     return outcome, reason, records
 
 
 def apply(
-    decision: healing.Decision,
-    warehouse: Warehouse,
-    notifier: Notifier,
-    say: Callable[[str], None] = log.info,
+    decision: healing.Decision, warehouse: Warehouse, say: Callable[[str], None] = log.info
 ) -> list[dg.RunRequest]:
-    """Every side effect of a decision, in order: history first, alerts after (a record
-    already stored, as on a re-run tick, is not announced again); then the run requests."""
+    """Every side effect of a decision: the history records (inserted only if new, so a
+    re-run tick writes nothing twice), then the run requests. Alerts are not sent here: the
+    alerts sensor sends what the history owes (``Notifier.deliver``), off the tick's path."""
     for record in decision.records:
-        if warehouse.insert_history(record):
-            notifier.triggered(record)
+        warehouse.insert_history(record)
     for record in decision.escalations:
         say(f"gave up: {record.target_date} {record.healing_result.reason}")
-        if warehouse.insert_history(record):
-            notifier.outcome(record)
+        warehouse.insert_history(record)
     for r in decision.resolutions:
-        for record in resolve(warehouse, r.day, r.correlation_id, r.outcome, r.reason, r.phases):
-            notifier.outcome(record)
+        resolve(warehouse, r.day, r.correlation_id, r.outcome, r.reason, r.phases)
     for line in decision.closed:
         say(f"closed: {line}")
     for line in decision.skipped:
@@ -372,7 +362,6 @@ def tick(
     warehouse: Warehouse,
     graph: planner.Graph,
     policy: healing.Policy,
-    notifier: Notifier,
     now: datetime,
     today: date,
     calendar: Calendar | None = None,
@@ -399,7 +388,7 @@ def tick(
         policy=policy,
         broken_inputs=view.broken,
     )
-    requests = apply(decision, warehouse, notifier, say)
+    requests = apply(decision, warehouse, say)
     summary = "; ".join(decision.skipped) or (
         f"{len(decision.escalations)} target(s) given up"
         if decision.escalations
