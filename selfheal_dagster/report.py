@@ -101,7 +101,6 @@ def run_dates(
     days: list[date], tables: list[Table], label: str, tags: dict[str, str] | None = None
 ) -> list:
     from selfheal_dagster import runs
-
     from selfheal_dagster.lib.healing import BACKFILL
 
     inst = runs.instance()

@@ -239,3 +239,28 @@ def test_a_healed_target_that_breaks_again_starts_again_at_attempt_one(loop):
     assert second.tags[healing.ATTEMPT] == "1"
     assert second.run_key != first.run_key
     assert second.tags[healing.CORRELATION_ID] != first.tags[healing.CORRELATION_ID]
+
+
+def test_a_sweep_result_read_before_the_heal_wrote_is_no_new_failure(loop, monkeypatch):
+    """The race seen under the daemon: a sweep reads the gap, the heal writes, then the sweep
+    records its (now outdated) failure. It must not heal the partition a second time."""
+    from selfheal_dagster.defs import sweep
+    from selfheal_dagster.lib import coverage
+
+    loop.warehouse.punch_gap(BOX, GAME_DAY)
+    read_before = now_utc()
+    stale_window = coverage.read_window(
+        loop.warehouse, GAME_DAY - timedelta(days=60), GAME_DAY + timedelta(days=1)
+    )
+    loop.sweep()
+    [first] = loop.tick().run_requests
+    assert loop.run(first).success
+    # The late sweep: its read (taken before the heal wrote) is recorded only now.
+    with monkeypatch.context() as late:
+        late.setattr(sweep, "read_window", lambda *a, **k: stale_window)
+        late.setattr(sweep, "now_utc", lambda: read_before)
+        found = loop.sweep()
+    assert "bdl_player_boxscores" in found["failing"]  # the outdated failure was recorded
+    again = loop.tick()
+    assert again.run_requests == [], again.skip_message
+    assert len(loop.instance.get_runs(dg.RunsFilter(job_name="heal_job"))) == 1
