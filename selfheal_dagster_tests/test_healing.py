@@ -127,6 +127,15 @@ def test_no_heal_of_a_partition_another_run_in_flight_writes():
     assert [launch.assets for launch in d.launch] == [(RAW, PRE)]
 
 
+def test_no_heal_computes_on_an_input_another_run_is_rewriting():
+    state = healing.State(watermark=0)
+    backfill = {(RAW, TODAY - timedelta(days=2)): "backfill-run"}  # pre/c of today reads it
+    d = decide(state, T0, Observation(failures=[failure(LATE, TODAY, 1)], busy=backfill))
+    assert d.launch == [] and "rewriting what its heal reads: backfill-run" in d.skipped[0]
+    [launch] = decide(state, T0 + timedelta(seconds=30), Observation()).launch
+    assert launch.assets == (LATE,)
+
+
 def test_two_targets_never_heal_the_same_partition_at_once():
     state = healing.State(watermark=0)
     d = decide(state, T0, Observation(failures=[failure(PRE, TODAY, 1)]), lambda a, d: True)

@@ -403,6 +403,14 @@ def _launch(
                 f"what its heal would: {', '.join(busy)}"
             )
             continue
+        # Nor compute on an input another run is rewriting: heal once, after it.
+        feeding = sorted({claimed[p] for p in mine.reads(graph) if p in claimed})
+        if feeding:
+            decision.skipped.append(
+                f"{t.asset} {t.day}: waiting for the run(s) rewriting what its heal reads: "
+                f"{', '.join(feeding)}"
+            )
+            continue
         ready.append(t)  # targets ready in one tick share one plan: no claims between them
     if not ready:
         return

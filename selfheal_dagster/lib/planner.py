@@ -42,6 +42,14 @@ class Graph:
     def parents(self, asset: str) -> list[Edge]:
         return [e for e in self.edges if e.child == asset]
 
+    def reads(self, asset: str, day: date) -> list[Partition]:
+        """The partitions ``asset`` for ``day`` reads."""
+        return [
+            (e.parent, day + timedelta(days=k))
+            for e in self.parents(asset)
+            for k in range(e.start, e.end + 1)
+        ]
+
 
 @dataclass(frozen=True)
 class PlannedRun:
@@ -77,6 +85,11 @@ class Plan:
 
     def writes(self) -> set[Partition]:
         return {p for r in self.runs for p in r.partitions}
+
+    def reads(self, graph: Graph) -> set[Partition]:
+        """What the plan reads and does not write itself."""
+        writes = self.writes()
+        return {p for a, d in writes for p in graph.reads(a, d)} - writes
 
 
 def plan(
