@@ -70,15 +70,21 @@ def materialize(
     """
     job = (defs or definitions()).resolve_job_def(DAILY_JOB)
     keys = [dg.AssetKey(t.key_path) for t in execution_order(list(tables))]
+    from selfheal_dagster.lib.healing import BACKFILL, BACKFILL_STEP
+
     outcomes = []
-    for day in sorted(days):
+    days = sorted(days)
+    for step, day in enumerate(days, start=1):
+        run_tags = dict(tags or {})
+        if BACKFILL in run_tags:  # the heal loop keeps the range claimed until the last run
+            run_tags[BACKFILL_STEP] = f"{step}/{len(days)}"
         result = job.execute_in_process(
             partition_key=day.isoformat(),
             instance=dagster_instance,
             asset_selection=keys,
             raise_on_error=False,
             run_config=QUIET,
-            tags=dict(tags or {}),
+            tags=run_tags,
         )
         errors = tuple(
             f"{e.step_key}: {error_summary(e.step_failure_data.error)}"

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -101,11 +103,11 @@ def scenario(tmp_path, monkeypatch):
     return env, instance, warehouse, healable, outage
 
 
-@pytest.fixture
-def dagster_dev(scenario, tmp_path):
-    env = scenario[0]
+@contextmanager
+def dagster_dev_running(env: dict[str, str], log_path: Path) -> Iterator[int]:
+    """``dagster dev`` (webserver and daemon) on a free loopback port, always stopped."""
     port = free_port()
-    log = open(tmp_path / "dagster_dev.log", "w")  # noqa: SIM115
+    log = open(log_path, "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -142,6 +144,12 @@ def dagster_dev(scenario, tmp_path):
             except subprocess.TimeoutExpired:
                 continue
         log.close()
+
+
+@pytest.fixture
+def dagster_dev(scenario, tmp_path):
+    with dagster_dev_running(scenario[0], tmp_path / "dagster_dev.log") as port:
+        yield port
 
 
 def _up(url: str) -> bool:

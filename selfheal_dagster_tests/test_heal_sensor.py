@@ -264,3 +264,28 @@ def test_a_sweep_result_read_before_the_heal_wrote_is_no_new_failure(loop, monke
     again = loop.tick()
     assert again.run_requests == [], again.skip_message
     assert len(loop.instance.get_runs(dg.RunsFilter(job_name="heal_job"))) == 1
+
+
+def test_a_backfill_claims_its_whole_range_until_its_last_run(history, instance, defs):
+    from selfheal_dagster.lib.heal_loop import busy_partitions
+
+    job = defs.resolve_job_def("daily_job")
+    span = f"{GAME_DAY}..{GAME_DAY + timedelta(days=2)}"
+
+    def step(day, k):
+        tags = {healing.BACKFILL: span, healing.BACKFILL_STEP: f"{k}/3"}
+        return job.execute_in_process(
+            partition_key=day.isoformat(),
+            instance=instance,
+            asset_selection=[dg.AssetKey(BOX.key_path)],
+            tags=tags,
+            run_config=runs.QUIET,
+        )
+
+    step(GAME_DAY, 1)  # between its first and second run: every date of the range is claimed
+    busy = busy_partitions(instance, now_utc())
+    assert {d for a, d in busy if a == BOX.key} == {GAME_DAY + timedelta(days=i) for i in range(3)}
+    assert not any(a != BOX.key for a, _ in busy)
+    step(GAME_DAY + timedelta(days=1), 2)
+    step(GAME_DAY + timedelta(days=2), 3)  # its last run ended: nothing is claimed any more
+    assert busy_partitions(instance, now_utc()) == {}

@@ -139,5 +139,10 @@ def test_a_reader_of_a_partition_the_plan_cannot_repair_is_left_alone(graph):
     def broken(asset, day):
         return [held] if asset in PHASE4 else []
 
-    plan = planner.plan([(BOX, x)], graph, lambda a, d: True, TODAY, broken)
+    gave_up = lambda p: p != held  # noqa: E731 - the outage was given up
+    plan = planner.plan([(BOX, x)], graph, lambda a, d: True, TODAY, broken, gave_up)
     assert plan.as_dict() == {x.isoformat(): [BOX]}  # Phase 4 would fail on the outage
+    # Repairable, the broken input joins the plan ahead of the refreshes that read it.
+    plan = planner.plan([(BOX, x)], graph, lambda a, d: True, TODAY, broken)
+    assert plan.as_dict()[held[1].isoformat()] == [BOX]
+    assert plan.as_dict()[TODAY.isoformat()] == PHASE4

@@ -44,7 +44,7 @@ IN_FLIGHT = (
     dg.DagsterRunStatus.CANCELING,
 )
 # A sequential backfill is between two of its runs for a moment: its range stays claimed
-# this long after a run of it ended.
+# this long after a run of it that was not its last ended (longer: its process died).
 BACKFILL_GAP = timedelta(minutes=2)
 log = logging.getLogger("selfheal.heal")
 
@@ -219,11 +219,12 @@ def busy_partitions(instance: dg.DagsterInstance, now: datetime) -> dict[planner
     """Every (asset, date) a run in flight will write, whatever launched it: heals, the
     materialising CLI, backfills (their whole range, also between two of their runs)."""
     records = list(instance.get_run_records(dg.RunsFilter(statuses=list(IN_FLIGHT))))
-    records += [
-        r
-        for r in instance.get_run_records(dg.RunsFilter(updated_after=now - BACKFILL_GAP))
-        if healing.BACKFILL in r.dagster_run.tags
-    ]
+    latest: dict[str, dg.RunRecord] = {}  # a backfill between two of its runs: its last run
+    for r in instance.get_run_records(dg.RunsFilter(updated_after=now - BACKFILL_GAP)):
+        tags = r.dagster_run.tags
+        if healing.BACKFILL in tags and _step(r) > _step(latest.get(tags[healing.BACKFILL])):
+            latest[tags[healing.BACKFILL]] = r
+    records += [r for r in latest.values() if _more_to_come(r.dagster_run.tags)]
     out: dict[planner.Partition, str] = {}
     for record in records:
         run = record.dagster_run
@@ -247,6 +248,17 @@ def busy_partitions(instance: dg.DagsterInstance, now: datetime) -> dict[planner
         )
         out.update({(a, d): run.run_id for a in assets for d in days})
     return out
+
+
+def _step(record: dg.RunRecord | None) -> int:
+    if record is None:
+        return 0
+    return int(record.dagster_run.tags.get(healing.BACKFILL_STEP, "1/1").partition("/")[0])
+
+
+def _more_to_come(tags: dict[str, str]) -> bool:
+    step, _, total = tags.get(healing.BACKFILL_STEP, "1/1").partition("/")
+    return step != total
 
 
 def gather(

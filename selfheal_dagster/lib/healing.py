@@ -32,6 +32,7 @@ RUN_KEY = "selfheal/run_key"
 FAILED = "selfheal/failed"
 DETECTED_AT = "selfheal/detected_at"
 BACKFILL = "selfheal/backfill"  # "YYYY-MM-DD..YYYY-MM-DD": a manual backfill's whole range
+BACKFILL_STEP = "selfheal/backfill_step"  # "k/n": this run is the k-th of the backfill's n
 _NAMESPACE = uuid.UUID("5e1f4ea1-0000-4000-8000-00000000da75")
 PENDING_TTL = timedelta(hours=6)
 # A requested run that the daemon has not created by then was lost (a tick whose requests
@@ -395,7 +396,9 @@ def _launch(
                 f"{allowed:%H:%M:%S} UTC"
             )
             continue
-        mine = planner.plan([t.partition], graph, exists, today, broken_inputs)
+        mine = planner.plan(
+            [t.partition], graph, exists, today, broken_inputs, _repairable(state, {t.key})
+        )
         busy = sorted({claimed[p] for p in mine.writes() if p in claimed})
         if busy:
             decision.skipped.append(
@@ -416,7 +419,14 @@ def _launch(
         return
     salt = "|".join(f"{t.key}#{t.attempts + 1}" for t in ready)
     cid = correlation_id([t.record_id for t in ready], salt)
-    batch = planner.plan([t.partition for t in ready], graph, exists, today, broken_inputs)
+    batch = planner.plan(
+        [t.partition for t in ready],
+        graph,
+        exists,
+        today,
+        broken_inputs,
+        _repairable(state, {t.key for t in ready}),
+    )
     failures = [
         Failure(
             t.record_id, t.asset, date.fromisoformat(t.day), t.check, t.reason, _ts(t.detected_at)
@@ -446,6 +456,17 @@ def _launch(
         t.state, t.attempts = TargetState.HEALING, t.attempts + 1
         t.run_key, t.launched_at, t.ended_at = run_of[t.partition], now.timestamp(), None
         t.cid = cid
+
+
+def _repairable(state: State, planning: set[str]) -> Callable[[Partition], bool]:
+    """A broken input may join a plan unless it was given up, or another target owns it
+    (its repair follows that target's back-off and attempts)."""
+
+    def repairable(partition: Partition) -> bool:
+        key = target_key(*partition)
+        return key not in state.gave_up and (key not in state.targets or key in planning)
+
+    return repairable
 
 
 def _gave_up(t: Target, now: datetime, phases: Mapping[str, int]) -> HealRecord:

@@ -1,11 +1,12 @@
 """Pure heal planning: failed (asset, date) pairs -> the runs that repair them.
 
-A plan holds the failed partitions, the broken input partitions they read (root cause first),
-and every downstream partition that reads them (through the asset graph and its partition
-mappings) and already exists, unless it also reads a broken partition the plan does not
-repair: nothing else. Each run is one date's assets in dependency order; a date's assets that
-must wait for another date's run go in a run of their own, so an independent repair never
-waits behind an unrelated one. No Dagster import: the graph is plain data.
+A plan holds the failed partitions, the broken input partitions they and the partitions it
+refreshes read (root cause first, when repairable), and every downstream partition that reads
+them (through the asset graph and its partition mappings) and already exists, unless it also
+reads a broken partition that cannot be repaired: nothing else. Each run is one date's assets
+in dependency order; a date's assets that must wait for another date's run go in a run of
+their own, so an independent repair never waits behind an unrelated one. No Dagster import:
+the graph is plain data.
 """
 
 from __future__ import annotations
@@ -98,20 +99,37 @@ def plan(
     exists: Callable[[str, date], bool],
     last_day: date,
     broken_inputs: Callable[[str, date], Iterable[Partition]] | None = None,
+    repairable: Callable[[Partition], bool] | None = None,
 ) -> Plan:
     """Plan the heal of ``failed``.
 
     ``exists(asset, day)`` says whether a downstream partition exists already (only those are
     refreshed; a failed partition is healed whether or not it exists). ``broken_inputs(asset,
-    day)`` names the missing or short partitions that one reads: those of a failed partition
-    are repaired first; a downstream partition that reads one the plan does not repair is left
-    alone (it would fail on it). ``last_day`` is the newest partition: nothing later is planned.
+    day)`` names the missing or short partitions that one reads: each that is ``repairable``
+    (not given up, not someone else's to repair) joins the plan ahead of its reader, root cause
+    first; a downstream partition that reads one that is not is left alone (it would fail on
+    it). ``last_day`` is the newest partition: nothing later is planned.
     """
     broken = broken_inputs or (lambda asset, day: ())
+    can_repair = repairable or (lambda partition: True)
     roots = {(a, d) for a, d in failed if d <= last_day}
-    roots |= {p for a, d in list(roots) for p in broken(a, d) if p[1] <= last_day}
     chosen: set[Partition] = set(roots)
     frontier = sorted(roots)
+
+    def add_inputs(asset: str, day: date) -> bool:
+        """Add the repairable broken inputs of a partition; False if one cannot be."""
+        for p in broken(asset, day):
+            if p in chosen:
+                continue
+            if p[1] > last_day or not can_repair(p):
+                return False
+            roots.add(p)
+            chosen.add(p)
+            frontier.append(p)
+        return True
+
+    for asset, day in sorted(roots):
+        add_inputs(asset, day)  # a failed target is healed even if it will fail on one
     while frontier:
         asset, day = frontier.pop()
         for edge in graph.children(asset):
@@ -119,10 +137,11 @@ def plan(
                 target = (edge.child, child_day)
                 if child_day > last_day or target in chosen or not exists(*target):
                     continue
-                if any(p not in chosen for p in broken(*target)):
+                if not all(p in chosen or can_repair(p) for p in broken(*target)):
                     continue
                 chosen.add(target)
                 frontier.append(target)
+                add_inputs(*target)
     return _runs(chosen, roots, graph)
 
 
