@@ -90,7 +90,11 @@ def sweep_checks(
     latest = check_records.latest_by_partition(context.instance, keys, days)
     recorded = 0
     for outcome in outcomes:
-        record = latest.get((check_key(outcome.table, outcome.check), outcome.day))
+        key = check_key(outcome.table, outcome.check)
+        record = latest.get((key, outcome.day))
+        if record is not None and check_records.is_planned(record):
+            # A run planned it (and may never evaluate it): compare with the last result.
+            record = check_records.latest_result(context.instance, key, outcome.day)
         if _unchanged(outcome, record, now, config.reassert_minutes):
             continue
         context.log_event(check_evaluation(outcome, read_at))

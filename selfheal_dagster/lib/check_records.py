@@ -53,6 +53,13 @@ def latest_by_partition(
     return out
 
 
+def latest_result(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey, day: date, look: int = 10
+) -> AssetCheckExecutionRecord | None:
+    """The newest evaluated result of one check for one partition (planned ones skipped)."""
+    return next((r for r in history(instance, key, day, limit=look) if not is_planned(r)), None)
+
+
 def evaluation(record: AssetCheckExecutionRecord) -> dg.AssetCheckEvaluation | None:
     """The evaluation a finished record holds (None while it is only planned)."""
     if record.event is None or record.event.dagster_event is None:

@@ -1,0 +1,211 @@
+"""The heal loop's promises under the real daemon (``dagster dev`` on 127.0.0.1), faults at once.
+
+- Today's feature store is short while today's odds are missing (not due yet): the heal loads
+  the odds first, in the same run, then recomputes; it never computes on the missing odds.
+- A gap on D2 heals at once while an outage on D1, which D2 does not read, is retried: the
+  outage holds up nothing else.
+- The outage, and a source that keeps short-delivering: attempts 1, 2 and 3 spaced by the
+  back-off with no new sweep result (the sweep re-asserts only every 30 minutes), then exactly
+  one "gave up" each; nothing more after.
+- No two heal runs write one partition at once; no history record is left open.
+- Then a ``selfheal backfill`` of 30 days of Phase 2 while the daemon runs: no heal of what it
+  writes, no heal under it, no failed heal; the Phase 4 it made stale is refreshed once, after.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from selfheal_dagster import runs
+from selfheal_dagster.defs.checks import check_key
+from selfheal_dagster.lib import check_records, healing
+from selfheal_dagster.lib.dates import today_et
+from selfheal_dagster.lib.history import Outcome
+from selfheal_dagster.lib.league import League
+from selfheal_dagster.lib.settings import DEFAULT_SEED
+from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.tables import BY_NAME, in_phase
+from selfheal_dagster_tests.conftest import bound, load_phase2
+from selfheal_dagster_tests.test_daemon_e2e import ROOT, dagster_dev_running, heal_runs, wait_for
+
+BOX = BY_NAME["bdl_player_boxscores"]
+GAMEBOOK = BY_NAME["nbac_gamebook_player_stats"]
+ODDS = BY_NAME["odds_api_game_lines"]
+FEATURES = BY_NAME["ml_feature_store_v2"]
+BACKOFF = 10
+WINDOW = 45
+
+
+def selection(run: dg.DagsterRun) -> set[tuple[str, str]]:
+    day = run.tags["dagster/partition"]
+    return {(k.to_user_string(), day) for k in run.asset_selection or ()}
+
+
+@pytest.fixture
+def faults(tmp_path, monkeypatch):
+    today = today_et()
+    league = League(DEFAULT_SEED)
+    if not league.games_on(today):
+        pytest.skip(f"{today} has no games in the simulated league: the Phase 4 case needs some")
+    old = [
+        today - timedelta(days=i)
+        for i in range(31, WINDOW)
+        if league.games_on(today - timedelta(i))
+    ]
+    outage, gap, short = old[0], old[1], old[2]  # out of the lookback of today's Phase 4
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))},
+        "DAGSTER_HOME": str(home),
+        "SELFHEAL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "SELFHEAL_LEAGUE_OUTAGES": f"bdl_player_boxscores@{outage}",
+        "SELFHEAL_LEAGUE_SHORT": f"nbac_gamebook_player_stats@{short}:0.5",
+        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "5",
+        "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
+        "SELFHEAL_SWEEP_PHASE4_DAYS": "1",
+        "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",
+        "SELFHEAL_HEAL_BACKOFF_SECONDS": str(BACKOFF),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    load_phase2(warehouse, league, today - timedelta(days=WINDOW), today - timedelta(days=1))
+    for table in (BY_NAME["nbac_schedule"], ODDS):
+        warehouse.replace_partition(table, today, league.feed(table.name, today))
+    from selfheal_dagster.definitions import defs as load
+
+    instance = dg.DagsterInstance.get()
+    [done] = runs.materialize([today], in_phase(4), dagster_instance=instance, defs=load())
+    assert done.success, done.errors
+    features_rows = warehouse.partition_stats(FEATURES, today, today)[today].rows
+    warehouse.punch_gap(BOX, outage)
+    warehouse.punch_gap(BOX, gap)
+    warehouse.punch_gap(GAMEBOOK, short, keep=0.5)
+    warehouse.punch_gap(ODDS, today)
+    warehouse.punch_gap(FEATURES, today, keep=0.5)
+    return env, instance, warehouse, today, outage, gap, short, features_rows
+
+
+def test_the_daemon_keeps_the_heal_promises(faults, tmp_path):
+    env, instance, warehouse, today, outage, gap, short, features_rows = faults
+    with dagster_dev_running(env, tmp_path / "dagster_dev.log"):
+
+        def settled():
+            records = warehouse.history()
+            gave_up = {r.target_date for r in records if r.outcome is Outcome.GAVE_UP}
+            today_healed = [r for r in heal_runs(instance, today) if r.is_success]
+            gap_healed = [r for r in heal_runs(instance, gap) if r.is_success]
+            return {outage, short} <= gave_up and today_healed and gap_healed
+
+        wait_for("every fault to end healed or given up", settled, timeout=bound(600))
+        time.sleep(20)  # more sweep and heal ticks: nothing new may be launched
+
+        # Today: one heal run, the missing odds loaded first, then the feature store.
+        [run] = heal_runs(instance, today)
+        written = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        order = [e.dagster_event.asset_key.to_user_string() for e in written]
+        assert order == [ODDS.key, FEATURES.key], order
+        assert warehouse.partition_stats(FEATURES, today, today)[today].rows == features_rows
+        assert warehouse.partition_stats(ODDS, today, today)[today].rows > 0
+
+        # The gap healed at once: before the outage's second attempt, in one run.
+        [gap_run] = heal_runs(instance, gap)
+        outage_runs = sorted(heal_runs(instance, outage), key=lambda r: r.tags[healing.ATTEMPT])
+        second = instance.get_run_record_by_id(outage_runs[1].run_id)
+        assert instance.get_run_record_by_id(gap_run.run_id).create_timestamp < (
+            second.create_timestamp
+        )
+
+        # The outage and the short source: 3 attempts each, spaced by the back-off, 1 give-up.
+        for day in (outage, short):
+            attempts = sorted(heal_runs(instance, day), key=lambda r: r.tags[healing.ATTEMPT])
+            assert [r.tags[healing.ATTEMPT] for r in attempts] == ["1", "2", "3"], day
+            records = [instance.get_run_record_by_id(r.run_id) for r in attempts]
+            for k, (before, after) in enumerate(zip(records, records[1:], strict=False)):
+                waited = after.create_timestamp.timestamp() - before.end_time
+                assert waited >= BACKOFF * 2**k - 1, (day, k, waited)
+            gave_up = [r for r in warehouse.history(day=day) if r.outcome is Outcome.GAVE_UP]
+            assert len(gave_up) == 1 and gave_up[0].attempt == 3
+        # The short source's failure was recorded by the sweep once: attempts 2 and 3 came
+        # from the back-off, not from new sweep results.
+        sweep_results = [
+            r
+            for r in check_records.history(
+                instance, check_key(GAMEBOOK, "row_count"), short, limit=50, failed_only=True
+            )
+            if instance.get_run_by_id(r.run_id).job_name == "sweep_job"
+        ]
+        assert len(sweep_results) == 1
+
+        assert_no_concurrent_heals(instance)
+        assert [r.id for r in warehouse.history() if r.outcome is Outcome.TRIGGERED] == []
+
+        # A backfill of 30 days of Phase 2 while the daemon runs.
+        first, last = today - timedelta(days=30), today - timedelta(days=1)
+        before = {r.run_id for r in instance.get_runs(dg.RunsFilter(job_name="heal_job"))}
+        started = time.time()
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "selfheal_dagster.cli",
+                "backfill",
+                "--start",
+                str(first),
+                "--end",
+                str(last),
+                "--phase",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=bound(900),
+        )
+        ended = time.time()
+        assert out.returncode == 0, out.stdout + out.stderr
+
+        def refreshed():
+            new = [
+                r
+                for r in instance.get_runs(dg.RunsFilter(job_name="heal_job"))
+                if r.run_id not in before
+            ]
+            return new if new and all(r.is_finished for r in new) else None
+
+        new = wait_for("the stale Phase 4 to be refreshed", refreshed, timeout=bound(300))
+        time.sleep(20)
+        new = [
+            r
+            for r in instance.get_runs(dg.RunsFilter(job_name="heal_job"))
+            if r.run_id not in before
+        ]
+        for run in new:
+            record = instance.get_run_record_by_id(run.run_id)
+            assert record.create_timestamp.timestamp() > ended - 1, "a heal under the backfill"
+            assert all(day == today.isoformat() for _, day in selection(run))
+            assert run.is_success
+        assert len(new) == 1  # refreshed once
+        assert started < ended
+        assert_no_concurrent_heals(instance)
+        assert [r.id for r in warehouse.history() if r.outcome is Outcome.TRIGGERED] == []
+
+
+def assert_no_concurrent_heals(instance: dg.DagsterInstance) -> None:
+    spans = []
+    for run in instance.get_runs(dg.RunsFilter(job_name="heal_job")):
+        record = instance.get_run_record_by_id(run.run_id)
+        start = record.start_time or record.create_timestamp.timestamp()
+        spans.append((selection(run), start, record.end_time or time.time(), run.run_id))
+    for i, (writes, start, end, run_id) in enumerate(spans):
+        for other, o_start, o_end, o_id in spans[i + 1 :]:
+            if writes & other:
+                assert end <= o_start or o_end <= start, (run_id, o_id, writes & other)
