@@ -28,9 +28,8 @@ format: install
 test: lint
 	$(BIN)/python -m pytest
 
-$(HOME_DIR)/dagster.yaml:
-	mkdir -p $(HOME_DIR)
-	printf 'telemetry:\n  enabled: false\n' > $@
+$(HOME_DIR)/dagster.yaml: | install
+	env -u DAGSTER_HOME $(BIN)/python -c "from selfheal_dagster import runs; runs.instance()"
 
 dev: install $(HOME_DIR)/dagster.yaml
 	DAGSTER_HOME=$(HOME_DIR) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

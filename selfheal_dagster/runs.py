@@ -20,6 +20,14 @@ from selfheal_dagster.lib.errors import error_summary
 from selfheal_dagster.tables import Table, execution_order
 
 DEFAULT_DAGSTER_HOME = ".selfheal/dagster_home"
+# The local instance `make dev` and the CLI share. Sensors tick in threads, so a slow sensor
+# (the alerts sensor waiting on Slack) never delays the heal sensor.
+LOCAL_INSTANCE = """telemetry:
+  enabled: false
+sensors:
+  use_threads: true
+  num_workers: 4
+"""
 DAILY_JOB = "daily_job"
 # The CLI prints its own progress; runs log warnings and errors to the console, the rest to
 # the instance's event log (visible in the UI).
@@ -34,7 +42,7 @@ def instance() -> dg.DagsterInstance:
         config = Path(home) / "dagster.yaml"
         if not config.exists():
             config.parent.mkdir(parents=True, exist_ok=True)
-            config.write_text("telemetry:\n  enabled: false\n")
+            config.write_text(LOCAL_INSTANCE)
         os.environ["DAGSTER_HOME"] = home
     Path(home).mkdir(parents=True, exist_ok=True)
     return dg.DagsterInstance.get()

@@ -86,12 +86,16 @@ def test_every_statement_the_warehouse_issues_parses_as_bigquery():
     wh.punch_gap(BOX, DAY, keep=0.5)
     wh.insert_history(record())
     wh.update_history(record())
+    wh.update_history(record(), columns=["outcome", "success"])
+    wh.note_alert(record().id, {"kind": "triggered", "delivered": True})
     wh.history(day=DAY, correlation_id="a1b2")
     kinds = set()
     for sql, _, _ in client.queries:
         tree = assert_bigquery_sql(sql)
         kinds.add(type(tree).__name__)
-    assert kinds >= {"Create", "Select", "Delete", "Merge"}
+    assert kinds >= {"Create", "Select", "Delete", "Merge", "Update"}
+    partial = [sql for sql, _, _ in client.queries if "UPDATE SET outcome = s.outcome" in sql]
+    assert partial and "alerts" not in partial[0].split("UPDATE SET", 1)[1].split("WHEN NOT")[0]
     assert len(client.queries) >= 3 + 10 + 5  # datasets + tables, processors, the rest
 
 

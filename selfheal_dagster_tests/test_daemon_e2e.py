@@ -75,7 +75,7 @@ def scenario(tmp_path, monkeypatch):
     window = (today - outage).days
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text(runs.LOCAL_INSTANCE)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))}
     env.update(
         DAGSTER_HOME=str(home),

@@ -8,11 +8,14 @@
   back-off with no new sweep result (the sweep re-asserts only every 30 minutes), then exactly
   one "gave up" each; nothing more after.
 - No two heal runs write one partition at once; no history record is left open.
+- Slack hangs (a socket that accepts and never answers) all along: the heals above are not
+  delayed by it; the alerts sensor tries each alert once, within its bound, and notes it.
 - Then a ``selfheal backfill`` of 30 days of Phase 2 while the daemon runs: no heal of what it
   writes, no heal under it, no failed heal; the Phase 4 it made stale is refreshed once, after.
 """
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -47,7 +50,19 @@ def selection(run: dg.DagsterRun) -> set[tuple[str, str]]:
 
 
 @pytest.fixture
-def faults(tmp_path, monkeypatch):
+def hanging_slack():
+    """A "Slack" on 127.0.0.1 that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(128)
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/services/T0/B0/hanging"
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def faults(tmp_path, monkeypatch, hanging_slack):
     today = today_et()
     league = League(DEFAULT_SEED)
     if not league.games_on(today):
@@ -60,7 +75,7 @@ def faults(tmp_path, monkeypatch):
     outage, gap, short = old[0], old[1], old[2]  # out of the lookback of today's Phase 4
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text(runs.LOCAL_INSTANCE)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))},
         "DAGSTER_HOME": str(home),
@@ -72,6 +87,7 @@ def faults(tmp_path, monkeypatch):
         "SELFHEAL_SWEEP_PHASE4_DAYS": "1",
         "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",
         "SELFHEAL_HEAL_BACKOFF_SECONDS": str(BACKOFF),
+        "SLACK_WEBHOOK_URL": hanging_slack,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -146,6 +162,12 @@ def test_the_daemon_keeps_the_heal_promises(faults, tmp_path):
 
         assert_no_concurrent_heals(instance)
         assert [r.id for r in warehouse.history() if r.outcome is Outcome.TRIGGERED] == []
+        # Slack never answered: the alerts sensor tried, noted each alert as not delivered.
+        wait_for(
+            "an alert tried against the hanging Slack",
+            lambda: [a for r in warehouse.history() for a in r.alerts if not a["delivered"]],
+            timeout=bound(120),
+        )
 
         # A backfill of 30 days of Phase 2 while the daemon runs.
         first, last = today - timedelta(days=30), today - timedelta(days=1)

@@ -154,3 +154,28 @@ def test_the_heal_tick_sends_nothing_to_slack_the_alerts_sensor_does(slack_loop,
     assert webhook_titles(httpserver) == ["🔧 Self-Heal Triggered: Phase 2"]
     [record] = slack_loop.warehouse.history(day=GAME_DAY)
     assert [a["kind"] for a in record.alerts] == ["triggered"]
+
+
+def test_an_outcome_and_an_alert_note_written_at_once_keep_each_other(history):
+    """The alerts sensor notes an alert while an outcome sensor closes the same record:
+    neither write may undo the other (each touches only its own columns)."""
+    from datetime import UTC, datetime
+
+    from selfheal_dagster.lib.history import OUTCOME_COLUMNS, HealingResult, HealRecord
+
+    record = HealRecord(
+        phase="phase2",
+        target_date=GAME_DAY,
+        missing_components=["bdl_player_boxscores"],
+        healing_result=HealingResult(triggered=True, reason="0 rows"),
+        correlation_id="c0ffee00-0000-4000-8000-000000000000",
+        timestamp=datetime.now(UTC),
+    )
+    assert history.insert_history(record)
+    stale_copy = history.history(day=GAME_DAY)[0]  # what the alerts sensor read earlier
+    closed = record.resolved(Outcome.HEALED, datetime.now(UTC), "healed", "run-1")
+    history.update_history(closed, OUTCOME_COLUMNS)
+    history.note_alert(stale_copy.id, {"kind": "triggered", "delivered": True})
+    [stored] = history.history(day=GAME_DAY)
+    assert stored.outcome is Outcome.HEALED and stored.run_ids == ["run-1"]
+    assert [a["kind"] for a in stored.alerts] == ["triggered"]

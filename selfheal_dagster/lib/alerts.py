@@ -344,6 +344,5 @@ class Notifier:
             "via": self.sink.name,
             "delivered": delivered,
         }
-        noted = record.with_alert(note)
-        self.warehouse.update_history(noted)
-        return noted
+        self.warehouse.note_alert(record.id, note)
+        return record.with_alert(note)

@@ -29,7 +29,7 @@ from selfheal_dagster.lib.checks import (
 from selfheal_dagster.lib.coverage import Window, read_window
 from selfheal_dagster.lib.dates import date_range
 from selfheal_dagster.lib.errors import error_summary
-from selfheal_dagster.lib.history import FINAL, Outcome
+from selfheal_dagster.lib.history import FINAL, OUTCOME_COLUMNS, Outcome
 from selfheal_dagster.lib.warehouse import Warehouse
 from selfheal_dagster.tables import BY_KEY, TABLES
 
@@ -319,7 +319,7 @@ def resolve(
     for record in warehouse.history(day=day, correlation_id=correlation_id):
         if record.phase in wanted and record.outcome not in FINAL:
             resolved = record.resolved(outcome, now or datetime.now(UTC), reason, run_id)
-            warehouse.update_history(resolved)
+            warehouse.update_history(resolved, OUTCOME_COLUMNS)
             done.append(resolved)
     return done
 

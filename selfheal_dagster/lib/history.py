@@ -48,6 +48,15 @@ COLUMNS = {
     "seconds_to_heal": "FLOAT",
     "alerts": "STRING",  # JSON list of {kind, at, via, delivered}
 }
+# What an outcome changes on a record (alerts are noted separately, by the alerts sensor).
+OUTCOME_COLUMNS = (
+    "success",
+    "outcome",
+    "healing_result",
+    "run_ids",
+    "resolved_at",
+    "seconds_to_heal",
+)
 JSON_COLUMNS = ("missing_components", "healing_result", "assets", "run_ids", "alerts")
 
 

@@ -87,8 +87,13 @@ class Warehouse(ABC):
         """Store a new heal record unless its id exists; True when this call stored it."""
 
     @abstractmethod
-    def update_history(self, record: HealRecord) -> None:
-        """Replace the stored heal record with the same id."""
+    def update_history(self, record: HealRecord, columns: Sequence[str] | None = None) -> None:
+        """Replace the stored heal record with the same id; only ``columns`` when given, so
+        two writers of different columns (an outcome, an alert note) never undo each other."""
+
+    @abstractmethod
+    def note_alert(self, record_id: str, note: Mapping[str, Any]) -> None:
+        """Append ``note`` to the record's alerts, atomically."""
 
     @abstractmethod
     def history(

@@ -15,6 +15,7 @@ Imported only in production: it pulls in the Google client libraries.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -315,12 +316,13 @@ class BigQueryWarehouse(Warehouse):
             for c, kind in history.COLUMNS.items()
         }
 
-    def _merge(self, update: bool) -> str:
+    def _merge(self, update: bool, columns: Sequence[str] | None = None) -> str:
         cols = list(history.COLUMNS)
         source = ", ".join(f"@p_{c} AS {c}" for c in cols)
         sql = f"MERGE {self._history_ref()} AS t USING (SELECT {source}) AS s ON t.id = s.id "
         if update:
-            sets = ", ".join(f"{c} = s.{c}" for c in cols if c != "id")
+            changed = [c for c in (columns or cols) if c != "id"]
+            sets = ", ".join(f"{c} = s.{c}" for c in changed)
             sql += f"WHEN MATCHED THEN UPDATE SET {sets} "
         return sql + (
             f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) "
@@ -331,8 +333,19 @@ class BigQueryWarehouse(Warehouse):
         job, _ = self._query(self._merge(update=False), self._history_params(record))
         return bool(job.num_dml_affected_rows)
 
-    def update_history(self, record: history.HealRecord) -> None:
-        self._query(self._merge(update=True), self._history_params(record))
+    def update_history(
+        self, record: history.HealRecord, columns: Sequence[str] | None = None
+    ) -> None:
+        self._query(self._merge(update=True, columns=columns), self._history_params(record))
+
+    def note_alert(self, record_id: str, note: Mapping[str, Any]) -> None:
+        """One DML statement appends to the JSON list, so it is atomic against other writers."""
+        sql = (
+            f"UPDATE {self._history_ref()} SET alerts = IF(alerts IS NULL OR alerts = '[]', "
+            "CONCAT('[', @note, ']'), CONCAT(SUBSTR(alerts, 1, LENGTH(alerts) - 1), ', ', "
+            "@note, ']')) WHERE id = @id"
+        )
+        self._query(sql, {"note": json.dumps(dict(note), sort_keys=True), "id": record_id})
 
     def history(
         self, day: date | None = None, correlation_id: str | None = None, limit: int = 500

@@ -8,6 +8,7 @@ another process holds the lock, instead of failing.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -233,12 +234,38 @@ class DuckDBWarehouse(Warehouse):
             ).fetchall()
         return bool(stored)
 
-    def update_history(self, record: history.HealRecord) -> None:
+    def update_history(
+        self, record: history.HealRecord, columns: Sequence[str] | None = None
+    ) -> None:
         cols, values = self._history_values(record)
         ref, marks = self._history_ref(), ", ".join("?" * len(values))
+        if columns is not None:
+            row = dict(zip(history.COLUMNS, values, strict=True))
+            sets = ", ".join(f"{quote(c)} = ?" for c in columns)
+            with self.connect() as con, self._transaction(con, f"history {record.id}"):
+                self._exec(
+                    con,
+                    f"UPDATE {ref} SET {sets} WHERE {quote('id')} = ?",
+                    [row[c] for c in columns] + [record.id],
+                )
+            return
         with self.connect() as con, self._transaction(con, f"history {record.id}"):
             self._exec(con, f"DELETE FROM {ref} WHERE {quote('id')} = ?", [record.id])
             self._exec(con, f"INSERT INTO {ref} ({cols}) VALUES ({marks})", values)
+
+    def note_alert(self, record_id: str, note: Mapping[str, Any]) -> None:
+        ref, alerts, key = self._history_ref(), quote("alerts"), quote("id")
+        with self.connect() as con, self._transaction(con, f"alert {record_id}"):
+            found = self._exec(con, f"SELECT {alerts} FROM {ref} WHERE {key} = ?", [record_id])
+            row = found.fetchone()
+            if row is None:
+                return
+            noted = [*json.loads(row[0] or "[]"), dict(note)]
+            self._exec(
+                con,
+                f"UPDATE {ref} SET {alerts} = ? WHERE {key} = ?",
+                [json.dumps(noted, sort_keys=True), record_id],
+            )
 
     def history(
         self, day: date | None = None, correlation_id: str | None = None, limit: int = 500
