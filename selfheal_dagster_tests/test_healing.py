@@ -136,6 +136,25 @@ def test_no_heal_computes_on_an_input_another_run_is_rewriting():
     assert launch.assets == (LATE,)
 
 
+def test_a_target_whose_input_is_given_up_waits_and_spends_no_attempt():
+    state = healing.State(watermark=0)
+    outage = (RAW, TODAY - timedelta(days=1))
+    state.gave_up[healing.target_key(*outage)] = {"at": T0.timestamp(), "check": "row_count"}
+
+    def broken(asset, day):
+        return [outage] if (asset, day) == (LATE, TODAY) else []
+
+    seen = Observation(failures=[failure(LATE, TODAY, 1)])
+    d = decide(state, T0 + timedelta(seconds=5), seen, broken=broken)
+    assert d.launch == [] and "held by raw/a" in d.skipped[0]
+    assert list(state.targets.values())[0].attempts == 0
+    # A person fixes the outage: its check passes, the held target heals.
+    fixed = {(RAW, outage[1], "row_count"): T0 + timedelta(minutes=5)}
+    d = decide(state, T0 + timedelta(minutes=6), Observation(passes=fixed))
+    [launch] = d.launch
+    assert launch.assets == (LATE,) and launch.tags[healing.ATTEMPT] == "1"
+
+
 def test_two_targets_never_heal_the_same_partition_at_once():
     state = healing.State(watermark=0)
     d = decide(state, T0, Observation(failures=[failure(PRE, TODAY, 1)]), lambda a, d: True)

@@ -396,9 +396,16 @@ def _launch(
                 f"{allowed:%H:%M:%S} UTC"
             )
             continue
-        mine = planner.plan(
-            [t.partition], graph, exists, today, broken_inputs, _repairable(state, {t.key})
-        )
+        repairable = _repairable(state, {t.key})
+        held = [p for p in (broken_inputs or _none)(*t.partition) if not repairable(p)]
+        if held:
+            # Its input is given up or being repaired under its own attempts: computing now
+            # would fail on it. Wait for that, spending no attempt.
+            decision.skipped.append(
+                f"{t.asset} {t.day}: held by {', '.join(f'{a} {d}' for a, d in held)}"
+            )
+            continue
+        mine = planner.plan([t.partition], graph, exists, today, broken_inputs, repairable)
         busy = sorted({claimed[p] for p in mine.writes() if p in claimed})
         if busy:
             decision.skipped.append(
@@ -456,6 +463,10 @@ def _launch(
         t.state, t.attempts = TargetState.HEALING, t.attempts + 1
         t.run_key, t.launched_at, t.ended_at = run_of[t.partition], now.timestamp(), None
         t.cid = cid
+
+
+def _none(asset: str, day: date) -> tuple[Partition, ...]:
+    return ()
 
 
 def _repairable(state: State, planning: set[str]) -> Callable[[Partition], bool]:
