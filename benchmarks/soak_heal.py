@@ -1,0 +1,247 @@
+"""Soak: a month of random faults under ``dagster dev``, and what the heal loop made of them.
+
+A warehouse holds 30 days of all nine tables (and the Phase 2 history before them); a copy of
+it, untouched, is the truth. ``dagster dev`` (webserver + daemon, on a free loopback port)
+runs the real sweep, heal, outcome and alerts sensors with the default sweep settings apart
+from the intervals and the watch windows (the whole month). Faults arrive in waves: deletions
+and partial deliveries on every table, some on no-game days, plus two permanent outages.
+When the loop is quiet it prints:
+
+- detected %: faults (that changed rows) the loop acted on;
+- healed exact %: faulted partitions (outages aside) whose rows equal the truth's, ``_loaded_at``
+  aside;
+- concurrent heal runs (two writing one partition at once) and redundant ones (a partition
+  healed twice for one fault);
+- history records left open, false alerts (a heal of a partition no fault touched or read),
+  attempts and gave-ups per outage, median and max time from a fault to its heal.
+
+    python benchmarks/soak_heal.py [--waves 6] [--per-wave 5] [--seed 7]
+"""
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DAYS = 30  # the month of partitions under watch
+BACKOFF = 20
+
+
+def fingerprint(wh, table, day) -> list[tuple]:
+    cols = [c for c in table.column_names if c != "_loaded_at"]
+    rows = wh.query(
+        f"SELECT {', '.join(cols)} FROM {wh.ref(table)} WHERE {table.partition_column} = $d "
+        "ORDER BY ALL",
+        {"d": day},
+    )
+    return [tuple(r.values()) for r in rows]
+
+
+def main() -> None:  # noqa: C901 - one scenario, told top to bottom
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--waves", type=int, default=6)
+    parser.add_argument("--per-wave", type=int, default=5)
+    parser.add_argument("--wave-seconds", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+
+    tmp = Path(tempfile.mkdtemp(prefix="soak-"))
+    home = tmp / "dagster_home"
+    home.mkdir()
+    from selfheal_dagster import runs
+
+    (home / "dagster.yaml").write_text(runs.LOCAL_INSTANCE)
+    from selfheal_dagster.lib.dates import today_et
+    from selfheal_dagster.lib.league import League
+    from selfheal_dagster.lib.settings import DEFAULT_SEED
+    from selfheal_dagster.tables import BY_NAME, TABLES, execution_order, in_phase
+
+    today = today_et()
+    league = League(DEFAULT_SEED)
+    month = [today - timedelta(days=i) for i in range(DAYS)]
+    box, odds = BY_NAME["bdl_player_boxscores"], BY_NAME["odds_api_game_lines"]
+    game_days = [d for d in month[1:] if league.games_on(d)]
+    # Two outages: the odds of one day (read only by that day's feature store) and the box
+    # scores of a day before the month's lookback (read by no partition the soak faults).
+    odds_out = game_days[len(game_days) // 2]
+    old = [today - timedelta(days=i) for i in range(DAYS + 12, DAYS + 20)]
+    box_out = next(d for d in old if league.games_on(d))
+    outages = {(box.key, box_out), (odds.key, odds_out)}
+    window = (today - box_out).days + 1
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))}
+    env.update(
+        DAGSTER_HOME=str(home),
+        SELFHEAL_DUCKDB_PATH=str(tmp / "warehouse.duckdb"),
+        SELFHEAL_LEAGUE_OUTAGES=f"{box.name}@{box_out},{odds.name}@{odds_out}",
+        SELFHEAL_SWEEP_INTERVAL_SECONDS="20",
+        SELFHEAL_SWEEP_PHASE2_DAYS=str(window),
+        SELFHEAL_SWEEP_PHASE4_DAYS=str(DAYS),
+        SELFHEAL_HEAL_INTERVAL_SECONDS="10",
+        SELFHEAL_HEAL_BACKOFF_SECONDS=str(BACKOFF),
+    )
+    os.environ.update(env)
+
+    from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+
+    print(f"soak in {tmp}: month {month[-1]} .. {today}, outages {sorted(outages)}")
+    wh = DuckDBWarehouse(tmp / "warehouse.duckdb")
+    start = today - timedelta(days=window + 45)
+    day = start
+    while day < today:
+        for t in in_phase(2):
+            wh.replace_partition(t, day, league.feed(t.name, day))
+        day += timedelta(days=1)
+    for t in (BY_NAME["nbac_schedule"], odds):
+        wh.replace_partition(t, today, league.feed(t.name, today))
+    for day in sorted(month):
+        for t in execution_order(in_phase(4)):
+            wh.run_processor(t, day, day - timedelta(days=t.lookback_days))
+    shutil.copy(tmp / "warehouse.duckdb", tmp / "truth.duckdb")
+    truth = DuckDBWarehouse(tmp / "truth.duckdb")
+    for asset, day in outages:
+        wh.punch_gap(BY_NAME[asset.split("/")[1]], day)
+    print("warehouse and truth built")
+
+    import dagster as dg
+
+    from selfheal_dagster.lib import healing
+    from selfheal_dagster.lib.history import Outcome
+    from selfheal_dagster_tests.test_daemon_e2e import dagster_dev_running, heal_runs
+
+    # Where faults may go: not the outages, nor what reads them (it would be held by them).
+    readers_of_box_out = {box_out + timedelta(days=k) for k in range(1, 31)}
+    candidates = [
+        (t, d)
+        for t in TABLES
+        # Not what is not due yet: Phase 4 of today (due at noon), Phase 2 of yesterday.
+        for d in (month[1:] if t.phase == 4 else month[2:])
+        if (t.key, d) not in outages
+        and not (t.phase == 4 and d in readers_of_box_out)
+        and not (t.name == "ml_feature_store_v2" and d == odds_out)
+    ]
+    faults: list[tuple] = []  # (table, day, kind, injected_at, rows_before, rows_after)
+    instance = dg.DagsterInstance.get()
+    t_start = time.time()
+    with dagster_dev_running(env, tmp / "dagster_dev.log"):
+        print(f"dagster dev up after {time.time() - t_start:.0f}s; injecting faults")
+        for wave in range(args.waves):
+            for _ in range(args.per_wave):
+                table, day = rng.choice(candidates)
+                keep = rng.choice([0.0, 0.0, 0.4, 0.6])
+                before, after = wh.punch_gap(table, day, keep)
+                kind = "delete" if keep == 0 else f"keep {keep}"
+                faults.append((table, day, kind, time.time(), before, after))
+            print(f"wave {wave + 1}: {len(faults)} faults so far")
+            time.sleep(args.wave_seconds)
+
+        in_flight = [
+            dg.DagsterRunStatus.QUEUED,
+            dg.DagsterRunStatus.NOT_STARTED,
+            dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED,
+        ]
+
+        def quiet() -> bool:
+            records = wh.history(limit=5000)
+            gave_up = {
+                (r.assets[0], r.target_date) for r in records if r.outcome is Outcome.GAVE_UP
+            }
+            running = instance.get_runs(dg.RunsFilter(job_name="heal_job", statuses=in_flight))
+            settled = all(fingerprint(wh, t, d) == fingerprint(truth, t, d) for t, d, *_ in faults)
+            open_ = [r for r in records if r.outcome is Outcome.TRIGGERED]
+            return settled and not open_ and not running and outages <= gave_up
+
+        deadline = time.time() + 1800
+        while time.time() < deadline and not quiet():
+            time.sleep(10)
+        time.sleep(60)  # a few more sweeps and ticks: nothing new may start
+
+    real = [f for f in faults if f[4] != f[5]]
+    noop = [f for f in faults if f[4] == f[5]]
+    heal = list(instance.get_runs(dg.RunsFilter(job_name="heal_job")))
+    records = wh.history(limit=5000)
+    spans = []
+    for run in heal:
+        rec = instance.get_run_record_by_id(run.run_id)
+        day = date.fromisoformat(run.tags["dagster/partition"])
+        writes = {(k.to_user_string(), day) for k in run.asset_selection or ()}
+        names = [n for n in run.tags.get(healing.FAILED, "").split(",") if n]
+        failed = {(n, run.tags[healing.TARGET_DATE]) for n in names}
+        begin = rec.start_time or rec.create_timestamp.timestamp()
+        spans.append((run, writes, failed, begin, rec.end_time or time.time()))
+    concurrent = sum(
+        1
+        for i, a in enumerate(spans)
+        for b in spans[i + 1 :]
+        if a[1] & b[1] and not (a[4] <= b[3] or b[4] <= a[3])
+    )
+    detected, exact, times, redundant = 0, 0, [], 0
+    for table, day, _kind, at, *_ in real:
+        mine = [s for s in spans if (table.key, day) in s[1] and s[4] >= at]
+        if mine:
+            detected += 1
+        if fingerprint(wh, table, day) == fingerprint(truth, table, day):
+            exact += 1
+        ok = sorted(s[4] for s in mine if s[0].is_success)
+        if ok:
+            times.append(ok[0] - at)
+        targeted = [s for s in mine if s[0].is_success and (table.name, day.isoformat()) in s[2]]
+        redundant += max(0, len(targeted) - 1)
+    touched = {(t.key, d) for t, d, *_ in real} | {(a, d) for a, d in outages}
+    readers = set()
+    from selfheal_dagster.lib.checks import read_partitions
+
+    for t in TABLES:
+        for d in month:
+            if any((u.key, ud) in touched for u, ud in read_partitions(t, d)):
+                readers.add((t.key, d))
+    false = [
+        r
+        for r in records
+        if r.healing_result.triggered
+        and not any(((a, r.target_date) in touched | readers) for a in r.assets)
+    ]
+    false += [
+        r
+        for r in records
+        if r.outcome is Outcome.GAVE_UP and (r.assets[0], r.target_date) not in outages
+    ]
+    open_ = [r for r in records if r.outcome is Outcome.TRIGGERED]
+    print()
+    print(
+        f"faults: {len(faults)} injected, {len(real)} changed rows, "
+        f"{len(noop)} on no-game days (no rows to lose)"
+    )
+    print(f"detected: {detected}/{len(real)} = {100 * detected / max(1, len(real)):.0f}%")
+    print(f"healed to exact rows: {exact}/{len(real)} = {100 * exact / max(1, len(real)):.0f}%")
+    print(f"heal runs: {len(heal)}; concurrent pairs: {concurrent}; redundant: {redundant}")
+    print(f"history records: {len(records)}; open: {len(open_)}; false alerts: {len(false)}")
+    for asset, day in sorted(outages):
+        attempts = [
+            r
+            for r in heal_runs(instance, day)
+            if asset in {k.to_user_string() for k in r.asset_selection or ()}
+        ]
+        gave = [
+            r
+            for r in records
+            if r.outcome is Outcome.GAVE_UP and (r.assets[0], r.target_date) == (asset, day)
+        ]
+        print(f"outage {asset} {day}: {len(attempts)} attempts, {len(gave)} gave up")
+    if times:
+        print(f"time to heal: median {statistics.median(times):.0f}s, max {max(times):.0f}s")
+    print(f"total {time.time() - t_start:.0f}s; logs in {tmp}")
+
+
+if __name__ == "__main__":
+    main()
