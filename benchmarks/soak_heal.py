@@ -71,13 +71,13 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
     month = [today - timedelta(days=i) for i in range(DAYS)]
     box, odds = BY_NAME["bdl_player_boxscores"], BY_NAME["odds_api_game_lines"]
     game_days = [d for d in month[1:] if league.games_on(d)]
-    # Two outages: the odds of one day (read only by that day's feature store) and the box
-    # scores of a day before the month's lookback (read by no partition the soak faults).
+    # Two outages: the odds of a day mid-month (read only by that day's feature store) and the
+    # box scores of a recent day (read by the Phase 4 of the few days after it, which the soak
+    # leaves alone: they would be held by the outage).
     odds_out = game_days[len(game_days) // 2]
-    old = [today - timedelta(days=i) for i in range(DAYS + 12, DAYS + 20)]
-    box_out = next(d for d in old if league.games_on(d))
+    box_out = next(d for d in month[2:] if league.games_on(d))
     outages = {(box.key, box_out), (odds.key, odds_out)}
-    window = (today - box_out).days + 1
+    window = DAYS
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))}
     env.update(
         DAGSTER_HOME=str(home),
@@ -95,7 +95,7 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
 
     print(f"soak in {tmp}: month {month[-1]} .. {today}, outages {sorted(outages)}")
     wh = DuckDBWarehouse(tmp / "warehouse.duckdb")
-    start = today - timedelta(days=window + 45)
+    start = today - timedelta(days=DAYS + 45)
     day = start
     while day < today:
         for t in in_phase(2):

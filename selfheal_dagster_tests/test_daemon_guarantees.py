@@ -162,6 +162,12 @@ def test_the_daemon_keeps_the_heal_promises(faults, tmp_path):
 
         assert_no_concurrent_heals(instance)
         assert [r.id for r in warehouse.history() if r.outcome is Outcome.TRIGGERED] == []
+        # 45 days of Phase 2 were all loaded after their deadlines (late): late passes, so
+        # nothing but the faults was healed.
+        all_heals = instance.get_runs(dg.RunsFilter(job_name="heal_job"))
+        faulted = {d.isoformat() for d in (today, outage, gap, short)}
+        assert {r.tags[healing.TARGET_DATE] for r in all_heals} == faulted
+        gave_up_before = len([r for r in warehouse.history() if r.outcome is Outcome.GAVE_UP])
         # Slack never answered: the alerts sensor tried, noted each alert as not delivered.
         wait_for(
             "an alert tried against the hanging Slack",
@@ -216,6 +222,9 @@ def test_the_daemon_keeps_the_heal_promises(faults, tmp_path):
             assert all(day == today.isoformat() for _, day in selection(run))
             assert run.is_success
         assert len(new) == 1  # refreshed once
+        assert gave_up_before == len(
+            [r for r in warehouse.history() if r.outcome is Outcome.GAVE_UP]
+        )
         assert started < ended
         assert_no_concurrent_heals(instance)
         assert [r.id for r in warehouse.history() if r.outcome is Outcome.TRIGGERED] == []
