@@ -289,3 +289,31 @@ def test_a_backfill_claims_its_whole_range_until_its_last_run(history, instance,
     step(GAME_DAY + timedelta(days=1), 2)
     step(GAME_DAY + timedelta(days=2), 3)  # its last run ended: nothing is claimed any more
     assert busy_partitions(instance, now_utc()) == {}
+
+
+def test_a_heal_run_that_finds_an_input_missing_is_held_not_failed(loop, league):
+    from selfheal_dagster.lib.heal_loop import judge
+
+    nxt = GAME_DAY + timedelta(days=1)
+    for t in execution_order(in_phase(4)):
+        loop.warehouse.run_processor(t, nxt, nxt - timedelta(days=t.lookback_days))
+    read = next(
+        d for d in (GAME_DAY - timedelta(days=i) for i in range(1, 9)) if league.games_on(d)
+    )
+    loop.warehouse.punch_gap(BOX, read)
+    cache = "nba_predictions/player_daily_cache"
+    request = dg.RunRequest(
+        run_key="held-test",
+        job_name="heal_job",
+        partition_key=nxt.isoformat(),
+        asset_selection=[dg.AssetKey.from_user_string(cache)],
+        tags={
+            healing.CORRELATION_ID: "c0ffee00-0000-4000-8000-000000000001",
+            healing.TARGET_DATE: nxt.isoformat(),
+        },
+    )
+    result = loop.run(request)
+    assert not result.success
+    outcome, reason = judge(loop.instance, loop.instance.get_run_by_id(result.run_id))
+    assert outcome is Outcome.SKIPPED and reason.startswith("held: ")
+    assert f"nba_raw/bdl_player_boxscores {read} has no rows" in reason

@@ -155,6 +155,22 @@ def test_a_target_whose_input_is_given_up_waits_and_spends_no_attempt():
     assert launch.assets == (LATE,) and launch.tags[healing.ATTEMPT] == "1"
 
 
+def test_a_run_held_by_a_missing_input_spends_no_attempt_but_is_bounded():
+    state = healing.State(watermark=0)
+    now, runs = T0, {}
+    d = decide(state, now, Observation(failures=[failure(PRE, TODAY, 1)]))
+    for _ in range(POLICY.max_attempts):  # each run finds an input missing (held)
+        now += timedelta(seconds=10)
+        runs[d.launch[0].run_key] = RunStatus(RunState.FAILURE, now, reason="held", held=True)
+        d = decide(state, now + timedelta(seconds=1), Observation(runs=runs))
+        assert d.escalations == [] and d.launch[0].tags[healing.ATTEMPT] == "1"
+    # Past the bound a held run counts: the loop cannot be kept busy for ever.
+    now += timedelta(seconds=10)
+    runs[d.launch[0].run_key] = RunStatus(RunState.FAILURE, now, reason="held", held=True)
+    decide(state, now + timedelta(seconds=1), Observation(runs=runs))
+    assert list(state.targets.values())[0].attempts == 1
+
+
 def test_two_targets_never_heal_the_same_partition_at_once():
     state = healing.State(watermark=0)
     d = decide(state, T0, Observation(failures=[failure(PRE, TODAY, 1)]), lambda a, d: True)

@@ -24,6 +24,7 @@ from selfheal_dagster.lib.checks import (
     HISTORY_DAYS,
     READ_AT,
     Calendar,
+    MissingInput,
     broken_inputs,
 )
 from selfheal_dagster.lib.coverage import Window, read_window
@@ -208,9 +209,13 @@ def run_statuses(
         ended = datetime.fromtimestamp(record.end_time or record.update_timestamp.timestamp(), UTC)
         healed, failing = healed_assets(instance, run.run_id)
         ok = run.status == dg.DagsterRunStatus.SUCCESS
-        reason = "; ".join(failing) or ("" if ok else judge(instance, run)[1])
+        outcome, why = (Outcome.HEALED, "") if ok else judge(instance, run)
         out[key] = healing.RunStatus(
-            healing.RunState.SUCCESS if ok else healing.RunState.FAILURE, ended, healed, reason
+            healing.RunState.SUCCESS if ok else healing.RunState.FAILURE,
+            ended,
+            healed,
+            "; ".join(failing) or why,
+            held=outcome is Outcome.SKIPPED,
         )
     return out
 
@@ -291,6 +296,10 @@ def judge(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[Outcome, st
             for e in failures
             if e.dagster_event and e.dagster_event.step_failure_data.error
         ]
+        if errors and all(f"{MissingInput.__name__}:" in e for e in errors):
+            # Nothing was computed on a missing input: held, not failed (the loop waits for
+            # that input; a person is told what holds it).
+            return Outcome.SKIPPED, "held: " + "; ".join(errors)
         return Outcome.FAILED, "; ".join(errors) or f"run {run.status.value.lower()}"
     results = instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
     still = []

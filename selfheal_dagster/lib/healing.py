@@ -83,6 +83,7 @@ class RunStatus:
     ended_at: datetime | None = None
     healed: frozenset[str] = frozenset()
     reason: str = ""
+    held: bool = False  # it failed only because an input was missing: nothing was computed
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Target:
     attempts: int = 0
     run_key: str | None = None  # the run of the current attempt
     cid: str | None = None  # its correlation ID
+    holds: int = 0  # runs that found an input missing (no attempt spent, up to a bound)
     launched_at: float | None = None
     ended_at: float | None = None
 
@@ -339,6 +341,12 @@ def _settle_targets(
                 continue
             t.state, t.ended_at = TargetState.FAILED, status.ended_at.timestamp()
             t.reason = status.reason or t.reason
+            if status.held and t.holds < policy.max_attempts:
+                # An input broke after it was planned: no attempt spent; it waits (the back-off
+                # spaces the re-plans, and the plan now sees the input and holds it).
+                t.holds += 1
+                t.attempts -= 1
+                continue
             if status.reason == "the run was never started":
                 decision.resolutions.append(
                     Resolution(
