@@ -22,6 +22,7 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -47,6 +48,8 @@ def fingerprint(wh, table, day) -> list[tuple]:
 
 
 def main() -> None:  # noqa: C901 - one scenario, told top to bottom
+    # A kill still stops dagster dev (the context manager's cleanup runs on SystemExit).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     parser = argparse.ArgumentParser()
     parser.add_argument("--waves", type=int, default=6)
     parser.add_argument("--per-wave", type=int, default=5)
@@ -161,8 +164,12 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
             open_ = [r for r in records if r.outcome is Outcome.TRIGGERED]
             return settled and not open_ and not running and outages <= gave_up
 
-        deadline = time.time() + 1800
+        deadline, said = time.time() + 1800, 0.0
         while time.time() < deadline and not quiet():
+            if time.time() - said > 60:
+                said = time.time()
+                running = instance.get_runs(dg.RunsFilter(job_name="heal_job", statuses=in_flight))
+                print(f"waiting for quiet: {len(running)} heal run(s) queued or running")
             time.sleep(10)
         time.sleep(60)  # a few more sweeps and ticks: nothing new may start
 
