@@ -119,7 +119,7 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
 
     from selfheal_dagster.lib import healing
     from selfheal_dagster.lib.history import Outcome
-    from selfheal_dagster_tests.test_daemon_e2e import dagster_dev_running, heal_runs
+    from selfheal_dagster_tests.daemon import dagster_dev_running, heal_runs
 
     # Where faults may go: not the outages, nor what reads them (it would be held by them).
     readers_of_box_out = {box_out + timedelta(days=k) for k in range(1, 31)}

@@ -12,6 +12,8 @@
   delayed by it; the alerts sensor tries each alert once, within its bound, and notes it.
 - Then a ``selfheal backfill`` of 30 days of Phase 2 while the daemon runs: no heal of what it
   writes, no heal under it, no failed heal; the Phase 4 it made stale is refreshed once, after.
+- And ``dagster job backfill -j heal_job`` from the command line against the live instance:
+  it runs, and Phase 4 stops on the short input instead of computing on it.
 """
 
 import os
@@ -28,13 +30,14 @@ from selfheal_dagster import runs
 from selfheal_dagster.defs.checks import check_key
 from selfheal_dagster.lib import check_records, healing
 from selfheal_dagster.lib.dates import today_et
+from selfheal_dagster.lib.errors import error_summary
 from selfheal_dagster.lib.history import Outcome
 from selfheal_dagster.lib.league import League
 from selfheal_dagster.lib.settings import DEFAULT_SEED
 from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.tables import BY_NAME, in_phase
 from selfheal_dagster_tests.conftest import bound, load_phase2
-from selfheal_dagster_tests.test_daemon_e2e import ROOT, dagster_dev_running, heal_runs, wait_for
+from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, heal_runs, wait_for
 
 BOX = BY_NAME["bdl_player_boxscores"]
 GAMEBOOK = BY_NAME["nbac_gamebook_player_stats"]
@@ -228,6 +231,44 @@ def test_the_daemon_keeps_the_heal_promises(faults, tmp_path):
         assert started < ended
         assert_no_concurrent_heals(instance)
         wait_for("every history record closed", lambda: not open_records(warehouse), bound(180))
+
+        # A person backfills heal_job for the gap's date from Dagster's CLI against the live
+        # instance: the raw tables load; Phase 4 of that date reads the short-delivered
+        # gamebook, so its steps stop naming that input and compute nothing on it.
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "job",
+                "backfill",
+                "-w",
+                str(ROOT / "workspace.yaml"),
+                "-j",
+                "heal_job",
+                "--from",
+                str(gap),
+                "--to",
+                str(gap),
+                "--noprompt",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=bound(300),
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+
+        def backfilled():
+            found = instance.get_runs(dg.RunsFilter(job_name="heal_job"))
+            return [r for r in found if "dagster/backfill" in r.tags and r.is_finished]
+
+        [run] = wait_for("the dagster job backfill run", backfilled, timeout=bound(300))
+        failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        errors = [error_summary(e.dagster_event.step_failure_data.error) for e in failures]
+        assert errors and all(e.startswith("MissingInput:") for e in errors), errors
+        assert any(f"{GAMEBOOK.key} {short} has " in e for e in errors), errors
 
 
 def open_records(warehouse) -> list[str]:

@@ -1,0 +1,96 @@
+"""Driving the real daemon in tests and benchmarks: ``dagster dev`` on a free loopback port,
+always stopped, and bounded waits on what it does."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+
+from selfheal_dagster.lib import healing
+from selfheal_dagster_tests.conftest import bound
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, predicate, timeout: float, interval: float = 2.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def heal_runs(instance: dg.DagsterInstance, day: date) -> list[dg.DagsterRun]:
+    return list(
+        instance.get_runs(
+            dg.RunsFilter(job_name="heal_job", tags={healing.TARGET_DATE: day.isoformat()})
+        )
+    )
+
+
+@contextmanager
+def dagster_dev_running(env: dict[str, str], log_path: Path) -> Iterator[int]:
+    """``dagster dev`` (webserver and daemon) on a free loopback port, always stopped."""
+    port = free_port()
+    log = open(log_path, "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(ROOT / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            "the webserver",
+            lambda: _up(f"http://127.0.0.1:{port}/server_info"),
+            timeout=bound(240),
+        )
+        yield port
+    finally:
+        for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+            if proc.poll() is not None:
+                break
+            os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+
+
+def _up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
