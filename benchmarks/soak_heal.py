@@ -205,13 +205,18 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
         targeted = [s for s in mine if s[0].is_success and (table.name, day.isoformat()) in s[2]]
         redundant += max(0, len(targeted) - 1)
     touched = {(t.key, d) for t, d, *_ in real} | {(a, d) for a, d in outages}
-    readers = set()
     from selfheal_dagster.lib.checks import read_partitions
 
-    for t in TABLES:
-        for d in month:
-            if any((u.key, ud) in touched for u, ud in read_partitions(t, d)):
-                readers.add((t.key, d))
+    readers: set = set()  # what reads a fault, directly or through another reader
+    grew = True
+    while grew:
+        grew = False
+        for t in in_phase(4):
+            for d in month:
+                reads = {(u.key, ud) for u, ud in read_partitions(t, d)}
+                if (t.key, d) not in readers and reads & (touched | readers):
+                    readers.add((t.key, d))
+                    grew = True
     false = [
         r
         for r in records
@@ -224,6 +229,8 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
         if r.outcome is Outcome.GAVE_UP and (r.assets[0], r.target_date) not in outages
     ]
     open_ = [r for r in records if r.outcome is Outcome.TRIGGERED]
+    for r in false:
+        print(f"false alert? {r.id} {r.outcome} {r.assets}: {r.healing_result.reason[:120]}")
     print()
     print(
         f"faults: {len(faults)} injected, {len(real)} changed rows, "

@@ -317,3 +317,40 @@ def test_a_heal_run_that_finds_an_input_missing_is_held_not_failed(loop, league)
     outcome, reason = judge(loop.instance, loop.instance.get_run_by_id(result.run_id))
     assert outcome is Outcome.SKIPPED and reason.startswith("held: ")
     assert f"nba_raw/bdl_player_boxscores {read} has no rows" in reason
+
+
+def test_a_run_whose_raw_step_hit_an_outage_still_records_its_healed_phase4(loop, monkeypatch):
+    from selfheal_dagster.definitions import defs as load
+    from selfheal_dagster.lib.history import HealingResult, HealRecord
+
+    monkeypatch.setenv("SELFHEAL_LEAGUE_OUTAGES", f"odds_api_game_lines@{GAME_DAY}")
+    loop.defs = load()
+    cid = "c0ffee00-0000-4000-8000-000000000002"
+    assets = {
+        "phase2": "nba_raw/odds_api_game_lines",
+        "phase4": "nba_predictions/player_daily_cache",
+    }
+    for phase, asset in assets.items():
+        loop.warehouse.insert_history(
+            HealRecord(
+                phase=phase,
+                target_date=GAME_DAY,
+                missing_components=[asset.split("/")[1]],
+                healing_result=HealingResult(triggered=True, reason="test"),
+                correlation_id=cid,
+                timestamp=now_utc(),
+                assets=[asset],
+            )
+        )
+    request = dg.RunRequest(
+        run_key="mixed-test",
+        job_name="heal_job",
+        partition_key=GAME_DAY.isoformat(),
+        asset_selection=[dg.AssetKey.from_user_string(a) for a in assets.values()],
+        tags={healing.CORRELATION_ID: cid, healing.TARGET_DATE: GAME_DAY.isoformat()},
+    )
+    result = loop.run(request)
+    assert not result.success  # the odds step hit the outage
+    verify(loop.instance, loop.instance.get_run_by_id(result.run_id), loop.warehouse)
+    outcomes = {r.phase: r.outcome for r in loop.warehouse.history(day=GAME_DAY)}
+    assert outcomes == {"phase2": Outcome.FAILED, "phase4": Outcome.HEALED}
