@@ -171,6 +171,28 @@ def test_a_run_held_by_a_missing_input_spends_no_attempt_but_is_bounded():
     assert list(state.targets.values())[0].attempts == 1
 
 
+def test_a_root_cause_outage_is_owned_and_tried_max_attempts_times_in_all():
+    state = healing.State(watermark=0)
+    outage = (RAW, TODAY)
+
+    def broken(asset, day):
+        return [outage] if (asset, day) == (PRE, TODAY) else []
+
+    now, runs, tried = T0, {}, []
+    d = decide(state, now, Observation(failures=[failure(PRE, TODAY, 1)]), broken=broken)
+    for step in range(12):  # the raw source is down: every run including raw/a fails
+        for launch in d.launch:
+            if RAW in launch.assets:
+                tried.append(launch.run_key)
+            runs[launch.run_key] = RunStatus(RunState.FAILURE, now, reason="SourceOutage")
+        now += timedelta(minutes=10)
+        # The sweep now reports raw/a itself: the loop already owns it.
+        seen = Observation(failures=[failure(RAW, TODAY, 10 + step)], runs=runs)
+        d = decide(state, now, seen, broken=broken)
+    assert len(tried) == POLICY.max_attempts
+    assert healing.target_key(*outage) in state.gave_up
+
+
 def test_two_targets_never_heal_the_same_partition_at_once():
     state = healing.State(watermark=0)
     d = decide(state, T0, Observation(failures=[failure(PRE, TODAY, 1)]), lambda a, d: True)

@@ -467,6 +467,21 @@ def _launch(
             )
         else:
             decision.launch.append(launch)
+    # A broken input repaired first becomes a target of its own: the loop owns its attempts,
+    # so an outage found as a root cause is tried max_attempts times in all, not more.
+    for run in batch.runs:
+        for asset in run.failed:
+            key = target_key(asset, run.day)
+            if key not in state.targets:
+                state.targets[key] = Target(
+                    asset=asset,
+                    day=run.day.isoformat(),
+                    check="row_count",
+                    reason="read by a failed target, missing or short",
+                    detected_at=now.timestamp(),
+                    record_id=min(t.record_id for t in ready),
+                )
+                ready.append(state.targets[key])
     for t in ready:
         t.state, t.attempts = TargetState.HEALING, t.attempts + 1
         t.run_key, t.launched_at, t.ended_at = run_of[t.partition], now.timestamp(), None
