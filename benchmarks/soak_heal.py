@@ -208,11 +208,12 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
     from selfheal_dagster.lib.checks import read_partitions
 
     readers: set = set()  # what reads a fault, directly or through another reader
+    dates = [today - timedelta(days=i) for i in range(DAYS + 45)]
     grew = True
     while grew:
         grew = False
-        for t in in_phase(4):
-            for d in month:
+        for t in TABLES:
+            for d in dates:
                 reads = {(u.key, ud) for u, ud in read_partitions(t, d)}
                 if (t.key, d) not in readers and reads & (touched | readers):
                     readers.add((t.key, d))
