@@ -271,7 +271,8 @@ def decide(
             record_id=f.record_id,
         )
 
-    _launch(state, seen, graph, exists, phases, now, today, policy, broken_inputs, decision)
+    world = _World(graph, exists, phases, today, broken_inputs or _none)
+    _launch(state, seen, world, now, policy, decision)
     for launch in decision.launch:
         state.launched[launch.run_key] = {
             "writes": [[a, launch.day.isoformat()] for a in launch.assets],
@@ -373,19 +374,32 @@ def _settle_targets(
             decision.closed.append(f"{t.asset} {t.day}: superseded (its check passed)")
 
 
+@dataclass(frozen=True)
+class _World:
+    """What planning reads, fixed for one tick."""
+
+    graph: planner.Graph
+    exists: Callable[[str, date], bool]
+    phases: Mapping[str, int]
+    today: date
+    broken_inputs: Callable[[str, date], Iterable[Partition]]
+
+    def plan(self, partitions: list[Partition], repairable) -> planner.Plan:
+        return planner.plan(
+            partitions, self.graph, self.exists, self.today, self.broken_inputs, repairable
+        )
+
+
 def _launch(
     state: State,
     seen: Observation,
-    graph: planner.Graph,
-    exists: Callable[[str, date], bool],
-    phases: Mapping[str, int],
+    world: _World,
     now: datetime,
-    today: date,
     policy: Policy,
-    broken_inputs: Callable[[str, date], Iterable[Partition]] | None,
     decision: Decision,
 ) -> None:
     """Plan every target that is due; launch those whose writes no other run is making."""
+    graph, phases = world.graph, world.phases
     claimed: dict[Partition, str] = dict(seen.busy)
     for key, run in state.launched.items():
         claimed.update({(a, date.fromisoformat(d)): key for a, d in run["writes"]})
@@ -405,7 +419,7 @@ def _launch(
             )
             continue
         repairable = _repairable(state, {t.key})
-        held = [p for p in (broken_inputs or _none)(*t.partition) if not repairable(p)]
+        held = [p for p in world.broken_inputs(*t.partition) if not repairable(p)]
         if held:
             # Its input is given up or being repaired under its own attempts: computing now
             # would fail on it. Wait for that, spending no attempt.
@@ -413,7 +427,7 @@ def _launch(
                 f"{t.asset} {t.day}: held by {', '.join(f'{a} {d}' for a, d in held)}"
             )
             continue
-        mine = planner.plan([t.partition], graph, exists, today, broken_inputs, repairable)
+        mine = world.plan([t.partition], repairable)
         busy = sorted({claimed[p] for p in mine.writes() if p in claimed})
         if busy:
             decision.skipped.append(
@@ -434,14 +448,7 @@ def _launch(
         return
     salt = "|".join(f"{t.key}#{t.attempts + 1}" for t in ready)
     cid = correlation_id([t.record_id for t in ready], salt)
-    batch = planner.plan(
-        [t.partition for t in ready],
-        graph,
-        exists,
-        today,
-        broken_inputs,
-        _repairable(state, {t.key for t in ready}),
-    )
+    batch = world.plan([t.partition for t in ready], _repairable(state, {t.key for t in ready}))
     failures = [
         Failure(
             t.record_id, t.asset, date.fromisoformat(t.day), t.check, t.reason, _ts(t.detected_at)
