@@ -108,7 +108,7 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
         wh.replace_partition(t, today, league.feed(t.name, today))
     for day in sorted(month):
         for t in execution_order(in_phase(4)):
-            wh.run_processor(t, day, day - timedelta(days=t.lookback_days))
+            wh.run_processor(t, [day])
     shutil.copy(tmp / "warehouse.duckdb", tmp / "truth.duckdb")
     truth = DuckDBWarehouse(tmp / "truth.duckdb")
     for asset, day in outages:

@@ -73,16 +73,26 @@ def cli() -> None:
 @click.option("--phase", type=click.Choice(["2", "4"]), help="Only this phase's tables.")
 @click.option("--select", "selected", type=TABLE, multiple=True, help="Only these tables.")
 def backfill(start: date, end: date, phase: str | None, selected: tuple[Table, ...]) -> int:
-    """Materialise a range of partitions through Dagster, oldest date first."""
+    """Materialise a range of partitions through Dagster: Phase 2 of the whole range in one
+    run, then Phase 4 of the range in another. Exit 0 only when every partition is complete
+    afterwards (its row-count check passes)."""
     _check_range(start, end)
     if phase and selected:
         raise click.UsageError("use --phase or --select, not both")
     tables = list(selected) or in_phase(int(phase) if phase else None)
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     failures = report.run_dates(days, tables, f"backfill {len(tables)} table(s)")
-    ok = len(days) - len(failures)
-    console.print(f"{ok}/{len(days)} date(s) materialised for {', '.join(t.name for t in tables)}")
-    return 1 if failures else 0
+    missing = report.incomplete(days, tables)
+    total = len(days) * len(tables)
+    console.print(
+        f"{total - len(missing)}/{total} partition(s) complete over {len(days)} date(s) for "
+        f"{', '.join(t.name for t in tables)}; {len(failures)} failed run(s)"
+    )
+    for o in missing[:10]:
+        err_console.print(f"[red]incomplete: {o.table.key} {o.day}: {o.reason}[/]")
+    if len(missing) > 10:
+        err_console.print(f"[red]… and {len(missing) - 10} more incomplete partition(s)[/]")
+    return 1 if failures or missing else 0
 
 
 @cli.command()

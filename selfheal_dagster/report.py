@@ -98,14 +98,22 @@ def failures(outcomes: Sequence[Outcome]) -> list[Outcome]:
 
 
 def run_dates(
-    days: list[date], tables: list[Table], label: str, tags: dict[str, str] | None = None
+    days: list[date],
+    tables: list[Table],
+    label: str,
+    tags: dict[str, str] | None = None,
+    by_phase: bool = True,
 ) -> list:
+    """Materialise ``tables`` for ``days`` as ranged runs (Phase 2 of the range, then Phase 4),
+    with a progress bar over the runs; returns the runs that failed, errors printed."""
     from selfheal_dagster import runs
     from selfheal_dagster.lib.healing import BACKFILL
 
     inst = runs.instance()
     # Every run claims the whole range, so the heal loop never heals a date under it.
     tags = {BACKFILL: f"{min(days)}..{max(days)}", **(tags or {})}
+    phases = {t.phase for t in tables} if by_phase else {0}
+    total = len(runs.ranges(days)) * len(phases)
     failures = []
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -116,18 +124,26 @@ def run_dates(
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task(label, total=len(days), day="")
+        task = progress.add_task(f"{label} ({len(days)} dates)", total=total, day="")
 
         def done(outcome) -> None:
-            progress.update(task, advance=1, day=str(outcome.day))
+            phase = "/".join(f"phase {p}" for p in outcome.phases)
+            progress.update(task, advance=1, day=f"{phase} {outcome.label}")
             if not outcome.success:
                 failures.append(outcome)
 
-        runs.materialize(days, tables, dagster_instance=inst, tags=tags, on_done=done)
+        runs.materialize(
+            days, tables, dagster_instance=inst, tags=tags, on_done=done, by_phase=by_phase
+        )
     for outcome in failures:
         for error in outcome.errors or ("run failed",):
-            err_console.print(f"[red]✗ {outcome.day} ({outcome.run_id[:8]}): {error}[/]")
+            err_console.print(f"[red]✗ {outcome.label} ({outcome.run_id[:8]}): {error}[/]")
     return failures
+
+
+def incomplete(days: Sequence[date], tables: Sequence[Table]) -> list[Outcome]:
+    """The (table, date) partitions that are not complete: their row-count check fails."""
+    return [o for o in evaluate_now(days, tables) if o.check == "row_count" and not o.passed]
 
 
 def render_plan(plan: Plan, title: str) -> RichTable:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -57,10 +57,38 @@ def definitions() -> dg.Definitions:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    day: date
+    days: tuple[date, ...]  # the run's dates, oldest first: one, or a range
     run_id: str
     success: bool
     errors: tuple[str, ...]
+    phases: tuple[int, ...] = ()
+
+    @property
+    def label(self) -> str:
+        first, last = self.days[0], self.days[-1]
+        return str(first) if first == last else f"{first}..{last}"
+
+
+def range_tags(days: Sequence[date]) -> dict[str, str]:
+    """How a run says which partitions it computes: one key, or a range (single-run policy)."""
+    first, last = min(days), max(days)
+    if first == last:
+        return {"dagster/partition": first.isoformat()}
+    return {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+
+
+def ranges(days: Iterable[date]) -> list[list[date]]:
+    """Consecutive runs of dates: a range run covers every date between its ends."""
+    out: list[list[date]] = []
+    for day in sorted(set(days)):
+        if out and (day - out[-1][-1]).days == 1:
+            out[-1].append(day)
+        else:
+            out.append([day])
+    return out
 
 
 def materialize(
@@ -71,25 +99,33 @@ def materialize(
     defs: dg.Definitions | None = None,
     tags: Mapping[str, str] | None = None,
     on_done: Callable[[RunOutcome], None] | None = None,
+    by_phase: bool = False,
 ) -> list[RunOutcome]:
-    """One run per date, oldest first, of the chosen tables in dependency order.
+    """One run per range of consecutive dates (oldest first), the chosen tables in
+    dependency order: every asset computes its whole range at once.
 
-    Dates go oldest first because Phase 4 of a date reads Phase 2 of the dates before it.
+    ``by_phase``: Phase 2 of a range in one run, then Phase 4 in another, so a date the
+    source fails on stops only the Phase 4 dates that read it (the processors skip those
+    dates and name the input) instead of the whole range's Phase 4.
     """
     job = (defs or definitions()).resolve_job_def(DAILY_JOB)
-    keys = [dg.AssetKey(t.key_path) for t in execution_order(list(tables))]
+    ordered = execution_order(list(tables))
+    groups = (
+        [[t for t in ordered if t.phase == p] for p in sorted({t.phase for t in ordered})]
+        if by_phase
+        else [ordered]
+    )
+    planned = [(span, group) for span in ranges(days) for group in groups if group]
     from selfheal_dagster.lib.healing import BACKFILL, BACKFILL_STEP
 
     outcomes = []
-    days = sorted(days)
-    for step, day in enumerate(days, start=1):
-        run_tags = dict(tags or {})
+    for step, (span, group) in enumerate(planned, start=1):
+        run_tags = {**(tags or {}), **range_tags(span)}
         if BACKFILL in run_tags:  # the heal loop keeps the range claimed until the last run
-            run_tags[BACKFILL_STEP] = f"{step}/{len(days)}"
+            run_tags[BACKFILL_STEP] = f"{step}/{len(planned)}"
         result = job.execute_in_process(
-            partition_key=day.isoformat(),
             instance=dagster_instance,
-            asset_selection=keys,
+            asset_selection=[dg.AssetKey(t.key_path) for t in group],
             raise_on_error=False,
             run_config=QUIET,
             tags=run_tags,
@@ -99,7 +135,13 @@ def materialize(
             for e in result.get_step_failure_events()
             if e.step_failure_data.error
         )
-        outcome = RunOutcome(day=day, run_id=result.run_id, success=result.success, errors=errors)
+        outcome = RunOutcome(
+            days=tuple(span),
+            run_id=result.run_id,
+            success=result.success,
+            errors=errors,
+            phases=tuple(sorted({t.phase for t in group})),
+        )
         outcomes.append(outcome)
         if on_done:
             on_done(outcome)

@@ -67,11 +67,13 @@ def test_an_outage_fails_the_run_with_the_reason_and_keeps_old_rows(history, ins
     assert history.partition_stats(box, GAME_DAY, GAME_DAY)[GAME_DAY] == before
 
 
-def test_dates_run_oldest_first_so_phase4_sees_fresh_history(history, instance, defs):
+def test_consecutive_dates_are_one_ranged_run(history, instance, defs):
     days = [GAME_DAY, GAME_DAY - timedelta(days=1)]
-    outcomes = runs.materialize(days, in_phase(4), dagster_instance=instance, defs=defs)
-    assert [o.day for o in outcomes] == sorted(days)
-    assert all(o.success for o in outcomes)
+    [outcome] = runs.materialize(days, in_phase(4), dagster_instance=instance, defs=defs)
+    assert outcome.days == tuple(sorted(days)) and outcome.success
+    run = instance.get_run_by_id(outcome.run_id)
+    assert run.tags["dagster/asset_partition_range_start"] == str(min(days))
+    assert run.tags["dagster/asset_partition_range_end"] == str(GAME_DAY)
 
 
 def snapshot(wh, tables, day):

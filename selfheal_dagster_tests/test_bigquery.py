@@ -80,7 +80,7 @@ def test_every_statement_the_warehouse_issues_parses_as_bigquery():
     wh.ensure_tables()
     wh.replace_partition(BOX, DAY, [])
     for table in execution_order(in_phase(4)):
-        wh.run_processor(table, DAY, DAY)
+        wh.run_processor(table, [DAY])
     wh.window_stats(TABLES, DAY, DAY)
     wh.punch_gap(BOX, DAY)
     wh.punch_gap(BOX, DAY, keep=0.5)
@@ -127,12 +127,12 @@ def test_replace_is_one_write_truncate_job_into_the_partition_decorator(league):
 def test_a_phase4_processor_is_one_query_job_into_the_partition_decorator():
     client = RecordingClient()
     cache = BY_NAME["player_daily_cache"]
-    warehouse(client).run_processor(cache, DAY, date(2025, 12, 21))
+    warehouse(client).run_processor(cache, [DAY])
     [(sql, config, params)] = client.queries
     assert config.destination.table_id == "player_daily_cache$20260120"
     assert config.write_disposition == bigquery.WriteDisposition.WRITE_TRUNCATE
     assert config.time_partitioning.field == "game_date"
-    assert params["d"] == DAY and params["since"] == date(2025, 12, 21)
+    assert params["days"] == [DAY] and params["since"] == date(2025, 12, 21)
     assert "@d" in sql and "@since" in sql and "$d" not in sql
     assert "`nba-props-prod`.`nba_raw`.`bdl_player_boxscores`" in sql
 
@@ -176,7 +176,7 @@ def test_the_sweep_is_one_information_schema_query_per_dataset():
 def test_no_value_is_ever_formatted_into_sql(league):
     client = RecordingClient(lambda sql, p: [{"n": 3}] if "COUNT" in sql else [])
     wh = warehouse(client)
-    wh.run_processor(BY_NAME["ml_feature_store_v2"], DAY, DAY)
+    wh.run_processor(BY_NAME["ml_feature_store_v2"], [DAY])
     wh.window_stats([BOX], DAY, DAY)
     wh.punch_gap(BOX, DAY, keep=0.5)
     wh.history(day=DAY, correlation_id=EVIL)
@@ -186,7 +186,7 @@ def test_no_value_is_ever_formatted_into_sql(league):
     assert any(p.get("cid") == EVIL for _, _, p in client.queries)
     for call in (
         lambda: wh.replace_partition(BOX, EVIL, []),
-        lambda: wh.run_processor(BOX, EVIL, DAY),
+        lambda: wh.run_processor(BOX, [EVIL]),
         lambda: wh.window_stats([BOX], EVIL, DAY),
         lambda: wh.punch_gap(BOX, EVIL),
         lambda: wh.history(day=EVIL),

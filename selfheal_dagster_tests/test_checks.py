@@ -97,7 +97,7 @@ def test_every_normal_day_of_the_history_passes_the_learned_bound(history, leagu
 
 def test_phase4_loaded_before_its_box_scores_were_reloaded_is_stale(history, league):
     for t in execution_order(in_phase(4)):
-        history.run_processor(t, GAME_DAY, GAME_DAY - timedelta(days=t.lookback_days))
+        history.run_processor(t, [GAME_DAY])
     w = window(history)
     assert freshness(CACHE, GAME_DAY, w, AFTER_DEADLINE, calendar(league)).status is Status.LATE
     reloaded = GAME_DAY - timedelta(days=4)
@@ -109,7 +109,7 @@ def test_phase4_loaded_before_its_box_scores_were_reloaded_is_stale(history, lea
     assert out.metadata["stale_upstream_loaded_at"] > out.metadata["loaded_at"]
     # Reloading a date the cache does not read (D itself) does not make it stale.
     for t in execution_order(in_phase(4)):
-        history.run_processor(t, GAME_DAY, GAME_DAY - timedelta(days=t.lookback_days))
+        history.run_processor(t, [GAME_DAY])
     history.replace_partition(BOX, GAME_DAY, league.feed(BOX.name, GAME_DAY))
     fresh = freshness(CACHE, GAME_DAY, window(history), AFTER_DEADLINE, calendar(league))
     assert fresh.status is not Status.STALE

@@ -187,7 +187,7 @@ def test_box_score_heal_then_launches_phase4_of_the_dates_that_read_it(loop, lea
     # Phase 4 exists for the day after GAME_DAY: it reads GAME_DAY's box scores.
     nxt = GAME_DAY + timedelta(days=1)
     for t in execution_order(in_phase(4)):
-        loop.warehouse.run_processor(t, nxt, nxt - timedelta(days=t.lookback_days))
+        loop.warehouse.run_processor(t, [nxt])
     loop.warehouse.punch_gap(BOX, GAME_DAY)
     loop.sweep()
     first = loop.tick()
@@ -296,7 +296,7 @@ def test_a_heal_run_that_finds_an_input_missing_is_held_not_failed(loop, league)
 
     nxt = GAME_DAY + timedelta(days=1)
     for t in execution_order(in_phase(4)):
-        loop.warehouse.run_processor(t, nxt, nxt - timedelta(days=t.lookback_days))
+        loop.warehouse.run_processor(t, [nxt])
     read = next(
         d for d in (GAME_DAY - timedelta(days=i) for i in range(1, 9)) if league.games_on(d)
     )

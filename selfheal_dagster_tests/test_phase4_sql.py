@@ -19,10 +19,7 @@ PHASE4 = execution_order(in_phase(4))
 
 
 def run_phase4(wh, day):
-    return {
-        t.name: wh.run_processor(t, day, since=day - timedelta(days=t.lookback_days)).rows
-        for t in PHASE4
-    }
+    return {t.name: wh.run_processor(t, [day]).rows for t in PHASE4}
 
 
 def snapshot(wh, day):

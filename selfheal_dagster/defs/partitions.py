@@ -7,7 +7,7 @@ import dagster as dg
 
 from selfheal_dagster.lib.settings import season_start
 from selfheal_dagster.lib.warehouse import WriteResult
-from selfheal_dagster.tables import BY_NAME, PHASE_GROUPS, Table, Upstream
+from selfheal_dagster.tables import BY_NAME, PHASE_GROUPS, SCHEDULE, Table, Upstream
 
 # end_offset=1: today's (US/Eastern) partition exists, so Phase 4 can run before tip-off.
 daily_partitions = dg.DailyPartitionsDefinition(
@@ -49,11 +49,28 @@ def asset_options(table: Table, kinds: set[str]) -> dict[str, object]:
         "description": table.description,
         "metadata": asset_metadata(table),
         "tags": {"selfheal/phase": str(table.phase)},
+        "backfill_policy": BACKFILL_POLICY,
     }
 
 
-def partition_day(context: dg.AssetExecutionContext) -> date:
-    return date.fromisoformat(context.partition_key)
+# Every asset computes a range of dates in one run (one load, one SQL statement): a backfill
+# or heal of N dates is one run, not N. Selected together, Phase 2 then Phase 4 of the range.
+BACKFILL_POLICY = dg.BackfillPolicy.single_run()
+
+
+def partition_days(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> list[date]:
+    """The dates a run computes: its one partition, or every date of its partition range."""
+    return [date.fromisoformat(k) for k in context.partition_keys]
+
+
+def games_by_day(warehouse, days: list[date]) -> dict[date, int]:
+    """Games per date as the warehouse's schedule has them: one query for the whole range."""
+    stats = warehouse.partition_stats(SCHEDULE, days[0], days[-1])
+    return {day: stats[day].rows if day in stats else 0 for day in days}
+
+
+def span(days: list[date]) -> str:
+    return str(days[0]) if len(days) == 1 else f"{days[0]}..{days[-1]} ({len(days)} dates)"
 
 
 def asset_metadata(table: Table) -> dict[str, object]:
@@ -69,12 +86,65 @@ def asset_metadata(table: Table) -> dict[str, object]:
     }
 
 
-def written(result: WriteResult, games: int) -> dg.MaterializeResult:
-    """What a person wants to see on a materialisation: rows, games that day, load time."""
+def day_metadata(rows: int, games: int, loaded_at) -> dict[str, object]:
+    """What a person wants to see on one date's write: rows, games that day, load time."""
+    return {
+        "dagster/row_count": rows,
+        "games": games,
+        "loaded_at": dg.MetadataValue.timestamp(loaded_at),
+    }
+
+
+def written(
+    context: dg.AssetExecutionContext,
+    table: Table,
+    result: WriteResult,
+    games: dict[date, int],
+    days: list[date],
+) -> dg.MaterializeResult:
+    """The materialisation of a one-date run as before; of a range, a summary on every date
+    (Dagster gives a range run's result to each of its partitions) plus one observation per
+    date with that date's own rows, so each partition still shows its count."""
+    if len(days) == 1:
+        return dg.MaterializeResult(
+            metadata=day_metadata(result.rows_on(days[0]), games[days[0]], result.loaded_at)
+        )
+    key = dg.AssetKey(table.key_path)
+    for day in days:
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=key,
+                partition=day.isoformat(),
+                metadata=day_metadata(result.rows_on(day), games[day], result.loaded_at),
+            )
+        )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": result.rows,
-            "games": games,
+            "range": span(days),
+            "dates": len(days),
+            "range_rows": result.rows,
             "loaded_at": dg.MetadataValue.timestamp(result.loaded_at),
         }
     )
+
+
+def written_before_failure(
+    context: dg.AssetExecutionContext,
+    table: Table,
+    result: WriteResult | None,
+    games: dict[date, int],
+    days: list[date],
+) -> None:
+    """A range step about to fail still wrote ``days``: each is materialised, so Dagster
+    shows those partitions as written and only the others as failed."""
+    if result is None:
+        return
+    key = dg.AssetKey(table.key_path)
+    for day in days:
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=key,
+                partition=day.isoformat(),
+                metadata=day_metadata(result.rows_on(day), games[day], result.loaded_at),
+            )
+        )

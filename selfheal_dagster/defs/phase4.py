@@ -2,16 +2,20 @@
 
 A processor for date D reads Phase 2 history strictly before D (its lookback window) plus the
 schedule and odds of D; the partition mappings declared from the registry say exactly that.
-Inputs before outputs: on a game day, a processor whose input partitions are missing or short
-fails naming them, and the partition keeps its previous rows.
+A range is one statement over its dates. Inputs before outputs: a game day whose input
+partitions are missing or short is not computed (it keeps its previous rows) and the step
+fails naming them; the range's other dates are computed.
 """
 
 import dagster as dg
 
 from selfheal_dagster.defs.partitions import (
     asset_options,
-    partition_day,
+    games_by_day,
+    partition_days,
+    span,
     written,
+    written_before_failure,
 )
 from selfheal_dagster.defs.resources import (
     Phase1SourceResource,
@@ -32,17 +36,29 @@ def phase4_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
         phase4: Phase4Resource,
         source: Phase1SourceResource,
     ) -> dg.MaterializeResult:
-        day = partition_day(context)
+        days = partition_days(context)
         wh = warehouse.open()
-        start, tables = input_window(table, day)
-        problems = input_problems(
-            table, day, read_window(wh, start, day, tables), source.scheduled_games
-        )
+        start, tables = input_window(table, days[0])
+        window = read_window(wh, start, days[-1], tables)
+        problems = {
+            day: found
+            for day in days
+            if (found := input_problems(table, day, window, source.scheduled_games))
+        }
+        ready = [d for d in days if d not in problems]
+        result = None
+        if ready:
+            result, via = phase4.run(table, ready, wh)
+            context.log.info(f"{table.key} {span(ready)}: {result.rows} rows computed by {via}")
+        games = games_by_day(wh, days)
         if problems:
-            raise MissingInput(f"{table.key} {day} not computed: " + "; ".join(problems))
-        result, via = phase4.run(table, day, wh)
-        context.log.info(f"{table.key} {day}: {result.rows} rows computed by {via}")
-        return written(result, games=wh.games_on(day))
+            written_before_failure(context, table, result, games, ready)
+            lines = [f"{table.key} {d} not computed: " + "; ".join(p) for d, p in problems.items()]
+            raise MissingInput(
+                "; ".join(lines[:5]) + (f"; and {len(lines) - 5} more" if len(lines) > 5 else "")
+            )
+        assert result is not None
+        return written(context, table, result, games, days)
 
     return _process
 

@@ -4,12 +4,15 @@ Local (the default) is the embedded DuckDB warehouse fed by the simulated league
 connects to anything at import or load time: resources open connections when an asset runs.
 """
 
-from datetime import date, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
 
 import dagster as dg
 from pydantic import Field
 
-from selfheal_dagster.lib.league import League, parse_outages, parse_short
+from selfheal_dagster.lib.errors import error_line
+from selfheal_dagster.lib.league import League, SourceOutage, parse_outages, parse_short
 from selfheal_dagster.lib.settings import Settings
 from selfheal_dagster.lib.warehouse import Warehouse, WriteResult
 from selfheal_dagster.tables import Table
@@ -82,11 +85,37 @@ def verified(table: Table, day: date, warehouse: Warehouse) -> WriteResult:
     )
 
 
+@dataclass(frozen=True)
+class RangeLoad:
+    """A range load: what was written (per date), and the dates the source could not give."""
+
+    written: WriteResult | None
+    failed: dict[date, str]
+
+
 class Phase1SourceResource(dg.ConfigurableResource):
     """The Phase 1 source: loads one Phase 2 table for one date into the warehouse."""
 
     def load(self, table: Table, day: date, warehouse: Warehouse) -> WriteResult:
         raise NotImplementedError
+
+    def load_range(self, table: Table, days: Sequence[date], warehouse: Warehouse) -> RangeLoad:
+        """Every date of ``days``; the default loads them one at a time (a source that writes
+        the warehouse itself cannot do better). A date the source fails on is reported, not
+        raised, so the other dates still load."""
+        by_day: dict[date, int] = {}
+        failed: dict[date, str] = {}
+        last = None
+        for day in days:
+            try:
+                last = self.load(table, day, warehouse)
+                by_day[day] = last.rows
+            except Exception as exc:  # one date's failure is that date's, reported by the caller
+                failed[day] = error_line(exc)
+        if last is None:
+            return RangeLoad(None, failed)
+        written = WriteResult(sum(by_day.values()), last.loaded_at, by_day)
+        return RangeLoad(written, failed)
 
     def scheduled_games(self, day: date) -> int | None:
         """Games the source's calendar has on ``day``; None when it cannot tell."""
@@ -113,6 +142,19 @@ class SimulatedLeagueResource(Phase1SourceResource):
     def load(self, table: Table, day: date, warehouse: Warehouse) -> WriteResult:
         rows = self.league().feed(table.feed or table.name, day)
         return warehouse.replace_partition(table, day, rows)
+
+    def load_range(self, table: Table, days: Sequence[date], warehouse: Warehouse) -> RangeLoad:
+        """Fetch every date, then write the dates fetched in ONE atomic range write."""
+        league = self.league()
+        rows: dict[date, list[dict]] = {}
+        failed: dict[date, str] = {}
+        for day in days:
+            try:
+                rows[day] = league.feed(table.feed or table.name, day)
+            except SourceOutage as exc:
+                failed[day] = error_line(exc)
+        written = warehouse.replace_partitions(table, rows) if rows else None
+        return RangeLoad(written, failed)
 
 
 class AlertsResource(dg.ConfigurableResource):
@@ -200,13 +242,21 @@ class Phase4Resource(dg.ConfigurableResource):
         default_factory=list, description="Phase 4 tables computed by the service."
     )
 
-    def run(self, table: Table, day: date, warehouse: Warehouse) -> tuple[WriteResult, str]:
+    def run(
+        self, table: Table, days: Sequence[date], warehouse: Warehouse
+    ) -> tuple[WriteResult, str]:
+        """Compute ``days`` (one date or a range): in-warehouse SQL as one statement; the
+        service, which takes one date per call, one call per date."""
         if self.service is not None and table.name in self.via_service:
             client = self.service.client("Phase 4 service")
-            client.post(table.name, {table.partition_column: str(day)})
-            return verified(table, day, warehouse), "phase4 service"
-        since = day - timedelta(days=table.lookback_days)
-        return warehouse.run_processor(table, day, since), f"{warehouse.kind} SQL"
+            by_day, last = {}, None
+            for day in days:
+                client.post(table.name, {table.partition_column: str(day)})
+                last = verified(table, day, warehouse)
+                by_day[day] = last.rows
+            assert last is not None
+            return WriteResult(sum(by_day.values()), last.loaded_at, by_day), "phase4 service"
+        return warehouse.run_processor(table, days), f"{warehouse.kind} SQL"
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:

@@ -1,19 +1,28 @@
--- Per player scheduled on $d: the model's feature vector. Consensus lines average every
--- bookmaker's line for the game on $d; a game without lines keeps its players with NULL lines.
-WITH lines AS (
+-- For every date d of the spine ($days) and player scheduled on d: the model's feature
+-- vector. Consensus lines average every bookmaker's line for the game on d; a game without
+-- lines keeps its players with NULL lines.
+WITH spine AS (
+    SELECT CAST(d AS DATE) AS d FROM UNNEST($days) AS t(d)
+),
+lines AS (
     SELECT
-        game_id,
-        AVG(CASE WHEN market = 'spreads' AND outcome = home_team THEN point END) AS home_spread,
-        AVG(CASE WHEN market = 'totals' AND outcome = 'Over' THEN point END) AS game_total,
-        AVG(CASE WHEN market = 'h2h' AND outcome = home_team THEN price END) AS home_moneyline,
-        AVG(CASE WHEN market = 'h2h' AND outcome = away_team THEN price END) AS away_moneyline,
-        COUNT(DISTINCT bookmaker) AS bookmakers
-    FROM {odds_api_game_lines}
-    WHERE game_date = $d
-    GROUP BY game_id
+        o.game_date AS d,
+        o.game_id,
+        AVG(CASE WHEN o.market = 'spreads' AND o.outcome = o.home_team THEN o.point END)
+            AS home_spread,
+        AVG(CASE WHEN o.market = 'totals' AND o.outcome = 'Over' THEN o.point END)
+            AS game_total,
+        AVG(CASE WHEN o.market = 'h2h' AND o.outcome = o.home_team THEN o.price END)
+            AS home_moneyline,
+        AVG(CASE WHEN o.market = 'h2h' AND o.outcome = o.away_team THEN o.price END)
+            AS away_moneyline,
+        COUNT(DISTINCT o.bookmaker) AS bookmakers
+    FROM spine AS x
+    JOIN {odds_api_game_lines} AS o ON o.game_date = x.d
+    GROUP BY o.game_date, o.game_id
 )
 SELECT
-    $d AS game_date,
+    c.game_date,
     c.player_id,
     c.player_name,
     c.game_id,
@@ -39,12 +48,12 @@ SELECT
         AS team_moneyline,
     COALESCE(l.bookmakers, 0) AS bookmakers,
     'v2' AS feature_version
-FROM {player_daily_cache} AS c
+FROM spine AS x
+JOIN {player_daily_cache} AS c ON c.game_date = x.d
 LEFT JOIN {player_shot_zone_analysis} AS s
-    ON s.analysis_date = $d AND s.player_id = c.player_id
+    ON s.analysis_date = c.game_date AND s.player_id = c.player_id
 LEFT JOIN {team_defense_zone_analysis} AS d
-    ON d.analysis_date = $d AND d.team_abbr = c.opponent_abbr
+    ON d.analysis_date = c.game_date AND d.team_abbr = c.opponent_abbr
 LEFT JOIN {player_composite_factors} AS f
-    ON f.analysis_date = $d AND f.player_id = c.player_id
-LEFT JOIN lines AS l ON l.game_id = c.game_id
-WHERE c.game_date = $d
+    ON f.analysis_date = c.game_date AND f.player_id = c.player_id
+LEFT JOIN lines AS l ON l.d = c.game_date AND l.game_id = c.game_id

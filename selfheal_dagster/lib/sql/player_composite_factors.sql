@@ -1,7 +1,12 @@
--- Per player scheduled on $d: how the player's shot profile meets the opponent's zone defense
--- (matchup), rest and minutes load (fatigue), recent form, combined and clamped to [0.8, 1.2].
-WITH factors AS (
+-- For every date d of the spine ($days) and player scheduled on d: how the player's shot
+-- profile meets the opponent's zone defense (matchup), rest and minutes load (fatigue),
+-- recent form, combined and clamped to [0.8, 1.2].
+WITH spine AS (
+    SELECT CAST(d AS DATE) AS d FROM UNNEST($days) AS t(d)
+),
+factors AS (
     SELECT
+        c.game_date AS d,
         c.player_id,
         c.team_abbr,
         c.opponent_abbr,
@@ -18,15 +23,15 @@ WITH factors AS (
             ELSE 1.0
         END - CASE WHEN c.minutes_avg_last_5 > 36 THEN 0.02 ELSE 0.0 END AS fatigue_factor,
         COALESCE(c.points_avg_last_5 / NULLIF(c.points_avg_last_10, 0), 1.0) AS form_trend
-    FROM {player_daily_cache} AS c
+    FROM spine AS x
+    JOIN {player_daily_cache} AS c ON c.game_date = x.d
     LEFT JOIN {player_shot_zone_analysis} AS s
-        ON s.analysis_date = $d AND s.player_id = c.player_id
+        ON s.analysis_date = c.game_date AND s.player_id = c.player_id
     LEFT JOIN {team_defense_zone_analysis} AS d
-        ON d.analysis_date = $d AND d.team_abbr = c.opponent_abbr
-    WHERE c.game_date = $d
+        ON d.analysis_date = c.game_date AND d.team_abbr = c.opponent_abbr
 )
 SELECT
-    $d AS analysis_date,
+    d AS analysis_date,
     player_id,
     team_abbr,
     opponent_abbr,

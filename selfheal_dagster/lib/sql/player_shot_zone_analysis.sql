@@ -1,12 +1,25 @@
--- Per player of a team playing on $d: shot profile and accuracy by zone over the player's
--- last 10 games in [$since, $d). The player's team is the team of their latest game.
-WITH teams_today AS (
-    SELECT home_team AS team_abbr FROM {nbac_schedule} WHERE game_date = $d
+-- For every date d of the spine ($days) and player of a team playing on d: shot profile and
+-- accuracy by zone over the player's last 10 games in the $lookback days before d. The
+-- player's team is the team of their latest game. History is read once for the whole spine,
+-- bounded to [$since, $until).
+WITH spine AS (
+    SELECT CAST(d AS DATE) AS d FROM UNNEST($days) AS t(d)
+),
+schedule AS (
+    SELECT x.* FROM {nbac_schedule} AS x JOIN spine AS s ON x.game_date = s.d
+),
+teams_today AS (
+    SELECT game_date AS d, home_team AS team_abbr FROM schedule
     UNION ALL
-    SELECT away_team AS team_abbr FROM {nbac_schedule} WHERE game_date = $d
+    SELECT game_date AS d, away_team AS team_abbr FROM schedule
+),
+boxscores AS (
+    SELECT * FROM {bdl_player_boxscores}
+    WHERE game_date >= $since AND game_date < $until
 ),
 recent AS (
     SELECT
+        s.d,
         b.player_id,
         b.player_name,
         b.team_abbr,
@@ -17,12 +30,13 @@ recent AS (
         b.mid_fga,
         b.three_pm,
         b.three_pa,
-        ROW_NUMBER() OVER (PARTITION BY b.player_id ORDER BY b.game_date DESC) AS rn
-    FROM {bdl_player_boxscores} AS b
-    WHERE b.game_date >= $since AND b.game_date < $d
+        ROW_NUMBER() OVER (PARTITION BY s.d, b.player_id ORDER BY b.game_date DESC) AS rn
+    FROM spine AS s
+    JOIN boxscores AS b ON DATE_DIFF('day', b.game_date, s.d) BETWEEN 1 AND $lookback
 ),
 last10 AS (
     SELECT
+        d,
         player_id,
         COUNT(*) AS games,
         SUM(fga) AS fga,
@@ -34,10 +48,10 @@ last10 AS (
         SUM(three_pa) AS three_pa
     FROM recent
     WHERE rn <= 10
-    GROUP BY player_id
+    GROUP BY d, player_id
 )
 SELECT
-    $d AS analysis_date,
+    r.d AS analysis_date,
     r.player_id,
     r.player_name,
     r.team_abbr,
@@ -50,5 +64,7 @@ SELECT
     1.0 * l.mid_fgm / NULLIF(l.mid_fga, 0) AS mid_pct,
     1.0 * l.three_pm / NULLIF(l.three_pa, 0) AS three_pct
 FROM recent AS r
-JOIN last10 AS l ON l.player_id = r.player_id
-WHERE r.rn = 1 AND r.team_abbr IN (SELECT team_abbr FROM teams_today)
+JOIN last10 AS l ON l.d = r.d AND l.player_id = r.player_id
+JOIN (SELECT DISTINCT d, team_abbr FROM teams_today) AS t
+    ON t.d = r.d AND t.team_abbr = r.team_abbr
+WHERE r.rn = 1

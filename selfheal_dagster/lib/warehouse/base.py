@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from importlib import resources
 from typing import Any, ClassVar
 
@@ -27,13 +27,33 @@ class PartitionStats:
 class WriteResult:
     rows: int
     loaded_at: datetime
+    by_day: Mapping[date, int] = field(default_factory=dict)  # rows per date of a range write
+
+    def rows_on(self, day: date) -> int:
+        return self.by_day.get(day, 0) if self.by_day else self.rows
+
+
+def processor_params(table: Table, days: Sequence[date]) -> dict[str, Any]:
+    """The parameters of a processor over the date spine ``days``: history is read from
+    ``since`` (the first date's lookback start) up to, not including, the last date."""
+    days = sorted(set(days))
+    if not days:
+        raise WarehouseError(f"processor {table.key}: no dates to compute")
+    return {
+        "days": days,
+        "since": days[0] - timedelta(days=table.lookback_days),
+        "until": days[-1],
+        "lookback": table.lookback_days,
+    }
 
 
 def processor_sql(table: Table) -> str:
     """The Phase 4 processor of ``table``: a SELECT template shared by every engine.
 
-    Table references are ``{table_name}`` placeholders; values are the named parameters
-    ``$d`` (the partition date) and ``$since`` (first date of the lookback window).
+    Table references are ``{table_name}`` placeholders; values are the named parameters of
+    ``processor_params``: ``$days`` (the date spine: one date, or a range), ``$lookback`` and
+    the bounds ``$since``/``$until`` of every history read. One statement computes the whole
+    spine, so a range costs one query, not one per date.
     """
     return resources.files("selfheal_dagster.lib.sql").joinpath(f"{table.name}.sql").read_text()
 
@@ -41,7 +61,8 @@ def processor_sql(table: Table) -> str:
 class Warehouse(ABC):
     """Partition-level storage for the registry's tables.
 
-    Every write replaces exactly one date of one table atomically; ``statements`` counts what
+    Every write replaces whole dates of one table atomically (one date, or every date of a
+    range in one transaction); ``statements`` counts what
     was sent to the engine so callers (tests, benchmarks) can see the cost of an operation.
     """
 
@@ -65,8 +86,15 @@ class Warehouse(ABC):
         """Make ``rows`` the whole content of ``table`` for ``day``, atomically."""
 
     @abstractmethod
-    def run_processor(self, table: Table, day: date, since: date) -> WriteResult:
-        """Compute ``table`` for ``day`` from its processor SQL and replace the partition."""
+    def replace_partitions(
+        self, table: Table, rows_by_day: Mapping[date, Sequence[Mapping[str, Any]]]
+    ) -> WriteResult:
+        """Make each date's rows the whole content of its partition: every date or none."""
+
+    @abstractmethod
+    def run_processor(self, table: Table, days: Sequence[date]) -> WriteResult:
+        """Compute ``table`` for every date of ``days`` from its processor SQL (one statement)
+        and replace those partitions, every date or none."""
 
     @abstractmethod
     def partition_stats(self, table: Table, start: date, end: date) -> dict[date, PartitionStats]:

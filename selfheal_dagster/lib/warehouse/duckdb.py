@@ -28,6 +28,7 @@ from selfheal_dagster.lib.warehouse.base import (
     Warehouse,
     WarehouseError,
     WriteResult,
+    processor_params,
     processor_sql,
 )
 from selfheal_dagster.tables import LOADED_AT, TABLES, Table
@@ -53,6 +54,17 @@ def quote(ident: str) -> str:
 
 def _one_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _in_list(column: str, param: str = "?") -> str:
+    return f"{column} IN (SELECT UNNEST({param}))"
+
+
+def _span(days: Sequence[date]) -> str:
+    """How a write names its dates in a message: one date, or first..last (n dates)."""
+    if len(days) == 1:
+        return str(days[0])
+    return f"{days[0]}..{days[-1]} ({len(days)} dates)"
 
 
 def _naive_utc(ts: datetime) -> datetime:
@@ -142,14 +154,23 @@ class DuckDBWarehouse(Warehouse):
     def replace_partition(
         self, table: Table, day: date, rows: Sequence[Mapping[str, Any]]
     ) -> WriteResult:
-        self.check_rows(table, day, rows)
+        return self.replace_partitions(table, {day: rows})
+
+    def replace_partitions(
+        self, table: Table, rows_by_day: Mapping[date, Sequence[Mapping[str, Any]]]
+    ) -> WriteResult:
+        for day, rows in rows_by_day.items():
+            self.check_rows(table, day, rows)
+        days = sorted(rows_by_day)
+        rows = [row for day in days for row in rows_by_day[day]]
         cols, pc = table.column_names, table.partition_column
         loaded_at = now_utc()
         stamp = _naive_utc(loaded_at)
         collist = ", ".join(quote(c) for c in [*cols, LOADED_AT])
         placeholder = "(" + ", ".join("?" * (len(cols) + 1)) + ")"
-        with self.connect() as con, self._transaction(con, f"replace {table.key} {day}"):
-            self._exec(con, f"DELETE FROM {self.ref(table)} WHERE {quote(pc)} = ?", [day])
+        what = f"replace {table.key} {_span(days)}"
+        with self.connect() as con, self._transaction(con, what):
+            self._exec(con, f"DELETE FROM {self.ref(table)} WHERE {_in_list(quote(pc))}", [days])
             for start in range(0, len(rows), _INSERT_CHUNK):
                 chunk = rows[start : start + _INSERT_CHUNK]
                 params = [v for row in chunk for v in (*(row[c] for c in cols), stamp)]
@@ -159,23 +180,35 @@ class DuckDBWarehouse(Warehouse):
                     + ", ".join([placeholder] * len(chunk)),
                     params,
                 )
-        return WriteResult(rows=len(rows), loaded_at=loaded_at)
+        by_day = {day: len(rows_by_day[day]) for day in days}
+        return WriteResult(rows=len(rows), loaded_at=loaded_at, by_day=by_day)
 
-    def run_processor(self, table: Table, day: date, since: date) -> WriteResult:
+    def run_processor(self, table: Table, days: Sequence[date]) -> WriteResult:
         select = self.render(processor_sql(table))
         cols = ", ".join(quote(c) for c in table.column_names)
         loaded_at = now_utc()
         pc = quote(table.partition_column)
-        params = {k: v for k, v in {"d": day, "since": since}.items() if f"${k}" in select}
-        with self.connect() as con, self._transaction(con, f"processor {table.key} {day}"):
-            self._exec(con, f"DELETE FROM {self.ref(table)} WHERE {pc} = $d", {"d": day})
-            inserted = self._exec(
+        params = processor_params(table, days)
+        params = {k: v for k, v in params.items() if f"${k}" in select}
+        spine = params["days"]
+        what = f"processor {table.key} {_span(spine)}"
+        in_spine = _in_list(pc, "$days")
+        with self.connect() as con, self._transaction(con, what):
+            self._exec(con, f"DELETE FROM {self.ref(table)} WHERE {in_spine}", {"days": spine})
+            self._exec(
                 con,
                 f"INSERT INTO {self.ref(table)} ({cols}, {quote(LOADED_AT)}) "
                 f"SELECT {cols}, $loaded_at FROM ({select}) AS processed",
                 {**params, "loaded_at": _naive_utc(loaded_at)},
-            ).fetchone()
-        return WriteResult(rows=int(inserted[0]) if inserted else 0, loaded_at=loaded_at)
+            )
+            counted = self._exec(
+                con,
+                f"SELECT {pc}, COUNT(*) FROM {self.ref(table)} WHERE {in_spine} GROUP BY {pc}",
+                {"days": spine},
+            ).fetchall()
+        found = dict(counted)
+        by_day = {day: int(found.get(day, 0)) for day in spine}
+        return WriteResult(rows=sum(by_day.values()), loaded_at=loaded_at, by_day=by_day)
 
     def partition_stats(self, table: Table, start: date, end: date) -> dict[date, PartitionStats]:
         return self.window_stats([table], start, end)[table.name]
