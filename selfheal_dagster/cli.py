@@ -172,7 +172,7 @@ def heal(day: date, dry_run: bool, as_json: bool) -> int:
                 dry_run=dry_run,
                 on_plan=show_plan,
                 on_run=lambda r: out.print(
-                    f"run {r.run_id[:8]} {r.request.partition_key}: {r.outcome} {r.reason}"
+                    f"run {r.run_id[:8]} {runs.request_span(r.request)}: {r.outcome} {r.reason}"
                 ),
             )
     except runs.HealBusy as exc:

@@ -103,7 +103,7 @@ def run(end: date | None, days: int, today: date) -> int:
     def show(done: runs.HealRun) -> None:
         assets = ", ".join(k.to_user_string().split("/")[-1] for k in done.request.asset_selection)
         console.print(
-            f"  run {done.run_id[:8]} {done.request.partition_key}: {assets} → {done.outcome}"
+            f"  run {done.run_id[:8]} {runs.request_span(done.request)}: {assets} → {done.outcome}"
         )
 
     with report.alerts_on_console():

@@ -148,13 +148,13 @@ def incomplete(days: Sequence[date], tables: Sequence[Table]) -> list[Outcome]:
 
 def render_plan(plan: Plan, title: str) -> RichTable:
     table = RichTable(title=title, header_style="bold")
-    for column in ("run", "date", "re-materialise, in order", "failed here", "after"):
+    for column in ("run", "date(s)", "re-materialise, in order", "failed here", "after"):
         table.add_column(column)
     number = {run.key: str(n) for n, run in enumerate(plan.runs, start=1)}
     for run in plan.runs:
         table.add_row(
             number[run.key],
-            run.day.isoformat(),
+            run.day.isoformat() + (f"..{run.last.isoformat()}" if run.last else ""),
             "\n".join(run.assets),
             "\n".join(a.rsplit("/", 1)[-1] for a in run.failed) or "[dim]refresh[/]",
             ", ".join(f"run {number[k]}" for k in run.after) or "—",
@@ -176,11 +176,13 @@ def render_heal_runs(runs: Sequence) -> RichTable:
     table = RichTable(title="Heal runs", header_style="bold")
     for column in ("run", "date", "assets", "attempt", "correlation", "outcome"):
         table.add_column(column)
+    from selfheal_dagster.runs import request_span
+
     for r in runs:
         style = OUTCOME_STYLE.get(r.outcome, "")
         table.add_row(
             r.run_id[:8],
-            r.request.partition_key,
+            request_span(r.request),
             "\n".join(k.to_user_string() for k in r.request.asset_selection),
             r.request.tags.get("selfheal/attempt", ""),
             r.request.tags.get("selfheal/correlation_id", "")[:8],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from selfheal_dagster.lib.dates import partition_tags
 from selfheal_dagster.lib.errors import error_summary
 from selfheal_dagster.tables import Table, execution_order
 
@@ -69,17 +70,6 @@ class RunOutcome:
         return str(first) if first == last else f"{first}..{last}"
 
 
-def range_tags(days: Sequence[date]) -> dict[str, str]:
-    """How a run says which partitions it computes: one key, or a range (single-run policy)."""
-    first, last = min(days), max(days)
-    if first == last:
-        return {"dagster/partition": first.isoformat()}
-    return {
-        "dagster/asset_partition_range_start": first.isoformat(),
-        "dagster/asset_partition_range_end": last.isoformat(),
-    }
-
-
 def ranges(days: Iterable[date]) -> list[list[date]]:
     """Consecutive runs of dates: a range run covers every date between its ends."""
     out: list[list[date]] = []
@@ -120,7 +110,7 @@ def materialize(
 
     outcomes = []
     for step, (span, group) in enumerate(planned, start=1):
-        run_tags = {**(tags or {}), **range_tags(span)}
+        run_tags = {**(tags or {}), **partition_tags(span)}
         if BACKFILL in run_tags:  # the heal loop keeps the range claimed until the last run
             run_tags[BACKFILL_STEP] = f"{step}/{len(planned)}"
         result = job.execute_in_process(
@@ -146,6 +136,14 @@ def materialize(
         if on_done:
             on_done(outcome)
     return outcomes
+
+
+def request_span(request: dg.RunRequest) -> str:
+    """The date, or first..last dates, a run request computes."""
+    if request.partition_key:
+        return request.partition_key
+    first = request.tags["dagster/asset_partition_range_start"]
+    return f"{first}..{request.tags['dagster/asset_partition_range_end']}"
 
 
 @dataclass(frozen=True)
@@ -320,17 +318,12 @@ def heal_now(
         if broken & set(after):
             broken.add(launch.run_key)
             reason = "not run: the heal it waited for did not succeed"
-            heal_loop.resolve(warehouse, launch.day, cid, Outcome.SKIPPED, reason, phases)
+            for day in launch.days:
+                heal_loop.resolve(warehouse, day, cid, Outcome.SKIPPED, reason, phases)
             loop.deliver()
-            result.skipped.append(f"{launch.day}: {reason}")
+            result.skipped.append(f"{request_span(heal_loop.run_request(launch))}: {reason}")
             continue
-        request = dg.RunRequest(
-            run_key=launch.run_key,
-            job_name=heal_loop.HEAL_JOB,
-            partition_key=launch.day.isoformat(),
-            asset_selection=[dg.AssetKey.from_user_string(a) for a in launch.assets],
-            tags=launch.tags,
-        )
+        request = heal_loop.run_request(launch)
         executed = loop.execute(request)
         outcome, reason = loop.verify(executed.run_id)
         result.runs.append(HealRun(request, executed.run_id, outcome, reason))

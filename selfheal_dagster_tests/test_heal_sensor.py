@@ -12,9 +12,10 @@ from selfheal_dagster.lib.dates import eastern, now_utc
 from selfheal_dagster.lib.heal_loop import verify
 from selfheal_dagster.lib.history import Outcome
 from selfheal_dagster.tables import BY_NAME, execution_order, in_phase
-from selfheal_dagster_tests.conftest import GAME_DAY
+from selfheal_dagster_tests.conftest import GAME_DAY, load_phase2
 
 BOX = BY_NAME["bdl_player_boxscores"]
+CACHE = BY_NAME["player_daily_cache"]
 NOW = eastern(GAME_DAY + timedelta(days=2), 13)  # sweep "today"; Phase 2 window GAME_DAY±1
 
 
@@ -183,11 +184,12 @@ def test_back_off_grows_between_attempts(loop, monkeypatch):
     assert policy.next_allowed(2, later) == later + timedelta(minutes=20)
 
 
-def test_box_score_heal_then_launches_phase4_of_the_dates_that_read_it(loop, league):
-    # Phase 4 exists for the day after GAME_DAY: it reads GAME_DAY's box scores.
-    nxt = GAME_DAY + timedelta(days=1)
+def test_box_score_heal_then_one_ranged_run_for_the_dates_that_read_it(loop, league):
+    # Phase 4 exists for the two days after GAME_DAY: both read GAME_DAY's box scores.
+    nxt, last = GAME_DAY + timedelta(days=1), GAME_DAY + timedelta(days=2)
+    load_phase2(loop.warehouse, league, last, last)
     for t in execution_order(in_phase(4)):
-        loop.warehouse.run_processor(t, [nxt])
+        loop.warehouse.run_processor(t, [nxt, last])
     loop.warehouse.punch_gap(BOX, GAME_DAY)
     loop.sweep()
     first = loop.tick()
@@ -201,21 +203,31 @@ def test_box_score_heal_then_launches_phase4_of_the_dates_that_read_it(loop, lea
         loop.instance, loop.instance.get_run_by_id(outcome.run_id), loop.warehouse
     )
     assert healed is Outcome.HEALED, reason
-    [phase4_run] = loop.tick().run_requests
-    assert phase4_run.partition_key == nxt.isoformat()
+    [phase4_run] = loop.tick().run_requests  # two dates, one run
+    assert phase4_run.partition_key is None
+    assert phase4_run.tags["dagster/asset_partition_range_start"] == nxt.isoformat()
+    assert phase4_run.tags["dagster/asset_partition_range_end"] == last.isoformat()
     assert [k.to_user_string() for k in phase4_run.asset_selection] == [
         t.key for t in execution_order(in_phase(4))
     ]
-    assert phase4_run.tags[healing.CORRELATION_ID] == box_run.tags[healing.CORRELATION_ID]
+    cid = box_run.tags[healing.CORRELATION_ID]
+    assert phase4_run.tags[healing.CORRELATION_ID] == cid
     assert phase4_run.tags[healing.PHASE] == "4"
+    before = {d: loop.warehouse.partition_stats(CACHE, d, d)[d].loaded_at for d in (nxt, last)}
     outcome = loop.run(phase4_run)
     assert outcome.success
     verify(loop.instance, loop.instance.get_run_by_id(outcome.run_id), loop.warehouse)
+    after = {d: loop.warehouse.partition_stats(CACHE, d, d)[d].loaded_at for d in (nxt, last)}
+    assert all(after[d] > before[d] for d in (nxt, last))  # both dates recomputed
     outcomes = {
-        r.phase: r.outcome
-        for r in loop.warehouse.history(correlation_id=box_run.tags[healing.CORRELATION_ID])
+        (r.phase, r.target_date): r.outcome for r in loop.warehouse.history(correlation_id=cid)
     }
-    assert outcomes == {"phase2": Outcome.HEALED, "phase4": Outcome.HEALED}
+    assert outcomes == {
+        ("phase2", GAME_DAY): Outcome.HEALED,
+        ("phase4", nxt): Outcome.HEALED,
+        ("phase4", last): Outcome.HEALED,
+    }
+    assert loop.tick().run_requests == [] and not loop.pending()
 
 
 def test_a_late_warning_never_heals(loop):

@@ -30,9 +30,9 @@ def decide(state, now, seen=None, exists=lambda a, d: False, broken=None):
 
 
 def ended(decision_or_key, ok, now, healed=None):
-    key = decision_or_key if isinstance(decision_or_key, str) else decision_or_key.launch[0]
-    key = key if isinstance(key, str) else key.run_key
-    assets = frozenset(healed or ())
+    launch = None if isinstance(decision_or_key, str) else decision_or_key.launch[0]
+    key = decision_or_key if launch is None else launch.run_key
+    assets = frozenset(p for p in (launch.writes if launch else ()) if p[0] in (healed or ()))
     state = RunState.SUCCESS if ok else RunState.FAILURE
     return {key: RunStatus(state, now, assets, "" if ok else "SourceOutage")}
 
@@ -266,7 +266,7 @@ def test_random_sequences_keep_every_promise(seed):
         for key, writes in list(in_flight.items()):
             if rng.random() < 0.5:
                 ok = rng.random() < 0.6
-                healed = frozenset(a for a, _ in writes) if ok else frozenset()
+                healed = frozenset(writes) if ok else frozenset()
                 statuses[key] = RunStatus(RunState.SUCCESS if ok else RunState.FAILURE, now, healed)
                 del in_flight[key]
         busy = {p: key for key, writes in in_flight.items() for p in writes}
@@ -275,7 +275,7 @@ def test_random_sequences_keep_every_promise(seed):
             statuses[key] = RunStatus(RunState.IN_FLIGHT)
         d = healing.decide(state, seen, GRAPH, exists, PHASES, now, TODAY, POLICY)
         for launch in d.launch:
-            writes = {(a, launch.day) for a in launch.assets}
+            writes = set(launch.writes)
             assert not writes & set(busy), (step, launch, busy)
             busy.update({p: launch.run_key for p in writes})
             in_flight[launch.run_key] = writes

@@ -56,16 +56,31 @@ def test_only_existing_downstream_partitions_within_the_lookback_are_refreshed(g
     plan = planner.plan([(BOX, x)], graph, every_day, TODAY)
     days = [date.fromisoformat(d) for d in plan.as_dict()]
     assert days == [x + timedelta(days=i) for i in range(21)]  # X .. today, nothing later
-    # Team defense looks back 15 days: dates more than 15 days after X do not read X.
-    late = plan.as_dict()[(x + timedelta(days=16)).isoformat()]
-    assert "nba_precompute/team_defense_zone_analysis" not in late
-    assert "nba_predictions/player_daily_cache" in late
-    assert (
-        "nba_precompute/team_defense_zone_analysis"
-        in plan.as_dict()[(x + timedelta(days=15)).isoformat()]
-    )
+    # A box-score day's heal: that day, then one ranged run over the dates that read it.
+    [box, refresh] = plan.runs
+    assert (box.day, box.last, box.assets, box.failed) == (x, None, (BOX,), (BOX,))
+    assert (refresh.day, refresh.last, refresh.failed) == (x + timedelta(days=1), TODAY, ())
+    assert refresh.assets == tuple(PHASE4) and refresh.after == (box.key,)
     nothing = planner.plan([(BOX, x)], graph, lambda a, d: False, TODAY)
     assert nothing.as_dict() == {x.isoformat(): [BOX]}
+
+
+def test_a_range_takes_an_asset_a_date_does_not_need_only_if_rewriting_it_is_harmless(graph):
+    """Team defense looks back 15 days: dates more than 15 days after X do not read X. A
+    ranged run writes every asset on every date, so those dates join the range only where
+    that partition exists already (recomputing it gives the same rows)."""
+    x = TODAY - timedelta(days=20)
+    defense = "nba_precompute/team_defense_zone_analysis"
+    late = x + timedelta(days=16)
+    not_late = lambda asset, day: asset != defense or day < late  # noqa: E731
+    plan = planner.plan([(BOX, x)], graph, not_late, TODAY)
+    assert [(r.day, r.last) for r in plan.runs] == [
+        (x, None),
+        (x + timedelta(days=1), late - timedelta(days=1)),
+        (late, TODAY),
+    ]
+    assert defense in plan.runs[1].assets and defense not in plan.runs[2].assets
+    assert (defense, late) not in plan.writes()
 
 
 def test_a_multi_date_multi_table_batch(graph):

@@ -107,8 +107,8 @@ def test_phase4_routes_each_processor_to_the_service_or_the_warehouse(httpserver
         service=ServiceConfig(base_url=httpserver.url_for("/"), id_token=False),
         via_service=["player_daily_cache"],
     )
-    written, via = phase4.run(cache, GAME_DAY, history)
+    written, via = phase4.run(cache, [GAME_DAY], history)
     assert via == "phase4 service" and written.rows == 0  # the stub service wrote nothing
-    written, via = phase4.run(team, GAME_DAY, history)
+    written, via = phase4.run(team, [GAME_DAY], history)
     assert via == "duckdb SQL" and written.rows > 0
     assert [r.path for r, _ in httpserver.log] == ["/player_daily_cache"]

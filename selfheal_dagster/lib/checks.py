@@ -16,6 +16,7 @@ from typing import Any
 
 from selfheal_dagster.lib.coverage import Window
 from selfheal_dagster.lib.dates import eastern
+from selfheal_dagster.lib.league import opening_night, season_of
 from selfheal_dagster.tables import BY_NAME, SCHEDULE, TABLES, Table, in_phase
 
 CHECKS = ("row_count", "freshness")
@@ -72,12 +73,48 @@ class Outcome:
         return self.status in HEALABLE
 
 
+# A table that reads a lookback has nothing to compute for a team that has not played yet:
+# until the season's games in its lookback make one league round (every team once), it is
+# not expected to have rows (the season's first days compute short or empty partitions).
+LEAGUE_ROUND_GAMES = 15
+
+
+def _scheduled(day: date, window: Window, calendar: Calendar | None) -> int:
+    known = calendar(day) if calendar else None
+    return known if known is not None else window.games(day)
+
+
+def lookback_reach(table: Table) -> int:
+    """The longest lookback ``table`` depends on, directly or through what it reads."""
+    return max([table.lookback_days, *(lookback_reach(BY_NAME[u.table]) for u in table.upstream)])
+
+
+def season_filling(table: Table, day: date, window: Window, calendar: Calendar | None) -> bool:
+    """True on the season's first days, while the lookback that ``table`` reads (itself or
+    through a same-date upstream) holds less than a league round."""
+    reach = lookback_reach(table)
+    if not reach:
+        return False
+    opening = opening_night(season_of(day))
+    if (day - opening).days >= reach:
+        return False
+    played = sum(
+        _scheduled(d, window, calendar)
+        for d in (day - timedelta(days=k) for k in range(1, reach + 1))
+        if d >= opening
+    )
+    return played < LEAGUE_ROUND_GAMES
+
+
 def expected_games(table: Table, day: date, window: Window, calendar: Calendar | None) -> int:
-    """Games on ``day``: the source's calendar when it knows, else the schedule table.
+    """Games on ``day``: the source's calendar when it knows, else the schedule table; none
+    for a lookback table while the season's first games fill its lookback.
 
     The schedule cannot vouch for itself: without a calendar, a schedule with no rows on a date
     where other raw tables have rows is missing (at least one game).
     """
+    if season_filling(table, day, window, calendar):
+        return 0
     known = calendar(day) if calendar else None
     if known is not None:
         return known

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -39,3 +40,15 @@ def eastern(day: date, hour: int, minute: int = 0) -> datetime:
 
 def date_range(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def partition_tags(days: Sequence[date]) -> dict[str, str]:
+    """The Dagster run tags that say which partitions a run computes: one key, or a range
+    (assets with a single-run backfill policy compute the range in one run)."""
+    first, last = min(days), max(days)
+    if first == last:
+        return {"dagster/partition": first.isoformat()}
+    return {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }

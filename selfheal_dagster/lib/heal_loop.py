@@ -28,7 +28,7 @@ from selfheal_dagster.lib.checks import (
     broken_inputs,
 )
 from selfheal_dagster.lib.coverage import Window, read_window
-from selfheal_dagster.lib.dates import date_range
+from selfheal_dagster.lib.dates import date_range, partition_tags
 from selfheal_dagster.lib.errors import error_summary
 from selfheal_dagster.lib.history import FINAL, OUTCOME_COLUMNS, Outcome
 from selfheal_dagster.lib.warehouse import Warehouse
@@ -175,20 +175,52 @@ def read_results(
     return failures, passes, watermark, view
 
 
-def healed_assets(instance: dg.DagsterInstance, run_id: str) -> tuple[frozenset[str], list[str]]:
-    """The assets a run wrote whose every check in the run passed; and what failed."""
-    written = {
-        e.dagster_event.asset_key.to_user_string()
-        for e in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
-        if e.dagster_event
-    }
-    failing = {}
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+def run_days(run: dg.DagsterRun) -> list[date]:
+    """The dates a run computes: its partition, or its partition range."""
+    tags = run.tags
+    if "dagster/partition" in tags:
+        return [date.fromisoformat(tags["dagster/partition"])]
+    if "dagster/asset_partition_range_start" in tags:
+        return date_range(
+            date.fromisoformat(tags["dagster/asset_partition_range_start"]),
+            date.fromisoformat(tags["dagster/asset_partition_range_end"]),
+        )
+    return []
+
+
+def healed_partitions(
+    instance: dg.DagsterInstance, run: dg.DagsterRun
+) -> tuple[frozenset[planner.Partition], list[str]]:
+    """The (asset, date) partitions a run wrote whose every check in the run passed, and
+    what failed (one line per failing asset and check)."""
+    days = run_days(run)
+
+    def partitions(key: dg.AssetKey, partition: str | None) -> list[planner.Partition]:
+        asset = key.to_user_string()
+        if partition is None:  # a one-date run files its results under the run's date
+            return [(asset, d) for d in days]
+        return [(asset, date.fromisoformat(partition))]
+
+    written: set[planner.Partition] = set()
+    for e in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        if e.dagster_event:
+            m = e.dagster_event.event_specific_data.materialization
+            written.update(partitions(m.asset_key, m.partition))
+    failing: set[planner.Partition] = set()
+    lines: dict[tuple[str, str], list[str]] = {}
+    for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
         ev = entry.dagster_event.event_specific_data
         if not ev.passed:
-            asset = ev.asset_key.to_user_string()
-            failing[asset] = f"{asset} {ev.check_name}: {ev.description}"
-    return frozenset(written - set(failing)), list(failing.values())
+            found = partitions(ev.asset_key, ev.partition)
+            failing.update(found)
+            lines.setdefault((ev.asset_key.to_user_string(), ev.check_name), []).append(
+                f"{found[0][1]}: {ev.description}" if ev.partition else str(ev.description)
+            )
+    reasons = [
+        f"{asset} {check}: " + "; ".join(why[:3]) + (f" (+{len(why) - 3})" if len(why) > 3 else "")
+        for (asset, check), why in lines.items()
+    ]
+    return frozenset(written - failing), reasons
 
 
 def run_statuses(
@@ -207,7 +239,7 @@ def run_statuses(
             out[key] = healing.RunStatus(healing.RunState.IN_FLIGHT)
             continue
         ended = datetime.fromtimestamp(record.end_time or record.update_timestamp.timestamp(), UTC)
-        healed, failing = healed_assets(instance, run.run_id)
+        healed, failing = healed_partitions(instance, run)
         ok = run.status == dg.DagsterRunStatus.SUCCESS
         outcome, why = (Outcome.HEALED, "") if ok else judge(instance, run)
         out[key] = healing.RunStatus(
@@ -342,19 +374,32 @@ def verify(
     if not cid:
         return None
     outcome, reason = judge(instance, run)
-    day = date.fromisoformat(run.tags[healing.TARGET_DATE])
+    days = run_days(run) or [date.fromisoformat(run.tags[healing.TARGET_DATE])]
     assets = [k.to_user_string() for k in run.asset_selection or ()]
-    healed, _ = healed_assets(instance, run.run_id)
+    healed, _ = healed_partitions(instance, run)
     records = []
-    # Per phase: a run whose Phase 2 step hit an outage may still have healed its Phase 4.
-    for phase in sorted({PHASES[a] for a in assets}):
-        mine = [a for a in assets if PHASES[a] == phase]
-        if outcome is not Outcome.HEALED and set(mine) <= healed:
-            said = (Outcome.HEALED, f"{len(mine)} table(s) written, their checks passing")
-        else:
-            said = (outcome, reason)
-        records += resolve(warehouse, day, cid, *said, [phase], run.run_id)
+    # Per date and phase: a run whose Phase 2 step hit an outage may still have healed its
+    # Phase 4, and a ranged run that failed on one date may have healed the others.
+    for day in days:
+        for phase in sorted({PHASES[a] for a in assets}):
+            mine = {(a, day) for a in assets if PHASES[a] == phase}
+            if outcome is not Outcome.HEALED and mine <= healed:
+                said = (Outcome.HEALED, f"{len(mine)} table(s) written, their checks passing")
+            else:
+                said = (outcome, reason)
+            records += resolve(warehouse, day, cid, *said, [phase], run.run_id)
     return outcome, reason, records
+
+
+def run_request(launch: healing.Launch) -> dg.RunRequest:
+    """The heal run of a launch: one partition, or a partition range (single-run policy)."""
+    return dg.RunRequest(
+        run_key=launch.run_key,
+        job_name=HEAL_JOB,
+        partition_key=None if launch.last else launch.day.isoformat(),
+        asset_selection=[dg.AssetKey.from_user_string(a) for a in launch.assets],
+        tags={**launch.tags, **(partition_tags(launch.days) if launch.last else {})},
+    )
 
 
 def apply(
@@ -374,16 +419,7 @@ def apply(
         say(f"closed: {line}")
     for line in decision.skipped:
         say(f"skipped: {line}")
-    return [
-        dg.RunRequest(
-            run_key=launch.run_key,
-            job_name=HEAL_JOB,
-            partition_key=launch.day.isoformat(),
-            asset_selection=[dg.AssetKey.from_user_string(a) for a in launch.assets],
-            tags=launch.tags,
-        )
-        for launch in decision.launch
-    ]
+    return [run_request(launch) for launch in decision.launch]
 
 
 def tick(

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from itertools import product
 
 from selfheal_dagster.lib import planner
 from selfheal_dagster.lib.history import HealingResult, HealRecord, Outcome
@@ -28,6 +29,7 @@ CORRELATION_ID = "selfheal/correlation_id"
 ATTEMPT = "selfheal/attempt"
 PHASE = "selfheal/phase"
 TARGET_DATE = "selfheal/target_date"
+TARGET_LAST = "selfheal/target_last"  # a ranged heal run: its last date
 RUN_KEY = "selfheal/run_key"
 FAILED = "selfheal/failed"
 DETECTED_AT = "selfheal/detected_at"
@@ -76,12 +78,12 @@ class Failure:
 
 @dataclass(frozen=True)
 class RunStatus:
-    """What the instance says of a heal run: its state, when it ended, which of its assets it
-    healed (written, every check it ran on them passing), and why not."""
+    """What the instance says of a heal run: its state, when it ended, which of its (asset,
+    date) partitions it healed (written, every check it ran on them passing), and why not."""
 
     state: RunState
     ended_at: datetime | None = None
-    healed: frozenset[str] = frozenset()
+    healed: frozenset[Partition] = frozenset()
     reason: str = ""
     held: bool = False  # it failed only because an input was missing: nothing was computed
 
@@ -139,6 +141,11 @@ class PendingRun:
     after: list[str]  # run keys that must succeed first
     tags: dict[str, str]
     created: float
+    last: str | None = None  # a ranged run's last date
+
+    @property
+    def days(self) -> list[date]:
+        return _days(date.fromisoformat(self.day), self.last and date.fromisoformat(self.last))
 
 
 @dataclass
@@ -177,12 +184,25 @@ class State:
         return {date.fromisoformat(t.day) for t in self.targets.values()}
 
 
+def _days(first: date, last: date | None) -> list[date]:
+    return [first + timedelta(days=i) for i in range(((last or first) - first).days + 1)]
+
+
 @dataclass(frozen=True)
 class Launch:
     run_key: str
     day: date
     assets: tuple[str, ...]
     tags: dict[str, str]
+    last: date | None = None  # a ranged run: every date from ``day`` to ``last``
+
+    @property
+    def days(self) -> list[date]:
+        return _days(self.day, self.last)
+
+    @property
+    def writes(self) -> list[Partition]:
+        return [(a, d) for d in self.days for a in self.assets]
 
 
 @dataclass(frozen=True)
@@ -275,7 +295,7 @@ def decide(
     _launch(state, seen, world, now, policy, decision)
     for launch in decision.launch:
         state.launched[launch.run_key] = {
-            "writes": [[a, launch.day.isoformat()] for a in launch.assets],
+            "writes": [[a, d.isoformat()] for a, d in launch.writes],
             "at": now.timestamp(),
         }
     return decision
@@ -289,21 +309,23 @@ def _settle_pending(
     for p in state.pending:
         statuses = [runs.get(k) for k in p.after]
         if all(s is not None and s.state is RunState.SUCCESS for s in statuses):
+            last = date.fromisoformat(p.last) if p.last else None
             decision.launch.append(
-                Launch(p.run_key, date.fromisoformat(p.day), tuple(p.assets), p.tags)
+                Launch(p.run_key, date.fromisoformat(p.day), tuple(p.assets), p.tags, last)
             )
         elif any(s is not None and s.state is RunState.FAILURE for s in statuses) or (
             now.timestamp() - p.created > PENDING_TTL.total_seconds()
         ):
-            decision.resolutions.append(
+            decision.resolutions += [
                 Resolution(
-                    day=date.fromisoformat(p.day),
+                    day=day,
                     correlation_id=p.tags[CORRELATION_ID],
                     phases=tuple(sorted({int(x) for x in p.tags[PHASE].split(",")})),
                     outcome=Outcome.SKIPPED,
                     reason="not run: the heal it waited for did not succeed",
                 )
-            )
+                for day in p.days
+            ]
             for t in state.targets.values():
                 if t.run_key == p.run_key:
                     t.run_key = f"dropped:{p.run_key}"
@@ -336,7 +358,7 @@ def _settle_targets(
                 status = RunStatus(RunState.FAILURE, now, reason="the run was never started")
             if dropped:
                 status = RunStatus(RunState.FAILURE, now, reason="the heal it waited for failed")
-            if t.asset in status.healed:
+            if t.partition in status.healed:
                 del state.targets[key]
                 decision.closed.append(f"{t.asset} {t.day}: healed (attempt {t.attempts})")
                 continue
@@ -404,9 +426,9 @@ def _launch(
     for key, run in state.launched.items():
         claimed.update({(a, date.fromisoformat(d)): key for a, d in run["writes"]})
     for launch in decision.launch:  # dependents released earlier in this tick
-        claimed.update({(a, launch.day): launch.run_key for a in launch.assets})
+        claimed.update({p: launch.run_key for p in launch.writes})
     for p in state.pending:
-        claimed.update({(a, date.fromisoformat(p.day)): p.run_key for a in p.assets})
+        claimed.update({(a, d): p.run_key for d in p.days for a in p.assets})
     ready: list[Target] = []
     for t in sorted(state.targets.values(), key=lambda t: t.record_id):
         if t.state == TargetState.HEALING:
@@ -460,7 +482,7 @@ def _launch(
     decision.records += records
     run_of = {}
     for launch, after in launches:
-        run_of.update({(a, launch.day): launch.run_key for a in launch.assets})
+        run_of.update({p: launch.run_key for p in launch.writes})
         if after:
             state.pending.append(
                 PendingRun(
@@ -470,6 +492,7 @@ def _launch(
                     after=after,
                     tags=launch.tags,
                     created=now.timestamp(),
+                    last=launch.last.isoformat() if launch.last else None,
                 )
             )
         else:
@@ -543,8 +566,8 @@ def plan_runs(
     """Run keys, tags and "triggered" history records for a plan.
 
     Returns each run with the run keys it must wait for, and one history record per (date,
-    phase) of the plan. ``attempts`` are the attempts made so far per failed target; ``batch``
-    makes the run keys unique per batch and attempt.
+    phase) of the plan (a ranged run: one per date it covers). ``attempts`` are the attempts
+    made so far per failed target; ``batch`` makes the run keys unique per batch and attempt.
     """
     keys = {r.key: _run_key(r, batch) for r in plan.runs}
     by_target = {(f.asset, f.day): f for f in heal}
@@ -564,11 +587,16 @@ def plan_runs(
             FAILED: ",".join(short(a) for a in run.failed),
             DETECTED_AT: detected.isoformat(),
         }
+        if run.last:
+            tags[TARGET_LAST] = run.last.isoformat()
         launches.append(
-            (Launch(keys[run.key], run.day, run.assets, tags), [keys[k] for k in run.after])
+            (
+                Launch(keys[run.key], run.day, run.assets, tags, run.last),
+                [keys[k] for k in run.after],
+            )
         )
         upstream = ", ".join(f"{short(f.asset)} {f.day}" for f in heal if f.day < run.day)
-        for phase in sorted({phases[a] for a in run.assets}):
+        for day, phase in product(run.days, run_phases):
             reasons = "; ".join(
                 f"{short(f.asset)} {f.check}: {f.reason}" for f in mine if phases[f.asset] == phase
             )
@@ -576,7 +604,7 @@ def plan_runs(
             records.append(
                 HealRecord(
                     phase=f"phase{phase}",
-                    target_date=run.day,
+                    target_date=day,
                     missing_components=[short(a) for a in run.failed if phases[a] == phase],
                     healing_result=HealingResult(
                         triggered=True,

@@ -5,8 +5,11 @@ refreshes read (root cause first, when repairable), and every downstream partiti
 them (through the asset graph and its partition mappings) and already exists, unless it also
 reads a broken partition that cannot be repaired: nothing else. Each run is one date's assets
 in dependency order; a date's assets that must wait for another date's run go in a run of
-their own, so an independent repair never waits behind an unrelated one. No Dagster import:
-the graph is plain data.
+their own, so an independent repair never waits behind an unrelated one. Refresh runs (no
+failed partition in them) of consecutive dates with the same assets at the same depth of the
+plan merge into one ranged run: a box-score day's heal is one run for the day and one run for
+the thirty dates that read it. Runs that repair a failed partition stay one per date, so one
+date's outage never fails another date's repair. No Dagster import: the graph is plain data.
 """
 
 from __future__ import annotations
@@ -59,14 +62,21 @@ class PlannedRun:
     failed: tuple[str, ...]  # the assets in this run that were reported failed (or broken input)
     after: tuple[str, ...] = ()  # keys of the runs in the plan whose output this run reads
     part: int = 0  # several runs of one date: 0 first
+    last: date | None = None  # a ranged run: every date from ``day`` to ``last``
+
+    @property
+    def days(self) -> list[date]:
+        last = self.last or self.day
+        return [self.day + timedelta(days=i) for i in range((last - self.day).days + 1)]
 
     @property
     def key(self) -> str:
-        return self.day.isoformat() + (f"-{self.part}" if self.part else "")
+        span = self.day.isoformat() + (f"..{self.last.isoformat()}" if self.last else "")
+        return span + (f"-{self.part}" if self.part else "")
 
     @property
     def partitions(self) -> list[Partition]:
-        return [(a, self.day) for a in self.assets]
+        return [(a, d) for d in self.days for a in self.assets]
 
 
 @dataclass
@@ -77,12 +87,13 @@ class Plan:
         """``{"YYYY-MM-DD": ["dataset/table", ...]}`` in execution order."""
         out: dict[str, list[str]] = {}
         for r in self.runs:
-            out.setdefault(r.day.isoformat(), []).extend(r.assets)
+            for day in r.days:
+                out.setdefault(day.isoformat(), []).extend(r.assets)
         return out
 
     @property
     def partitions(self) -> int:
-        return sum(len(r.assets) for r in self.runs)
+        return sum(len(r.partitions) for r in self.runs)
 
     def writes(self) -> set[Partition]:
         return {p for r in self.runs for p in r.partitions}
@@ -142,10 +153,19 @@ def plan(
                 chosen.add(target)
                 frontier.append(target)
                 add_inputs(*target)
-    return _runs(chosen, roots, graph)
+
+    def may_write(asset: str, day: date) -> bool:
+        return day <= last_day and exists(asset, day) and not list(broken(asset, day))
+
+    return _runs(chosen, roots, graph, may_write)
 
 
-def _runs(chosen: set[Partition], roots: set[Partition], graph: Graph) -> Plan:
+def _runs(
+    chosen: set[Partition],
+    roots: set[Partition],
+    graph: Graph,
+    may_write: Callable[[str, date], bool] = lambda asset, day: False,
+) -> Plan:
     """Group a date's partitions by the other-date runs they wait for, in dependency order."""
     rank = {a: i for i, a in enumerate(graph.order)}
     waits: dict[Partition, frozenset[date]] = {}
@@ -183,7 +203,93 @@ def _runs(chosen: set[Partition], roots: set[Partition], graph: Graph) -> Plan:
         )
         runs.append(run)
         key_of.update({(a, day): run.key for a in assets})
-    return Plan(runs=runs)
+    return Plan(runs=_merge_ranges(runs, rank, may_write))
+
+
+def _merge_ranges(
+    runs: list[PlannedRun], rank: Mapping[str, int], may_write: Callable[[str, date], bool]
+) -> list[PlannedRun]:
+    """Merge refresh runs of consecutive dates and the same depth into one ranged run.
+
+    Same depth (longest chain of runs it waits for) means neither waits on the other, even
+    through a third run, so the merged run can wait for the union of what they waited for.
+    A ranged run writes every selected asset on every date: dates whose refresh needs fewer
+    assets (a shorter lookback stops reading the healed day sooner) join only when the extra
+    partitions ``may_write`` (they exist and read nothing broken: recomputing them gives the
+    same rows), else the range ends there.
+    """
+    by_key = {r.key: r for r in runs}
+    depth: dict[str, int] = {}
+
+    def depth_of(key: str) -> int:
+        if key not in depth:
+            depth[key] = 1 + max((depth_of(k) for k in by_key[key].after), default=-1)
+        return depth[key]
+
+    def union(group: list[PlannedRun], run: PlannedRun) -> tuple[str, ...] | None:
+        assets = tuple(sorted({*group[0].assets, *run.assets}, key=rank.__getitem__))
+        members = [*group, run]
+        if all(may_write(a, r.day) for r in members for a in assets if a not in r.assets):
+            return assets
+        return None
+
+    merged: list[list[PlannedRun]] = []
+    assets_of: list[tuple[str, ...]] = []
+    refresh = sorted(
+        (r for r in runs if not r.failed), key=lambda r: (depth_of(r.key), r.day, r.part)
+    )
+    for run in refresh:
+        group = merged[-1] if merged else None
+        joined = (
+            union(group, run)
+            if group
+            and depth_of(run.key) == depth_of(group[-1].key)
+            and (run.day - group[-1].day).days == 1
+            else None
+        )
+        if group and joined is not None:
+            group.append(run)
+            assets_of[-1] = joined
+        else:
+            merged.append([run])
+            assets_of.append(run.assets)
+    merged += [[r] for r in runs if r.failed]
+    assets_of += [r.assets for r in runs if r.failed]
+    renamed: dict[str, str] = {}
+    first_key: dict[str, str] = {}
+    out = []
+    for group, assets in zip(merged, assets_of, strict=True):
+        first = group[0]
+        if len(group) == 1:
+            out.append(first)
+            first_key[first.key] = first.key
+            continue
+        members = {r.key for r in group}
+        after = {k for r in group for k in r.after} - members
+        ranged = PlannedRun(
+            day=first.day,
+            assets=assets,
+            failed=(),
+            after=tuple(sorted(after)),
+            part=first.part,
+            last=group[-1].day,
+        )
+        renamed.update({k: ranged.key for k in members})
+        first_key[ranged.key] = first.key
+        out.append(ranged)
+    out = [
+        PlannedRun(
+            day=r.day,
+            assets=r.assets,
+            failed=r.failed,
+            after=tuple(sorted({renamed.get(k, k) for k in r.after})),
+            part=r.part,
+            last=r.last,
+        )
+        for r in out
+    ]
+    # Each run after every run it waits for: merged runs keep their members' depth.
+    return sorted(out, key=lambda r: (depth_of(first_key[r.key]), r.day, r.part))
 
 
 def from_dependencies(
