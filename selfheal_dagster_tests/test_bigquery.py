@@ -137,6 +137,65 @@ def test_a_phase4_processor_is_one_query_job_into_the_partition_decorator():
     assert "`nba-props-prod`.`nba_raw`.`bdl_player_boxscores`" in sql
 
 
+def assert_bigquery_script(sql):
+    """A multi-statement script: every statement parses as BigQuery, none as a Command."""
+    trees = sqlglot.parse(sql, read="bigquery")
+    for tree in trees:
+        assert not isinstance(tree, exp.Command) and not list(tree.find_all(exp.Command)), sql
+    return [type(t).__name__ for t in trees]
+
+
+RANGE = [date(2026, 1, 18), date(2026, 1, 19), DAY]
+
+
+def test_a_phase4_range_is_one_transaction_job_then_one_count():
+    client = RecordingClient(
+        lambda sql, p: [{"day": d, "n": 7} for d in p["days"]] if "COUNT(*) AS n" in sql else []
+    )
+    cache = BY_NAME["player_daily_cache"]
+    result = warehouse(client).run_processor(cache, RANGE)
+    [(script, config, params), (count, _, count_params)] = client.queries
+    assert assert_bigquery_script(script) == ["Transaction", "Delete", "Insert", "Commit"]
+    assert config.destination is None  # DML in a transaction, not a truncating write
+    assert params["days"] == RANGE and params["since"] == date(2025, 12, 19)
+    assert params["until"] == DAY and params["lookback"] == 30
+    [days_param] = [p for p in config.query_parameters if p.name == "days"]
+    assert days_param.array_type == "DATE"
+    assert "IN UNNEST(@days)" in script and "UNNEST(@days)" in script.split("INSERT", 1)[1]
+    assert_bigquery_sql(count)
+    assert count_params["days"] == RANGE
+    assert result.by_day == dict.fromkeys(RANGE, 7) and result.rows == 21
+
+
+def test_a_phase2_range_is_staged_by_one_load_then_one_transaction(league):
+    client = RecordingClient()
+    rows = {d: league.feed(BOX.name, d) for d in RANGE}
+    result = warehouse(client).replace_partitions(BOX, rows)
+    [(payload, staging, config)] = client.loads
+    assert staging.startswith("nba-props-prod.nba_raw._stage_bdl_player_boxscores_")
+    assert "$" not in staging and len(payload) == sum(map(len, rows.values()))
+    assert config.write_disposition == bigquery.WriteDisposition.WRITE_TRUNCATE
+    [expire, script, drop] = [sql for sql, _, _ in client.queries]
+    assert assert_bigquery_script(expire) == ["Alter"]
+    assert assert_bigquery_script(script) == ["Transaction", "Delete", "Insert", "Commit"]
+    assert f"FROM `{staging}`" in script
+    assert assert_bigquery_script(drop) == ["Drop"] and staging in drop
+    assert result.by_day == {d: len(r) for d, r in rows.items()}
+
+
+def test_a_failed_range_transaction_still_drops_its_staging_table(league):
+    class Failing(RecordingClient):
+        def query(self, sql, job_config=None, location=None):
+            if sql.startswith("BEGIN"):
+                raise RuntimeError("Transaction aborted: quota exceeded")
+            return super().query(sql, job_config, location)
+
+    client = Failing()
+    with pytest.raises(WarehouseError, match="quota exceeded"):
+        warehouse(client).replace_partitions(BOX, {d: league.feed(BOX.name, d) for d in RANGE})
+    assert client.queries[-1][0].startswith("DROP TABLE IF EXISTS")
+
+
 def test_the_sweep_is_one_information_schema_query_per_dataset():
     def answer(sql, params):
         if "nba_raw.INFORMATION_SCHEMA" in sql:
