@@ -27,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,9 +106,8 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
         day += timedelta(days=1)
     for t in (BY_NAME["nbac_schedule"], odds):
         wh.replace_partition(t, today, league.feed(t.name, today))
-    for day in sorted(month):
-        for t in execution_order(in_phase(4)):
-            wh.run_processor(t, [day])
+    for t in execution_order(in_phase(4)):
+        wh.run_processor(t, sorted(month))  # one statement per table for the month
     shutil.copy(tmp / "warehouse.duckdb", tmp / "truth.duckdb")
     truth = DuckDBWarehouse(tmp / "truth.duckdb")
     for asset, day in outages:
@@ -118,6 +117,7 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
     import dagster as dg
 
     from selfheal_dagster.lib import healing
+    from selfheal_dagster.lib.heal_loop import run_days
     from selfheal_dagster.lib.history import Outcome
     from selfheal_dagster_tests.daemon import dagster_dev_running, heal_runs
 
@@ -180,8 +180,7 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
     spans = []
     for run in heal:
         rec = instance.get_run_record_by_id(run.run_id)
-        day = date.fromisoformat(run.tags["dagster/partition"])
-        writes = {(k.to_user_string(), day) for k in run.asset_selection or ()}
+        writes = {(k.to_user_string(), d) for d in run_days(run) for k in run.asset_selection or ()}
         names = [n for n in run.tags.get(healing.FAILED, "").split(",") if n]
         failed = {(n, run.tags[healing.TARGET_DATE]) for n in names}
         begin = rec.start_time or rec.create_timestamp.timestamp()

@@ -31,6 +31,7 @@ from selfheal_dagster.defs.checks import check_key
 from selfheal_dagster.lib import check_records, healing
 from selfheal_dagster.lib.dates import today_et
 from selfheal_dagster.lib.errors import error_summary
+from selfheal_dagster.lib.heal_loop import run_days
 from selfheal_dagster.lib.history import Outcome
 from selfheal_dagster.lib.league import League
 from selfheal_dagster.lib.settings import DEFAULT_SEED
@@ -48,8 +49,9 @@ WINDOW = 45
 
 
 def selection(run: dg.DagsterRun) -> set[tuple[str, str]]:
-    day = run.tags["dagster/partition"]
-    return {(k.to_user_string(), day) for k in run.asset_selection or ()}
+    """Every (asset, date) a run writes: its partition, or each date of its range."""
+    days = [d.isoformat() for d in run_days(run)]
+    return {(k.to_user_string(), d) for d in days for k in run.asset_selection or ()}
 
 
 @pytest.fixture
