@@ -7,6 +7,7 @@ one line on stderr with exit code 2; a command that ran but found or left a prob
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Sequence
 from datetime import date, timedelta
@@ -17,7 +18,7 @@ from rich.table import Table as RichTable
 from selfheal_dagster import report
 from selfheal_dagster.lib.checks import completeness
 from selfheal_dagster.lib.dates import BadDateError, date_range, parse_date, today_et
-from selfheal_dagster.lib.settings import SettingsError, season_start
+from selfheal_dagster.lib.settings import Settings, SettingsError, season_start
 from selfheal_dagster.lib.warehouse import WarehouseError
 from selfheal_dagster.report import CELL_STYLE, console, err_console
 from selfheal_dagster.tables import Table, UnknownTableError, in_phase, lookup
@@ -53,7 +54,23 @@ class TableParam(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class FractionParam(click.ParamType):
+    """A finite number in [0, 1): ``nan`` and ``inf`` are refused like any other bad value."""
+
+    name = "fraction"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or not 0.0 <= number < 1.0:
+            self.fail(f"{value!r} is not a fraction in [0, 1)", param, ctx)
+        return number
+
+
 DATE = DateParam()
+FRACTION = FractionParam()
 TABLE = TableParam()
 
 
@@ -65,6 +82,8 @@ def _check_range(start: date, end: date) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Keep the basketball-props warehouse whole: load, check, heal."""
+    # Every setting is validated before any command writes anything (instance, warehouse).
+    Settings.from_env()
 
 
 @cli.command()
@@ -100,7 +119,7 @@ def backfill(start: date, end: date, phase: str | None, selected: tuple[Table, .
 @click.option("--date", "day", type=DATE, required=True, help="Game date to damage.")
 @click.option(
     "--keep",
-    type=click.FloatRange(0.0, 1.0, max_open=True),
+    type=FRACTION,
     default=0.0,
     show_default=True,
     help="Fraction of the rows to keep (0 deletes the whole partition).",

@@ -11,12 +11,14 @@ same definitions, paid by every run process and code-server load; see benchmarks
 
 import importlib
 import pkgutil
+import sys
 import warnings
 
 import dagster as dg
 from dagster.components.definitions import LazyDefinitions
 
 from selfheal_dagster import defs as defs_package
+from selfheal_dagster.lib.settings import Settings, SettingsError
 
 # Dagster 1.13 re-creates sensor definitions internally with its beta `owners` parameter and
 # warns about its own call on every load; nothing in this project sets owners.
@@ -42,5 +44,11 @@ def _module_defs(name: str) -> dg.Definitions | None:
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    try:  # a bad setting: its one line first, before Dagster's wrapping and stack trace
+        Settings.from_env()
+    except SettingsError as exc:
+        sys.stderr.write(f"selfheal_dagster cannot load: {exc}\n")
+        sys.stderr.flush()
+        raise
     loaded = [_module_defs(m.name) for m in pkgutil.iter_modules(defs_package.__path__)]
     return dg.Definitions.merge(*[d for d in loaded if d is not None])

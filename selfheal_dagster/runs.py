@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -18,6 +19,7 @@ import dagster as dg
 
 from selfheal_dagster.lib.dates import partition_tags
 from selfheal_dagster.lib.errors import error_summary
+from selfheal_dagster.lib.orphans import HOST_TAG
 from selfheal_dagster.tables import Table, execution_order
 
 DEFAULT_DAGSTER_HOME = ".selfheal/dagster_home"
@@ -28,11 +30,19 @@ LOCAL_INSTANCE = """telemetry:
 sensors:
   use_threads: true
   num_workers: 4
+# A run stuck STARTING is failed by Dagster; a STARTED run whose worker died, by the
+# project's run_reaper sensor (Dagster does not check workers of the default launcher).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 30
 """
 DAILY_JOB = "daily_job"
-# The CLI prints its own progress; runs log warnings and errors to the console, the rest to
-# the instance's event log (visible in the UI).
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Runs made here execute in this process: the run reaper judges them only on this machine.
+HERE = {HOST_TAG: socket.gethostname()}
+# The CLI prints its own progress and one line per failed step; a run's own console output
+# (step failures come with a stack trace) stays in the instance's event log, in the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def instance() -> dg.DagsterInstance:
@@ -110,7 +120,7 @@ def materialize(
 
     outcomes = []
     for step, (span, group) in enumerate(planned, start=1):
-        run_tags = {**(tags or {}), **partition_tags(span)}
+        run_tags = {**(tags or {}), **partition_tags(span), **HERE}
         if BACKFILL in run_tags:  # the heal loop keeps the range claimed until the last run
             run_tags[BACKFILL_STEP] = f"{step}/{len(planned)}"
         result = job.execute_in_process(
@@ -213,7 +223,7 @@ class LocalLoop:
         return self.defs.resolve_job_def(request.job_name or "heal_job").execute_in_process(
             partition_key=request.partition_key,
             asset_selection=list(request.asset_selection or []),
-            tags={**request.tags, "dagster/run_key": request.run_key},
+            tags={**request.tags, "dagster/run_key": request.run_key, **HERE},
             instance=self.instance,
             raise_on_error=False,
             run_config=QUIET,

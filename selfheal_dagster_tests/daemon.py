@@ -1,6 +1,7 @@
 """Driving the real daemon in tests and benchmarks: ``dagster dev`` on a free loopback port,
 always stopped, and bounded waits on what it does."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -45,11 +47,22 @@ def heal_runs(instance: dg.DagsterInstance, day: date) -> list[dg.DagsterRun]:
     )
 
 
+@dataclass
+class DagsterDev:
+    port: int
+    pid: int  # also its process group: webserver, daemon, code server and run workers
+
+    def kill(self) -> None:
+        """What a crash does: SIGKILL to the whole process group, no cleanup."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
 @contextmanager
-def dagster_dev_running(env: dict[str, str], log_path: Path) -> Iterator[int]:
+def dagster_dev_running(env: dict[str, str], log_path: Path) -> Iterator[DagsterDev]:
     """``dagster dev`` (webserver and daemon) on a free loopback port, always stopped."""
     port = free_port()
-    log = open(log_path, "w")  # noqa: SIM115
+    log = open(log_path, "a")  # noqa: SIM115
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -75,12 +88,13 @@ def dagster_dev_running(env: dict[str, str], log_path: Path) -> Iterator[int]:
             lambda: _up(f"http://127.0.0.1:{port}/server_info"),
             timeout=bound(240),
         )
-        yield port
+        yield DagsterDev(port, proc.pid)
     finally:
         for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
             if proc.poll() is not None:
                 break
-            os.killpg(proc.pid, sig)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
             try:
                 proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:

@@ -18,9 +18,10 @@ def selfheal(env_dir, *args, extra_env=None):
         SELFHEAL_DUCKDB_PATH=str(env_dir / "warehouse.duckdb"),
         DAGSTER_HOME=str(env_dir / "dagster_home"),
         COLUMNS="200",
-        **(extra_env or {}),
     )
-    (env_dir / "dagster_home").mkdir(exist_ok=True)
+    env.update(extra_env or {})
+    if "DAGSTER_HOME" not in (extra_env or {}):
+        (env_dir / "dagster_home").mkdir(exist_ok=True)
     return subprocess.run(
         [sys.executable, "-m", "selfheal_dagster.cli", *args],
         cwd=env_dir,
@@ -41,6 +42,8 @@ def selfheal(env_dir, *args, extra_env=None):
         (["backfill", "--start", "2026-01-20", "--end", "2026-01-19"], "before --start"),
         (["backfill", "--start", "2026-01-20", "--end", "2026-01-20", "--select", "nope"], "nope"),
         (["gap", "--table", "nbac_schedule", "--date", "2026-01-20", "--keep", "1.5"], "--keep"),
+        (["gap", "--table", "nbac_schedule", "--date", "2026-01-20", "--keep", "nan"], "'nan'"),
+        (["gap", "--table", "nbac_schedule", "--date", "2026-01-20", "--keep", "inf"], "'inf'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, needle):
@@ -65,6 +68,93 @@ def test_bad_environment_is_one_line_and_exit_code_2(tmp_path):
     assert out.stderr.strip().splitlines() == [
         "error: SELFHEAL_ENV='staging' is not valid: expected local or prod"
     ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "needle"),
+    [
+        ("SELFHEAL_DUCKDB_PATH", "/proc/nope/w.duckdb", "cannot create it under /proc"),
+        ("SELFHEAL_DUCKDB_PATH", "/", "is a directory"),
+        ("SLACK_WEBHOOK_URL", "hooks.slack.com/services/T0/B0/x", "not an http(s) URL"),
+        ("SLACK_WEBHOOK_URL", "https://", "not an http(s) URL"),
+        ("SELFHEAL_UI_URL", "ftp://dagster.internal", "not an http(s) URL"),
+        ("SELFHEAL_UI_URL", "http://dagster.internal:99999", "invalid port"),
+        ("SELFHEAL_SWEEP_PHASE2_DAYS", "-1", "expected >= 0"),
+        ("SELFHEAL_HEAL_BACKOFF_SECONDS", "-5", "expected >= 0"),
+        ("SELFHEAL_HEAL_MAX_ATTEMPTS", "0", "expected >= 1"),
+        ("SELFHEAL_LEAGUE_SLOW", "bdl_player_boxscores@2026-01-20:forever", "slow delivery"),
+    ],
+)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["check", "--date", "2026-01-20"],
+        ["backfill", "--start", "2026-01-19", "--end", "2026-01-20"],
+    ],
+)
+def test_a_bad_setting_is_one_line_exit_2_and_nothing_written(
+    tmp_path, setting, value, needle, command
+):
+    home = tmp_path / "home"
+    out = selfheal(home.parent, *command, extra_env={setting: value, "DAGSTER_HOME": str(home)})
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and setting in lines[0] and needle in lines[0], out.stderr
+    assert out.stdout == ""  # no progress line, no table
+    assert not home.exists()  # no instance created
+    assert not (tmp_path / "warehouse.duckdb").exists()  # no warehouse created
+    assert not list(tmp_path.glob(".selfheal-probe-*"))
+
+
+def test_definitions_validate_says_the_bad_setting_before_any_stack_trace(tmp_path):
+    from selfheal_dagster_tests.daemon import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))}
+    env.update(SELFHEAL_SWEEP_PHASE2_DAYS="-1", DAGSTER_HOME=str(tmp_path))
+    out = subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            str(ROOT / "workspace.yaml"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, in the order it was written
+        text=True,
+        timeout=bound(300),
+    )
+    assert out.returncode != 0
+    text = out.stdout
+    line = "selfheal_dagster cannot load: SELFHEAL_SWEEP_PHASE2_DAYS=-1: expected >= 0"
+    assert line in text
+    before = text[: text.index(line)]
+    assert "Traceback" not in before and "Stack Trace" not in before
+
+
+def test_a_correlation_id_filter_matches_a_prefix_literally(tmp_path):
+    from datetime import UTC, datetime
+
+    from selfheal_dagster.lib.history import HealingResult, HealRecord
+
+    wh = DuckDBWarehouse(tmp_path / "w.duckdb")
+    for cid in ("a1b2c3d4-0000", "a1b_c3d4-0001", "ffff0000-0002"):
+        wh.insert_history(
+            HealRecord(
+                phase="phase2",
+                target_date=date(2026, 1, 20),
+                missing_components=["bdl_player_boxscores"],
+                healing_result=HealingResult(triggered=True, reason="missing"),
+                correlation_id=cid,
+                timestamp=datetime(2026, 1, 21, tzinfo=UTC),
+            )
+        )
+    assert wh.history(correlation_id="_") == []
+    assert wh.history(correlation_id="%") == []
+    assert [r.correlation_id for r in wh.history(correlation_id="a1b_")] == ["a1b_c3d4-0001"]
+    assert len(wh.history(correlation_id="a1b")) == 2
 
 
 def test_demo_backfill_and_gap_end_to_end(tmp_path):

@@ -88,7 +88,7 @@ def test_punch_gap_deletes_or_keeps_a_fraction(warehouse, league):
     assert count(warehouse, GAME_DAY) == 0
 
 
-def test_a_locked_file_waits_then_fails_with_one_line(tmp_path):
+def test_a_locked_file_waits_then_fails_with_one_line(tmp_path, capsys, monkeypatch):
     import subprocess
     import sys
 
@@ -108,9 +108,17 @@ def test_a_locked_file_waits_then_fails_with_one_line(tmp_path):
     )
     try:
         assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr("selfheal_dagster.lib.warehouse.duckdb.LOCK_SAY_SECONDS", 0.2)
         with pytest.raises(WarehouseError, match="cannot open the DuckDB warehouse") as info:
-            DuckDBWarehouse(path, lock_timeout=0.5).ensure_tables()
+            DuckDBWarehouse(path, lock_timeout=1.0).ensure_tables()
         assert "\n" not in str(info.value)
+        assert f"still locked by another process (pid {holder.pid}) after 1s" in str(info.value)
+        said = capsys.readouterr().err.splitlines()
+        assert said and all(
+            line.startswith(f"waiting for the DuckDB warehouse {path}: locked by another process")
+            for line in said
+        )
+        assert f"(pid {holder.pid})" in said[0]
     finally:
         holder.kill()
         holder.wait()

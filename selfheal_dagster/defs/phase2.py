@@ -36,7 +36,7 @@ def phase2_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
         if len(days) == 1:  # one date: exactly one load, its error raised as it is
             result = source.load(table, days[0], wh)
             context.log.info(f"{table.key} {days[0]}: {result.rows} rows loaded")
-            return written(context, table, result, games_by_day(wh, days), days)
+            return written(result, games_by_day(wh, days), days)
         loaded = source.load_range(table, days, wh)
         done = [d for d in days if d not in loaded.failed]
         games = games_by_day(wh, days)
@@ -51,7 +51,7 @@ def phase2_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
                 + (f"; and {len(first) - 5} more" if len(first) > 5 else "")
             )
         assert loaded.written is not None
-        return written(context, table, loaded.written, games, days)
+        return written(loaded.written, games, days)
 
     return _load
 

@@ -58,7 +58,7 @@ def phase4_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
                 "; ".join(lines[:5]) + (f"; and {len(lines) - 5} more" if len(lines) > 5 else "")
             )
         assert result is not None
-        return written(context, table, result, games, days)
+        return written(result, games, days)
 
     return _process
 

@@ -7,12 +7,19 @@ connects to anything at import or load time: resources open connections when an 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 
 import dagster as dg
 from pydantic import Field
 
 from selfheal_dagster.lib.errors import error_line
-from selfheal_dagster.lib.league import League, SourceOutage, parse_outages, parse_short
+from selfheal_dagster.lib.league import (
+    League,
+    SourceOutage,
+    parse_outages,
+    parse_short,
+    parse_slow,
+)
 from selfheal_dagster.lib.settings import Settings
 from selfheal_dagster.lib.warehouse import Warehouse, WriteResult
 from selfheal_dagster.tables import Table
@@ -133,11 +140,16 @@ class SimulatedLeagueResource(Phase1SourceResource):
         description="Comma list of table@YYYY-MM-DD:FRACTION delivered with only that fraction.",
     )
 
+    slow: str = Field(
+        default="",
+        description="Comma list of table@YYYY-MM-DD:SECONDS the source takes to deliver.",
+    )
+
     def league(self) -> League:
-        return League(self.seed, outages=parse_outages(self.outages), short=parse_short(self.short))
+        return _league(self.seed, self.outages, self.short, self.slow)
 
     def scheduled_games(self, day: date) -> int | None:
-        return len(self.league().games_on(day))
+        return _scheduled(self.seed, day)
 
     def load(self, table: Table, day: date, warehouse: Warehouse) -> WriteResult:
         rows = self.league().feed(table.feed or table.name, day)
@@ -155,6 +167,19 @@ class SimulatedLeagueResource(Phase1SourceResource):
                 failed[day] = error_line(exc)
         written = warehouse.replace_partitions(table, rows) if rows else None
         return RangeLoad(written, failed)
+
+
+@cache
+def _league(seed: int, outages: str, short: str, slow: str) -> League:
+    """One League per configuration and process: checks ask the calendar thousands of times."""
+    return League(
+        seed, outages=parse_outages(outages), short=parse_short(short), slow=parse_slow(slow)
+    )
+
+
+@cache
+def _scheduled(seed: int, day: date) -> int:
+    return len(_league(seed, "", "", "").games_on(day))
 
 
 class AlertsResource(dg.ConfigurableResource):
@@ -286,6 +311,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             seed=settings.league_seed,
             outages=settings.league_outages,
             short=settings.league_short,
+            slow=settings.league_slow,
         ),
         "phase4": Phase4Resource(),
     }

@@ -332,7 +332,13 @@ def judge(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[Outcome, st
             # Nothing was computed on a missing input: held, not failed (the loop waits for
             # that input; a person is told what holds it).
             return Outcome.SKIPPED, "held: " + "; ".join(errors)
-        return Outcome.FAILED, "; ".join(errors) or f"run {run.status.value.lower()}"
+        if not errors:  # failed or canceled from outside: the run's own failure message
+            ended = instance.all_logs(
+                run.run_id, of_type={DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED}
+            )
+            errors = [e.dagster_event.message for e in ended[-1:] if e.dagster_event]
+        said = "; ".join(e for e in errors if e)
+        return Outcome.FAILED, said or f"run {run.status.value.lower()}"
     results = instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
     still = []
     for entry in results:

@@ -555,6 +555,23 @@ def parse_short(text: str) -> dict[tuple[str, date], float]:
     return out
 
 
+def parse_slow(text: str) -> dict[tuple[str, date], float]:
+    """Parse ``SELFHEAL_LEAGUE_SLOW``: a comma list of ``table@YYYY-MM-DD:SECONDS`` the source
+    takes to deliver (a hanging scraper, for rehearsing a run killed mid-flight)."""
+    out = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        target, sep, seconds = item.rpartition(":")
+        try:
+            value = float(seconds)
+        except ValueError:
+            value = -1.0
+        if not sep or not 0 <= value <= 3600:
+            raise ValueError(f"invalid slow delivery '{item}': expected table@YYYY-MM-DD:120")
+        [(table, day)] = parse_outages(target)
+        out[(table, day)] = value
+    return out
+
+
 class League:
     """The simulated Phase 1 source: ``feed(name, date)`` returns that feed's rows for the date."""
 
@@ -563,10 +580,12 @@ class League:
         seed: int,
         outages: Iterable[tuple[str, date]] = (),
         short: Mapping[tuple[str, date], float] | None = None,
+        slow: Mapping[tuple[str, date], float] | None = None,
     ) -> None:
         self.seed = seed
         self.outages = frozenset(outages)
         self.short = dict(short or {})
+        self.slow = dict(slow or {})
         self._feeds: dict[str, Callable[[date], list[dict]]] = {
             "nbac_schedule": self.schedule_rows,
             "bdl_player_boxscores": self.boxscore_rows,
@@ -583,6 +602,10 @@ class League:
             raise SourceOutage(f"simulated outage: feed {name} for {day} is unavailable")
         if name not in self._feeds:
             raise KeyError(f"the simulated league has no feed '{name}'")
+        if (name, day) in self.slow:
+            import time
+
+            time.sleep(self.slow[(name, day)])
         rows = self._feeds[name](day)
         fraction = self.short.get((name, day))
         return rows[: int(len(rows) * fraction)] if fraction is not None else rows

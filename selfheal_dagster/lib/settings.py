@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from selfheal_dagster.lib.dates import BadDateError
-from selfheal_dagster.lib.league import opening_night, parse_outages, parse_short
+from selfheal_dagster.lib.league import opening_night, parse_outages, parse_short, parse_slow
 
 DEFAULT_SEED = 20251021
 DEFAULT_SEASON = 2024  # the 2024-25 season
@@ -55,6 +57,7 @@ class Settings:
     league_seed: int
     league_outages: str
     league_short: str
+    league_slow: str
     season: int
     sweep_interval_seconds: int
     sweep_reassert_minutes: int
@@ -84,9 +87,11 @@ class Settings:
             raise SettingsError(f"SELFHEAL_ENV='{env}' is not valid: expected local or prod")
         outages = environ.get("SELFHEAL_LEAGUE_OUTAGES", "")
         short = environ.get("SELFHEAL_LEAGUE_SHORT", "")
+        slow = environ.get("SELFHEAL_LEAGUE_SLOW", "")
         for name, value, parse in (
             ("SELFHEAL_LEAGUE_OUTAGES", outages, parse_outages),
             ("SELFHEAL_LEAGUE_SHORT", short, parse_short),
+            ("SELFHEAL_LEAGUE_SLOW", slow, parse_slow),
         ):
             try:
                 parse(value)
@@ -106,29 +111,47 @@ class Settings:
             raise SettingsError(
                 f"{missing} is not set: a Slack bot needs both a token and a channel"
             )
-        slack = "bot" if bot else ("webhook" if environ.get("SLACK_WEBHOOK_URL") else "log")
+        webhook = _url(environ, "SLACK_WEBHOOK_URL", required=False)
+        slack = "bot" if bot else ("webhook" if webhook else "log")
+        ui_url = _url(environ, "SELFHEAL_UI_URL", required=False)
         attempts = _int(environ, "SELFHEAL_HEAL_MAX_ATTEMPTS", 3)
         if attempts < 1:
             raise SettingsError(f"SELFHEAL_HEAL_MAX_ATTEMPTS={attempts}: expected >= 1")
         raw_path = environ.get("SELFHEAL_DUCKDB_PATH", "").strip() or ".selfheal/warehouse.duckdb"
         prod = _prod(environ) if env == "prod" else {}
+        duckdb_path = Path(raw_path).expanduser().resolve()
+        if env == "local":
+            _writable(duckdb_path, "SELFHEAL_DUCKDB_PATH")
+        windows = {
+            name: _int(environ, name, default)
+            for name, default in (
+                ("SELFHEAL_SWEEP_REASSERT_MINUTES", 30),
+                ("SELFHEAL_SWEEP_PHASE2_DAYS", 3),
+                ("SELFHEAL_SWEEP_PHASE4_DAYS", 1),
+                ("SELFHEAL_HEAL_BACKOFF_SECONDS", 300),
+            )
+        }
+        for name, value in windows.items():
+            if value < 0:
+                raise SettingsError(f"{name}={value}: expected >= 0")
         return cls(
             **prod,
             env=env,
-            duckdb_path=Path(raw_path).expanduser().resolve(),
+            duckdb_path=duckdb_path,
             league_seed=_int(environ, "SELFHEAL_LEAGUE_SEED", DEFAULT_SEED),
             league_outages=outages,
             league_short=short,
+            league_slow=slow,
             season=season_from_env(environ),
             sweep_interval_seconds=interval,
-            sweep_reassert_minutes=max(0, _int(environ, "SELFHEAL_SWEEP_REASSERT_MINUTES", 30)),
-            sweep_phase2_days=max(0, _int(environ, "SELFHEAL_SWEEP_PHASE2_DAYS", 3)),
-            sweep_phase4_days=max(0, _int(environ, "SELFHEAL_SWEEP_PHASE4_DAYS", 1)),
+            sweep_reassert_minutes=windows["SELFHEAL_SWEEP_REASSERT_MINUTES"],
+            sweep_phase2_days=windows["SELFHEAL_SWEEP_PHASE2_DAYS"],
+            sweep_phase4_days=windows["SELFHEAL_SWEEP_PHASE4_DAYS"],
             heal_interval_seconds=heal_interval,
             heal_max_attempts=attempts,
-            heal_backoff_seconds=max(0, _int(environ, "SELFHEAL_HEAL_BACKOFF_SECONDS", 300)),
+            heal_backoff_seconds=windows["SELFHEAL_HEAL_BACKOFF_SECONDS"],
             slack=slack,
-            ui_url=environ.get("SELFHEAL_UI_URL", "").rstrip("/"),
+            ui_url=ui_url.rstrip("/"),
         )
 
 
@@ -138,9 +161,39 @@ def _url(environ: Mapping[str, str], name: str, required: bool) -> str:
         if required:
             raise SettingsError(f"{name} is not set: required when SELFHEAL_ENV=prod")
         return ""
-    if not re.match(r"^https?://[^\s/]+", value):
-        raise SettingsError(f"{name} is not an http(s) URL")
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or re.search(r"\s", value):
+        raise SettingsError(f"{name} is not an http(s) URL with a host")
+    try:
+        parsed.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise SettingsError(f"{name} has an invalid port") from None
     return value
+
+
+def _writable(path: Path, name: str) -> None:
+    """A file we will create or write: it, or the nearest directory that exists above it,
+    must be writable. Checked before anything is created: a probe file is made there and
+    removed at once (``os.access`` says yes to root even where nothing can be created)."""
+    if path.exists():
+        if path.is_dir():
+            raise SettingsError(f"{name}={path} is a directory: expected a file path")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise SettingsError(f"{name}={path} is not writable")
+        return
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise SettingsError(f"{name}={path}: cannot create it under {parent}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".selfheal-probe-", dir=parent)
+    except OSError as exc:
+        raise SettingsError(
+            f"{name}={path}: cannot create it under {parent} ({exc.strerror})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _prod(environ: Mapping[str, str]) -> dict[str, object]:

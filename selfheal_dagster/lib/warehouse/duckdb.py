@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ _TYPES = {
 }
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 _INSERT_CHUNK = 200
+LOCK_SAY_SECONDS = 5.0  # how often a wait for the file lock says so
 _ready: set[tuple[str, int]] = set()  # (path, inode) whose tables exist, per process
 
 
@@ -50,6 +52,12 @@ def quote(ident: str) -> str:
     if not _IDENT.match(ident):
         raise WarehouseError(f"refusing identifier '{ident}': expected lower_snake_case")
     return f'"{ident}"'
+
+
+def _holder(exc: BaseException) -> str:
+    """`` (pid N)`` when DuckDB names the process holding the lock."""
+    found = re.search(r"\(PID (\d+)\)", str(exc))
+    return f" (pid {found.group(1)})" if found else ""
 
 
 def _one_line(exc: BaseException) -> str:
@@ -85,17 +93,33 @@ class DuckDBWarehouse(Warehouse):
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout
+        began = time.monotonic()
+        deadline, next_say = began + self.lock_timeout, began + LOCK_SAY_SECONDS
         delay = 0.02
         while True:
             try:
                 con = duckdb.connect(self.path)
                 break
             except duckdb.Error as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                locked = "lock" in str(exc).lower()
+                if not locked or time.monotonic() > deadline:
+                    why = (
+                        f"still locked by another process{_holder(exc)} after "
+                        f"{self.lock_timeout:.0f}s"
+                        if locked
+                        else _one_line(exc)
+                    )
                     raise WarehouseError(
-                        f"cannot open the DuckDB warehouse {self.path}: {_one_line(exc)}"
+                        f"cannot open the DuckDB warehouse {self.path}: {why}"
                     ) from None
+                if time.monotonic() >= next_say:  # say what we wait for, every few seconds
+                    waited = time.monotonic() - began
+                    sys.stderr.write(
+                        f"waiting for the DuckDB warehouse {self.path}: locked by another "
+                        f"process{_holder(exc)} ({waited:.0f}s of {self.lock_timeout:.0f}s)\n"
+                    )
+                    sys.stderr.flush()
+                    next_say += LOCK_SAY_SECONDS
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.5)
         try:
@@ -307,9 +331,9 @@ class DuckDBWarehouse(Warehouse):
         if day is not None:
             where.append(f"{quote('target_date')} = ?")
             params.append(day)
-        if correlation_id is not None:
-            where.append(f"{quote('correlation_id')} LIKE ?")
-            params.append(correlation_id.replace("%", "") + "%")
+        if correlation_id is not None:  # a prefix, matched literally (no LIKE wildcards)
+            where.append(f"starts_with({quote('correlation_id')}, ?)")
+            params.append(correlation_id)
         sql = f"SELECT * FROM {self._history_ref()}"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -1,0 +1,151 @@
+"""Crashes under the real daemon: a run worker killed, then ``dagster dev`` itself killed (its
+whole process group, SIGKILL) while a heal run is STARTED, then restarted. Nothing may be
+left in flight forever: the orphaned runs are failed, the sweep resumes, the heal is retried
+as an attempt and completes, every history record closes, no run or alert is duplicated."""
+
+import os
+import signal
+import time
+from collections import Counter
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from selfheal_dagster import runs
+from selfheal_dagster.lib import healing, orphans
+from selfheal_dagster.lib.dates import today_et
+from selfheal_dagster.lib.history import FINAL
+from selfheal_dagster.lib.league import League
+from selfheal_dagster.lib.settings import DEFAULT_SEED
+from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.tables import BY_NAME
+from selfheal_dagster_tests.conftest import bound, load_phase2
+from selfheal_dagster_tests.daemon import dagster_dev_running, heal_runs, wait_for
+
+BOX = BY_NAME["bdl_player_boxscores"]
+WINDOW = 40
+
+
+def started_heal(instance, day, attempt):
+    """The heal run of ``day``'s given attempt once it is STARTED with a known worker pid."""
+    for run in heal_runs(instance, day):
+        if run.tags.get(healing.ATTEMPT) == str(attempt) and run.status.value == "STARTED":
+            pid = orphans.worker_pid(instance, run.run_id)
+            if pid:
+                return run, pid
+    return None
+
+
+def sweeps_after(instance, when):
+    return [
+        r
+        for r in instance.get_run_records(dg.RunsFilter(job_name="sweep_job"))
+        if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS and (r.start_time or 0) > when
+    ]
+
+
+def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
+    tmp_path, monkeypatch
+):
+    today = today_et()
+    league = League(DEFAULT_SEED)
+    old = [
+        today - timedelta(days=i)
+        for i in range(31, WINDOW)
+        if league.games_on(today - timedelta(days=i))
+    ]
+    if not old:
+        pytest.skip("no game day 31-40 days ago in the simulated league")
+    day = old[0]  # outside the lookback of every Phase 4 partition the sweep watches
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(runs.LOCAL_INSTANCE)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))},
+        "DAGSTER_HOME": str(home),
+        "SELFHEAL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "5",
+        "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
+        "SELFHEAL_SWEEP_PHASE4_DAYS": "0",
+        "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",
+        "SELFHEAL_HEAL_BACKOFF_SECONDS": "5",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    load_phase2(warehouse, league, today - timedelta(days=WINDOW), today - timedelta(days=1))
+    full = warehouse.partition_stats(BOX, day, day)[day].rows
+    _, kept = warehouse.punch_gap(BOX, day, keep=0.5)  # short: old rows that must survive
+    instance = dg.DagsterInstance.get()
+    hanging = {**env, "SELFHEAL_LEAGUE_SLOW": f"{BOX.name}@{day}:600"}  # the source hangs
+
+    with dagster_dev_running(hanging, tmp_path / "dagster_dev.log") as dev:
+        # 1. A run worker killed mid-heal: the reaper fails its run, the loop retries.
+        first, pid = wait_for(
+            "attempt 1 STARTED", lambda: started_heal(instance, day, 1), bound(300)
+        )
+        os.kill(pid, signal.SIGKILL)
+        wait_for(
+            "attempt 1 failed by the reaper",
+            lambda: instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.FAILURE,
+            bound(180),
+        )
+        assert warehouse.partition_stats(BOX, day, day)[day].rows == kept  # old rows intact
+        # 2. Then dagster dev itself, while attempt 2 is STARTED.
+        second, _ = wait_for(
+            "attempt 2 STARTED", lambda: started_heal(instance, day, 2), bound(300)
+        )
+        dev.kill()
+    assert instance.get_run_by_id(second.run_id).status == dg.DagsterRunStatus.STARTED
+    in_flight = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert second.run_id in {r.run_id for r in in_flight}  # left behind by the crash
+    assert warehouse.partition_stats(BOX, day, day)[day].rows == kept
+
+    restarted = time.time()
+    with dagster_dev_running(env, tmp_path / "dagster_dev.log"):  # the source answers again
+        wait_for(
+            "the orphaned attempt 2 failed",
+            lambda: instance.get_run_by_id(second.run_id).status == dg.DagsterRunStatus.FAILURE,
+            bound(240),
+        )
+        wait_for("a sweep after the restart", lambda: sweeps_after(instance, restarted), bound(180))
+        wait_for(
+            "attempt 3 healed",
+            lambda: [
+                r
+                for r in heal_runs(instance, day)
+                if r.tags.get(healing.ATTEMPT) == "3" and r.is_success
+            ],
+            bound(300),
+        )
+        wait_for(
+            "every history record closed",
+            lambda: all(r.outcome in FINAL for r in warehouse.history(day=day)),
+            bound(180),
+        )
+        time.sleep(15)  # a few more ticks: nothing new may start
+
+    assert warehouse.partition_stats(BOX, day, day)[day].rows == full
+    attempts = sorted(
+        (int(r.tags[healing.ATTEMPT]), r.status.value) for r in heal_runs(instance, day)
+    )
+    assert attempts == [(1, "FAILURE"), (2, "FAILURE"), (3, "SUCCESS")]
+    said = {}
+    for run_id in (first.run_id, second.run_id):
+        [failure] = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        said[run_id] = failure.dagster_event.message
+    print(f"orphaned runs failed with: {said}")
+    # Failed by the project's reaper, or first by Dagster itself (run monitoring): either
+    # way once, with a reason, and nothing waits on them any more.
+    assert all("is gone" in m or "marked as failed" in m for m in said.values()), said
+    records = warehouse.history(day=day)
+    assert sorted((r.attempt, r.outcome.value) for r in records) == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "healed"),
+    ]
+    assert all(r.healing_result.reason for r in records if r.attempt < 3)
+    sent = Counter((r.id, a["kind"]) for r in records for a in r.alerts)
+    assert sent and max(sent.values()) == 1, sent  # each alert once
+    assert not instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
