@@ -142,3 +142,24 @@ def set_loaded_at(wh: DuckDBWarehouse, table, day: date, when) -> None:
 
 def calendar(league: League):
     return lambda day: len(league.games_on(day))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for the session (see postgres.py), always stopped."""
+    from selfheal_dagster_tests.postgres import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_instance(env, postgres, tmp_path, monkeypatch):
+    """The production instance: deploy/dagster.yaml as shipped, on its own Postgres database."""
+    from selfheal_dagster_tests.postgres import production_home
+
+    home, pg_env = production_home(tmp_path, postgres)
+    for key, value in pg_env.items():
+        monkeypatch.setenv(key, value)
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        yield inst

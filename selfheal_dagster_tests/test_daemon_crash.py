@@ -1,7 +1,9 @@
-"""Crashes under the real daemon: a run worker killed, then ``dagster dev`` itself killed (its
-whole process group, SIGKILL) while a heal run is STARTED, then restarted. Nothing may be
-left in flight forever: the orphaned runs are failed, the sweep resumes, the heal is retried
-as an attempt and completes, every history record closes, no run or alert is duplicated."""
+"""Crashes under the real daemon, on the production instance (deploy/dagster.yaml: Postgres,
+queued run coordinator, run monitoring): a run worker killed, then ``dagster dev`` itself
+killed (its whole process group, SIGKILL) while a heal run is STARTED, then restarted.
+Nothing may be left in flight forever: the orphaned runs are failed, the sweep resumes, the
+heal is retried as an attempt and completes, every history record closes, no run or alert is
+duplicated."""
 
 import os
 import signal
@@ -12,7 +14,6 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from selfheal_dagster import runs
 from selfheal_dagster.lib import healing, orphans
 from selfheal_dagster.lib.dates import today_et
 from selfheal_dagster.lib.history import FINAL
@@ -22,6 +23,7 @@ from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.conftest import bound, load_phase2
 from selfheal_dagster_tests.daemon import dagster_dev_running, heal_runs, wait_for
+from selfheal_dagster_tests.postgres import production_home
 
 BOX = BY_NAME["bdl_player_boxscores"]
 WINDOW = 40
@@ -46,7 +48,7 @@ def sweeps_after(instance, when):
 
 
 def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, postgres
 ):
     today = today_et()
     league = League(DEFAULT_SEED)
@@ -58,12 +60,10 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
     if not old:
         pytest.skip("no game day 31-40 days ago in the simulated league")
     day = old[0]  # outside the lookback of every Phase 4 partition the sweep watches
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(runs.LOCAL_INSTANCE)
+    home, pg_env = production_home(tmp_path, postgres)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))},
-        "DAGSTER_HOME": str(home),
+        **pg_env,
         "SELFHEAL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "SELFHEAL_SWEEP_INTERVAL_SECONDS": "5",
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
@@ -77,7 +77,7 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
     load_phase2(warehouse, league, today - timedelta(days=WINDOW), today - timedelta(days=1))
     full = warehouse.partition_stats(BOX, day, day)[day].rows
     _, kept = warehouse.punch_gap(BOX, day, keep=0.5)  # short: old rows that must survive
-    instance = dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.from_config(str(home))
     hanging = {**env, "SELFHEAL_LEAGUE_SLOW": f"{BOX.name}@{day}:600"}  # the source hangs
 
     with dagster_dev_running(hanging, tmp_path / "dagster_dev.log") as dev:

@@ -107,3 +107,58 @@ def test_a_reused_pid_is_not_the_worker():
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     assert orphans.process_started_at(dead.pid) is None
+
+
+MID_WRITE = """
+import sys, time
+from datetime import date
+from selfheal_dagster.lib.league import League
+from selfheal_dagster.lib.settings import DEFAULT_SEED
+from selfheal_dagster.lib.warehouse import duckdb as engine
+from selfheal_dagster.tables import BY_NAME
+
+real = engine.DuckDBWarehouse._exec
+
+def stalling(self, con, sql, params=None):
+    out = real(self, con, sql, params)
+    if sql.startswith("INSERT"):  # the old rows are deleted, new ones half inserted
+        open(sys.argv[2], "w").write("mid-write")
+        time.sleep(600)
+    return out
+
+engine.DuckDBWarehouse._exec = stalling
+box = BY_NAME["bdl_player_boxscores"]
+day = date.fromisoformat(sys.argv[3])
+days = [date.fromordinal(day.toordinal() - k) for k in (2, 1, 0)]
+league = League(DEFAULT_SEED)
+engine.DuckDBWarehouse(sys.argv[1]).replace_partitions(
+    box, {d: league.feed(box.feed, d) for d in days}
+)
+"""
+
+
+def test_a_writer_killed_mid_range_write_leaves_every_partition_as_it_was(history, tmp_path):
+    from selfheal_dagster.tables import BY_NAME
+    from selfheal_dagster_tests.conftest import GAME_DAY
+
+    box = BY_NAME["bdl_player_boxscores"]
+    days = [GAME_DAY - timedelta(days=k) for k in (2, 1, 0)]
+    history.punch_gap(box, days[1], keep=0.5)  # the new rows would differ from these
+    query = f"SELECT * FROM {history.ref(box)} WHERE game_date BETWEEN $a AND $b ORDER BY ALL"
+    before = history.query(query, {"a": days[0], "b": days[-1]})
+    marker = tmp_path / "mid-write"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", MID_WRITE, history.path, str(marker), str(days[-1])]
+    )
+    try:
+        deadline = time.monotonic() + bound(120)
+        while not marker.exists():
+            assert writer.poll() is None, "the writer exited before its write"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=bound(30))
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert history.query(query, {"a": days[0], "b": days[-1]}) == before
