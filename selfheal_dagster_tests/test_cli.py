@@ -222,6 +222,44 @@ def test_backfill_of_a_permanent_outage_exits_1_naming_the_failure(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_a_ranged_backfill_is_two_runs_and_holds_only_what_reads_a_failed_date(
+    tmp_path, history_file
+):
+    import shutil
+
+    import dagster as dg
+
+    shutil.copy(history_file, tmp_path / "warehouse.duckdb")
+    wh = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    box = TABLES[1]
+    first, out_day, last = date(2026, 1, 19), date(2026, 1, 19), date(2026, 1, 21)
+    wh.punch_gap(box, out_day)  # gone, and the source keeps failing on it
+    out = selfheal(
+        tmp_path,
+        "backfill",
+        "--start",
+        str(first),
+        "--end",
+        str(last),
+        extra_env={"SELFHEAL_LEAGUE_OUTAGES": f"{box.name}@{out_day}"},
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    assert f"{box.name}: 1 of 3 dates not loaded" in out.stderr
+    # Phase 4 of the first date does not read it (lookbacks end the day before): computed.
+    # The two dates after it read the missing box scores: not computed, named.
+    assert "not computed" in out.stderr and "incomplete:" in out.stderr
+    cache = next(t for t in TABLES if t.name == "player_daily_cache")
+    stats = wh.partition_stats(cache, first, last)
+    assert first in stats and date(2026, 1, 20) not in stats and last not in stats
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        records = instance.get_run_records()
+    assert len(records) == 2  # Phase 2 of the range, then Phase 4 of the range
+    for r in records:
+        assert r.dagster_run.tags["dagster/asset_partition_range_start"] == str(first)
+        assert r.dagster_run.tags["dagster/asset_partition_range_end"] == str(last)
+
+
 def test_check_exits_1_naming_the_gap_and_0_after_rematerialising(tmp_path, history_file):
     import json
     import shutil
