@@ -296,3 +296,36 @@ def test_random_sequences_keep_every_promise(seed):
         for launch in d.launch:
             in_flight[launch.run_key] = {(a, launch.day) for a in launch.assets}
     assert state.targets == {} and state.pending == [] and in_flight == {}
+
+
+def test_a_target_rewritten_since_its_failing_read_closes_instead_of_healing_twice():
+    """A ranged refresh mid-way when the sweep read: the reader looked stale, but by the time
+    the loop would heal it, its check passes on the warehouse: superseded, nothing launched."""
+    state = healing.State(watermark=0)
+    seen = Observation(failures=[failure(RAW, TODAY, 1)])
+    done = healing.decide(
+        state,
+        seen,
+        GRAPH,
+        lambda a, d: False,
+        PHASES,
+        T0,
+        TODAY,
+        POLICY,
+        still_fails=lambda asset, day, check: False,
+    )
+    assert done.launch == [] and done.records == []
+    assert state.targets == {} and "superseded" in done.closed[0]
+    again = Observation(failures=[failure(RAW, TODAY, 2)])
+    done = healing.decide(
+        state,
+        again,
+        GRAPH,
+        lambda a, d: False,
+        PHASES,
+        T0,
+        TODAY,
+        POLICY,
+        still_fails=lambda asset, day, check: True,
+    )
+    assert len(done.launch) == 1  # failing on the warehouse now: healed

@@ -20,6 +20,7 @@ from dagster._core.events import DagsterEventType
 from selfheal_dagster.lib import check_records, healing, planner
 from selfheal_dagster.lib.checks import (
     CHECKS,
+    EVALUATORS,
     HEALABLE,
     HISTORY_DAYS,
     READ_AT,
@@ -91,6 +92,10 @@ class WarehouseView:
     def loaded_at(self, asset: str, day: date) -> datetime | None:
         found = self.window.stats.get(BY_KEY[asset].name, {}).get(day)
         return found.loaded_at if found else None
+
+    def still_fails(self, asset: str, day: date, check: str, now: datetime) -> bool:
+        """The check evaluated again on this read of the warehouse (what the sweep would say)."""
+        return not EVALUATORS[check](BY_KEY[asset], day, self.window, now, self.calendar).passed
 
     def broken(self, asset: str, day: date) -> tuple[planner.Partition, ...]:
         """The missing or short partitions that ``asset`` for ``day`` reads."""
@@ -459,6 +464,7 @@ def tick(
         today=today,
         policy=policy,
         broken_inputs=view.broken,
+        still_fails=lambda asset, day, check: view.still_fails(asset, day, check, now),
     )
     requests = apply(decision, warehouse, say)
     summary = "; ".join(decision.skipped) or (

@@ -254,8 +254,14 @@ def decide(
     today: date,
     policy: Policy,
     broken_inputs: Callable[[str, date], Iterable[Partition]] | None = None,
+    still_fails: Callable[[str, date, str], bool] | None = None,
 ) -> Decision:
-    """One tick of the loop: settle what ended, take new failures, launch what is due."""
+    """One tick of the loop: settle what ended, take new failures, launch what is due.
+
+    ``still_fails(asset, day, check)`` re-evaluates a target's check on the warehouse as the
+    tick read it, just before an attempt is launched: a partition another run rewrote since
+    the failing result was computed (a ranged refresh mid-way when the sweep read) closes as
+    superseded instead of being healed twice."""
     decision = Decision()
     runs = seen.runs
     for key, run in list(state.launched.items()):
@@ -291,7 +297,9 @@ def decide(
             record_id=f.record_id,
         )
 
-    world = _World(graph, exists, phases, today, broken_inputs or _none)
+    world = _World(
+        graph, exists, phases, today, broken_inputs or _none, still_fails or _still_fails
+    )
     _launch(state, seen, world, now, policy, decision)
     for launch in decision.launch:
         state.launched[launch.run_key] = {
@@ -405,6 +413,7 @@ class _World:
     phases: Mapping[str, int]
     today: date
     broken_inputs: Callable[[str, date], Iterable[Partition]]
+    still_fails: Callable[[str, date, str], bool]
 
     def plan(self, partitions: list[Partition], repairable) -> planner.Plan:
         return planner.plan(
@@ -438,6 +447,12 @@ def _launch(
             decision.skipped.append(
                 f"{t.asset} {t.day}: backing off after attempt {t.attempts} until "
                 f"{allowed:%H:%M:%S} UTC"
+            )
+            continue
+        if not world.still_fails(*t.partition, t.check):
+            del state.targets[t.key]
+            decision.closed.append(
+                f"{t.asset} {t.day}: superseded (its {t.check} check passes on the warehouse now)"
             )
             continue
         repairable = _repairable(state, {t.key})
@@ -520,6 +535,10 @@ def _launch(
 
 def _none(asset: str, day: date) -> tuple[Partition, ...]:
     return ()
+
+
+def _still_fails(asset: str, day: date, check: str) -> bool:
+    return True
 
 
 def _repairable(state: State, planning: set[str]) -> Callable[[Partition], bool]:
