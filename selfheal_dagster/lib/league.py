@@ -539,37 +539,33 @@ def parse_outages(text: str) -> frozenset[tuple[str, date]]:
     return frozenset(out)
 
 
-def parse_short(text: str) -> dict[tuple[str, date], float]:
-    """Parse ``SELFHEAL_LEAGUE_SHORT``: a comma list of ``table@YYYY-MM-DD:FRACTION``."""
+def _parse_valued(
+    text: str, accept: Callable[[float], bool], what: str, example: str
+) -> dict[tuple[str, date], float]:
+    """A comma list of ``table@YYYY-MM-DD:VALUE``, each value checked by ``accept``."""
     out = {}
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
-        target, sep, fraction = item.rpartition(":")
+        target, sep, raw = item.rpartition(":")
         try:
-            value = float(fraction)
+            value = float(raw)
         except ValueError:
-            value = -1.0
-        if not sep or not 0 <= value < 1:
-            raise ValueError(f"invalid short delivery '{item}': expected table@YYYY-MM-DD:0.6")
+            value = math.nan
+        if not sep or not accept(value):
+            raise ValueError(f"invalid {what} '{item}': expected table@YYYY-MM-DD:{example}")
         [(table, day)] = parse_outages(target)
         out[(table, day)] = value
     return out
+
+
+def parse_short(text: str) -> dict[tuple[str, date], float]:
+    """Parse ``SELFHEAL_LEAGUE_SHORT``: a comma list of ``table@YYYY-MM-DD:FRACTION``."""
+    return _parse_valued(text, lambda v: 0 <= v < 1, "short delivery", "0.6")
 
 
 def parse_slow(text: str) -> dict[tuple[str, date], float]:
     """Parse ``SELFHEAL_LEAGUE_SLOW``: a comma list of ``table@YYYY-MM-DD:SECONDS`` the source
     takes to deliver (a hanging scraper, for rehearsing a run killed mid-flight)."""
-    out = {}
-    for item in filter(None, (part.strip() for part in (text or "").split(","))):
-        target, sep, seconds = item.rpartition(":")
-        try:
-            value = float(seconds)
-        except ValueError:
-            value = -1.0
-        if not sep or not 0 <= value <= 3600:
-            raise ValueError(f"invalid slow delivery '{item}': expected table@YYYY-MM-DD:120")
-        [(table, day)] = parse_outages(target)
-        out[(table, day)] = value
-    return out
+    return _parse_valued(text, lambda v: 0 <= v <= 3600, "slow delivery", "120")
 
 
 class League:
