@@ -66,6 +66,79 @@ def definitions() -> dg.Definitions:
     return defs()
 
 
+LOCATION = "selfheal_dagster"  # workspace.yaml and [tool.dagster] name the location so
+DEFS_MODULE = "selfheal_dagster.definitions"
+
+
+@cache
+def _origins(job_name: str) -> tuple[object, object]:
+    """The job's origin in the code location ``dagster dev`` and the daemon load: a run that
+    carries it is listed under its job, in the timeline and in the sensors' run tabs, and can
+    be re-executed from the UI, like a run the UI or the daemon launched."""
+    import sys
+
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.definitions.repository_definition.valid_definitions import (
+        SINGLETON_REPOSITORY_NAME,
+    )
+    from dagster._core.remote_origin import (
+        ManagedGrpcPythonEnvCodeLocationOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    cwd = os.getcwd()
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(
+        LoadableTargetOrigin(
+            executable_path=sys.executable, module_name=DEFS_MODULE, working_directory=cwd
+        ),
+        location_name=LOCATION,
+    )
+    remote = RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME).get_job_origin(job_name)
+    python = ReconstructableRepository.for_module(DEFS_MODULE, "defs", cwd).get_python_origin()
+    return remote, python.get_job_origin(job_name)
+
+
+def execute(
+    job: dg.JobDefinition,
+    dagster_instance: dg.DagsterInstance,
+    *,
+    tags: Mapping[str, str],
+    asset_selection: Iterable[dg.AssetKey] | None = None,
+    run_config: Mapping[str, object] | None = None,
+):
+    """Create a run of ``job`` with the code location's origin and execute it in this process
+    (as a run worker would); the run's partition comes from ``tags`` (``partition_tags``).
+
+    Why not ``execute_in_process``: its runs have no origin, so the UI's job and sensor views
+    omit them. Why not the run launcher: a new process per run costs an import of the code
+    location (seconds), and the CLI reports each run's steps as they end.
+    """
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import create_execution_plan, execute_run
+
+    selection = frozenset(asset_selection) if asset_selection else None
+    subset = job.get_subset(asset_selection=selection) if selection else job
+    config = dict(run_config if run_config is not None else QUIET)
+    remote, python = _origins(job.name)
+    plan = create_execution_plan(
+        InMemoryJob(subset),
+        run_config=config,
+        instance_ref=dagster_instance.get_ref() if dagster_instance.is_persistent else None,
+        tags=dict(tags),
+    )
+    run = dagster_instance.create_run_for_job(
+        job_def=subset,
+        execution_plan=plan,
+        run_config=config,
+        tags={**job.run_tags, **tags},
+        asset_selection=selection,
+        remote_job_origin=remote,
+        job_code_origin=python,
+    )
+    return execute_run(InMemoryJob(subset), run, dagster_instance)
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     days: tuple[date, ...]  # the run's dates, oldest first: one, or a range
@@ -123,11 +196,10 @@ def materialize(
         run_tags = {**(tags or {}), **partition_tags(span), **HERE}
         if BACKFILL in run_tags:  # the heal loop keeps the range claimed until the last run
             run_tags[BACKFILL_STEP] = f"{step}/{len(planned)}"
-        result = job.execute_in_process(
-            instance=dagster_instance,
+        result = execute(
+            job,
+            dagster_instance,
             asset_selection=[dg.AssetKey(t.key_path) for t in group],
-            raise_on_error=False,
-            run_config=QUIET,
             tags=run_tags,
         )
         errors = tuple(
@@ -188,10 +260,11 @@ class LocalLoop:
         self.tick()
 
     def sweep(self, **config: object) -> dict[str, object]:
-        result = self.defs.resolve_job_def("sweep_job").execute_in_process(
-            instance=self.instance,
+        result = execute(
+            self.defs.resolve_job_def("sweep_job"),
+            self.instance,
             run_config={"ops": {"sweep_checks": {"config": config}}, **QUIET},
-            tags={"selfheal/sweep": "true"},
+            tags={"selfheal/sweep": "true", **HERE},
         )
         [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
         return {k: v.value for k, v in output.step_output_data.metadata.items()}
@@ -219,14 +292,16 @@ class LocalLoop:
         warehouse = self.resources["warehouse"].open()
         self.resources["alerts"].notifier(warehouse).deliver()
 
-    def execute(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
-        return self.defs.resolve_job_def(request.job_name or "heal_job").execute_in_process(
-            partition_key=request.partition_key,
+    def execute(self, request: dg.RunRequest, sensor: str | None = None):
+        """The requested run, as the daemon would launch it (``sensor`` names the sensor
+        whose tick requested it: the run is listed on that sensor's page)."""
+        partition = {"dagster/partition": request.partition_key} if request.partition_key else {}
+        by = {"dagster/sensor_name": sensor} if sensor else {}
+        return execute(
+            self.defs.resolve_job_def(request.job_name or "heal_job"),
+            self.instance,
             asset_selection=list(request.asset_selection or []),
-            tags={**request.tags, "dagster/run_key": request.run_key, **HERE},
-            instance=self.instance,
-            raise_on_error=False,
-            run_config=QUIET,
+            tags={**request.tags, **partition, "dagster/run_key": request.run_key, **by, **HERE},
         )
 
     def verify(self, run_id: str) -> tuple[str, str]:
@@ -253,7 +328,7 @@ class LocalLoop:
         for _ in range(max_ticks):
             data = self.tick()
             for request in data.run_requests:
-                result = self.execute(request)
+                result = self.execute(request, sensor=self.sensor.name)
                 outcome, reason = self.verify(result.run_id)
                 done.append(HealRun(request, result.run_id, outcome, reason))
                 if on_run:

@@ -9,7 +9,7 @@ from selfheal_dagster import runs
 from selfheal_dagster.defs.heal import heal_tick
 from selfheal_dagster.lib import healing
 from selfheal_dagster.lib.dates import eastern, now_utc
-from selfheal_dagster.lib.heal_loop import verify
+from selfheal_dagster.lib.heal_loop import OUTCOME_TAG, REASON_TAG, verify
 from selfheal_dagster.lib.history import Outcome
 from selfheal_dagster.tables import BY_NAME, execution_order, in_phase
 from selfheal_dagster_tests.conftest import GAME_DAY, load_phase2
@@ -127,7 +127,7 @@ def test_a_fourth_failure_the_same_day_gives_up_once_and_launches_nothing(loop, 
     loop.defs = load()
     loop.warehouse.punch_gap(BOX, GAME_DAY)
     policy = healing.Policy(max_attempts=3, backoff_seconds=0)
-    launched, said = [], []
+    launched, said, run_ids = [], [], []
     for _ in range(6):
         loop.sweep()
         result = heal_tick(loop.context(), loop.warehouse, policy)
@@ -138,7 +138,16 @@ def test_a_fourth_failure_the_same_day_gives_up_once_and_launches_nothing(loop, 
             assert not outcome.success  # the source is down
             verify(loop.instance, loop.instance.get_run_by_id(outcome.run_id), loop.warehouse)
             launched.append(request.tags[healing.ATTEMPT])
+            run_ids.append(outcome.run_id)
     assert launched == ["1", "2", "3"], said
+    # Each tick's reason is one short line.
+    assert all(len(line) <= 120 and "\n" not in line for line in said), said
+    # The outcome is on each run: the UI's run list filters the failed heals.
+    tags = [loop.instance.get_run_by_id(r).tags for r in run_ids]
+    assert [t[OUTCOME_TAG] for t in tags] == ["failed", "failed", "gave_up"]
+    assert all("SourceOutage" in t[REASON_TAG] and len(t[REASON_TAG]) <= 120 for t in tags)
+    failed = loop.instance.get_runs(dg.RunsFilter(tags={OUTCOME_TAG: "failed"}))
+    assert sorted(r.run_id for r in failed) == sorted(run_ids[:2])
     records = loop.warehouse.history(day=GAME_DAY)
     assert sorted(r.outcome for r in records) == [Outcome.FAILED] * 3 + [Outcome.GAVE_UP]
     [gave_up] = [r for r in records if r.outcome is Outcome.GAVE_UP]
@@ -228,6 +237,14 @@ def test_box_score_heal_then_one_ranged_run_for_the_dates_that_read_it(loop, lea
         ("phase4", last): Outcome.HEALED,
     }
     assert loop.tick().run_requests == [] and not loop.pending()
+    # Both runs say so on themselves, and sit under heal_job in the code location (the
+    # filter the UI's job page uses).
+    in_location = {".dagster/repository": "__repository__@selfheal_dagster"}
+    healed_runs = loop.instance.get_runs(
+        dg.RunsFilter(job_name="heal_job", tags={**in_location, OUTCOME_TAG: "healed"})
+    )
+    assert len(healed_runs) == 2
+    assert {r.remote_job_origin.job_name for r in healed_runs} == {"heal_job"}
 
 
 def test_a_late_warning_never_heals(loop):

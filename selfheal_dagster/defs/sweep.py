@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from selfheal_dagster.defs.checks import check_evaluation, check_key
+from selfheal_dagster.defs.partitions import daily_partitions
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
 from selfheal_dagster.lib import check_records
 from selfheal_dagster.lib.checks import CHECKS, Outcome, evaluate, window_start
@@ -45,7 +46,11 @@ class SweepConfig(dg.Config):
     end: str | None = Field(default=None, description="Last date of the explicit range.")
 
 
-def watch_targets(config: SweepConfig, now: datetime) -> list[tuple[Table, date]]:
+def watch_targets(
+    config: SweepConfig, now: datetime, partitions: list[date] | None = None
+) -> list[tuple[Table, date]]:
+    if partitions:  # a person re-checks dates: the run's partition, or a backfilled range
+        return [(t, day) for t in TABLES for day in partitions]
     if config.start and config.end:
         span = date_range(date.fromisoformat(config.start), date.fromisoformat(config.end))
         return [(t, day) for t in TABLES for day in span]
@@ -72,6 +77,15 @@ def _unchanged(outcome: Outcome, record, now: datetime, reassert_minutes: int) -
     return same and now.timestamp() - at < reassert_minutes * 60
 
 
+def run_partitions(context: dg.OpExecutionContext) -> list[date] | None:
+    """The dates a partitioned sweep run re-checks; None for the sensor's window sweeps."""
+    if not (context.has_partition_key or context.has_partition_key_range):
+        return None
+    window = context.partition_time_window
+    start = window.start.date()
+    return date_range(start, window.end.date() - timedelta(days=1))
+
+
 @dg.op(description="Evaluate every check over the watch window; record what changed.")
 def sweep_checks(
     context: dg.OpExecutionContext,
@@ -80,7 +94,8 @@ def sweep_checks(
     source: Phase1SourceResource,
 ) -> dg.Output[None]:
     now = datetime.fromisoformat(config.now) if config.now else now_utc()
-    targets = watch_targets(config, now)
+    partitions = run_partitions(context)
+    targets = watch_targets(config, now, partitions)
     days = sorted({day for _, day in targets})
     wh = warehouse.open()
     read_at = now_utc()
@@ -95,8 +110,8 @@ def sweep_checks(
         if record is not None and check_records.is_planned(record):
             # A run planned it (and may never evaluate it): compare with the last result.
             record = check_records.latest_result(context.instance, key, outcome.day)
-        if _unchanged(outcome, record, now, config.reassert_minutes):
-            continue
+        if not partitions and _unchanged(outcome, record, now, config.reassert_minutes):
+            continue  # a re-check a person asked for records every result
         context.log_event(check_evaluation(outcome, read_at))
         recorded += 1
     failing = [f"{o.table.name} {o.day} {o.check}: {o.reason}" for o in outcomes if o.heals]
@@ -112,7 +127,15 @@ def sweep_checks(
     )
 
 
-@dg.job(name=SWEEP_JOB, description="Sweep the watch window with every check.")
+@dg.job(
+    name=SWEEP_JOB,
+    partitions_def=daily_partitions,
+    description=(
+        "Sweep the watch window with every check. Launched for a game date (or backfilled "
+        "over a range) from its Partitions tab, it re-checks every table on those dates and "
+        "records every result; the sweep sensor's runs have no partition and sweep the window."
+    ),
+)
 def sweep_job() -> None:
     sweep_checks()
 

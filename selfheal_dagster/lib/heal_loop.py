@@ -376,6 +376,31 @@ def resolve(
     return done
 
 
+OUTCOME_TAG = "selfheal/outcome"
+REASON_TAG = "selfheal/outcome_reason"
+RUN_KEY_TAG = "dagster/run_key"
+SHORT = 120  # characters: a run tag and a sensor tick's skip reason stay one readable line
+
+
+def one_line(text: str, limit: int = SHORT) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def tag_outcome(instance: dg.DagsterInstance, run_id: str, outcome: Outcome, reason: str) -> None:
+    """The heal's outcome on its run, so the UI's run list filters on it
+    (``selfheal/outcome: failed``) and the run's page says what happened."""
+    instance.add_run_tags(run_id, {OUTCOME_TAG: str(outcome), REASON_TAG: one_line(reason)})
+
+
+def tag_gave_up(instance: dg.DagsterInstance, run_keys: Iterable[str]) -> None:
+    """The last attempt of a target given up on: its run says so."""
+    for key in run_keys:
+        for run in instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: key}), limit=5):
+            reason = run.tags.get(REASON_TAG, "")
+            tag_outcome(instance, run.run_id, Outcome.GAVE_UP, f"last attempt; {reason}")
+
+
 def verify(
     instance: dg.DagsterInstance, run: dg.DagsterRun, warehouse: Warehouse
 ) -> tuple[Outcome, str, list] | None:
@@ -399,6 +424,13 @@ def verify(
             else:
                 said = (outcome, reason)
             records += resolve(warehouse, day, cid, *said, [phase], run.run_id)
+    if (
+        outcome is not Outcome.HEALED
+        and records
+        and all(r.outcome is Outcome.HEALED for r in records)
+    ):
+        outcome, reason = Outcome.HEALED, "every date's tables written, their checks passing"
+    tag_outcome(instance, run.run_id, outcome, reason)
     return outcome, reason, records
 
 
@@ -467,9 +499,18 @@ def tick(
         still_fails=lambda asset, day, check: view.still_fails(asset, day, check, now),
     )
     requests = apply(decision, warehouse, say)
-    summary = "; ".join(decision.skipped) or (
+    tag_gave_up(instance, decision.gave_up_runs)
+    if decision.skipped:  # each is in the tick's log; the tick's line names the first
+        more = len(decision.skipped) - 1
+        suffix = f" (+{more} more)" if more else ""
+        return (
+            requests,
+            state.to_json(),
+            one_line(decision.skipped[0], SHORT - len(suffix)) + suffix,
+        )
+    summary = (
         f"{len(decision.escalations)} target(s) given up"
         if decision.escalations
-        else ("; ".join(decision.closed) or "no new failed checks")
+        else (one_line("; ".join(decision.closed)) or "no new failed checks")
     )
     return requests, state.to_json(), summary

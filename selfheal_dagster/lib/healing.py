@@ -224,6 +224,7 @@ class Decision:
     escalations: list[HealRecord] = field(default_factory=list)
     resolutions: list[Resolution] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)  # "asset date: healed | superseded | ..."
+    gave_up_runs: list[str] = field(default_factory=list)  # run keys of the last attempts
 
 
 def correlation_id(record_ids: Iterable[int], salt: str = "") -> str:
@@ -392,6 +393,8 @@ def _settle_targets(
                 del state.targets[key]
                 state.gave_up[key] = {"at": now.timestamp(), "check": t.check}
                 decision.escalations.append(_gave_up(t, now, phases))
+                if t.run_key:
+                    decision.gave_up_runs.append(t.run_key)
                 decision.closed.append(f"{t.asset} {t.day}: gave up after {t.attempts}")
                 continue
         passed = seen.passes.get((*t.partition, t.check))
@@ -468,16 +471,14 @@ def _launch(
         busy = sorted({claimed[p] for p in mine.writes() if p in claimed})
         if busy:
             decision.skipped.append(
-                f"{t.asset} {t.day}: waiting for the queued or running run(s) that write "
-                f"what its heal would: {', '.join(busy)}"
+                f"{t.asset} {t.day}: waits for queued or running {', '.join(busy)}"
             )
             continue
         # Nor compute on an input another run is rewriting: heal once, after it.
         feeding = sorted({claimed[p] for p in mine.reads(graph) if p in claimed})
         if feeding:
             decision.skipped.append(
-                f"{t.asset} {t.day}: waiting for the run(s) rewriting what its heal reads: "
-                f"{', '.join(feeding)}"
+                f"{t.asset} {t.day}: waits for {', '.join(feeding)} rewriting its inputs"
             )
             continue
         ready.append(t)  # targets ready in one tick share one plan: no claims between them
