@@ -92,12 +92,95 @@ class Table:
         return [c.name for c in self.columns]
 
 
+# What each column means, shown in the UI's column schema (the asset's Definition tab). A column
+# name means the same in every table that has it.
+COLUMN_DOCS = {
+    "game_date": "The game date (US/Eastern): the partition.",
+    "analysis_date": "The date D the row is computed for (US/Eastern): the partition.",
+    "game_id": "NBA.com game ID.",
+    "season": "Season start year (2025 = the 2025-26 season).",
+    "home_team": "Home team, three-letter abbreviation.",
+    "away_team": "Away team, three-letter abbreviation.",
+    "tipoff_at": "Scheduled tip-off (UTC).",
+    "arena": "Arena name.",
+    "national_tv": "Whether the game is on national TV.",
+    "player_id": "Player ID (one ID across feeds).",
+    "player_name": "Player name as the feed spells it.",
+    "team_abbr": "The player's (or row's) team, three-letter abbreviation.",
+    "opponent_abbr": "The opposing team, three-letter abbreviation.",
+    "is_home": "Whether the team plays at home.",
+    "starter": "Whether the player started.",
+    "minutes": "Minutes played.",
+    "points": "Points scored.",
+    "fgm": "Field goals made.",
+    "fga": "Field goals attempted.",
+    "paint_fgm": "Field goals made in the paint.",
+    "paint_fga": "Field goals attempted in the paint.",
+    "mid_fgm": "Mid-range field goals made.",
+    "mid_fga": "Mid-range field goals attempted.",
+    "three_pm": "Three-pointers made.",
+    "three_pa": "Three-pointers attempted.",
+    "ftm": "Free throws made.",
+    "fta": "Free throws attempted.",
+    "rebounds": "Total rebounds.",
+    "assists": "Assists.",
+    "steals": "Steals.",
+    "blocks": "Blocks.",
+    "turnovers": "Turnovers.",
+    "status": "Gamebook status: active, DNP or inactive.",
+    "dnp_reason": "Why a player did not play (coach's decision, injury); empty if he played.",
+    "bookmaker": "Bookmaker quoting the line.",
+    "market": "Betting market: spreads, totals or h2h (moneyline).",
+    "outcome": "The side quoted: a team, Over or Under.",
+    "price": "American odds.",
+    "point": "The spread or total line; empty for moneylines.",
+    "snapshot_at": "When the line was captured (UTC).",
+    "games_in_window": "Games played in the lookback window before D.",
+    "opp_points_pg": "Points per game allowed in the window.",
+    "opp_paint_fga_pg": "Opponent paint attempts per game allowed in the window.",
+    "opp_paint_pct": "Opponent paint field-goal percentage allowed in the window.",
+    "opp_mid_fga_pg": "Opponent mid-range attempts per game allowed in the window.",
+    "opp_mid_pct": "Opponent mid-range field-goal percentage allowed in the window.",
+    "opp_three_pa_pg": "Opponent three-point attempts per game allowed in the window.",
+    "opp_three_pct": "Opponent three-point percentage allowed in the window.",
+    "paint_defense_rating": "Paint percentage allowed / league average (below 1 = good defense).",
+    "mid_defense_rating": "Mid-range percentage allowed / league average.",
+    "three_defense_rating": "Three-point percentage allowed / league average.",
+    "fga_pg": "Field-goal attempts per game in the window.",
+    "paint_share": "Share of the player's attempts taken in the paint.",
+    "mid_share": "Share of the player's attempts taken from mid-range.",
+    "three_share": "Share of the player's attempts that are threes.",
+    "paint_pct": "The player's paint field-goal percentage in the window.",
+    "mid_pct": "The player's mid-range field-goal percentage in the window.",
+    "three_pct": "The player's three-point percentage in the window.",
+    "points_avg_last_5": "Average points over the player's last 5 games before D.",
+    "points_avg_last_10": "Average points over the player's last 10 games before D.",
+    "minutes_avg_last_5": "Average minutes over the player's last 5 games before D.",
+    "minutes_avg_last_10": "Average minutes over the player's last 10 games before D.",
+    "last_game_date": "The player's last game date before D.",
+    "days_rest": "Days since the team's last game before D.",
+    "is_back_to_back": "Whether the team also played the day before D.",
+    "last_status": "The player's gamebook status in his last game (injury/DNP signal).",
+    "matchup_factor": "Scoring adjustment from the opponent's zone defense vs his shot mix.",
+    "fatigue_factor": "Scoring adjustment for rest and recent minutes load.",
+    "form_trend": "Last-5 over last-10 points average (above 1 = trending up).",
+    "composite_adjustment": "Combined points adjustment: matchup, fatigue and form.",
+    "opp_paint_defense_rating": "The opponent's paint defense rating on D.",
+    "opp_three_defense_rating": "The opponent's three-point defense rating on D.",
+    "team_spread": "The team's consensus point spread for the game.",
+    "game_total": "The consensus over/under total for the game.",
+    "team_moneyline": "The team's consensus moneyline (American odds).",
+    "bookmakers": "Bookmakers quoting the game.",
+    "feature_version": "Feature set version.",
+}
+
+
 def _cols(spec: str) -> tuple[Column, ...]:
     """Parse ``"name TYPE, name TYPE"`` so that column lists stay readable one per table."""
     out = []
     for part in spec.split(","):
         name, type_ = part.split()
-        out.append(Column(name=name, type=type_))
+        out.append(Column(name=name, type=type_, description=COLUMN_DOCS[name]))
     return tuple(out)
 
 
@@ -314,6 +397,17 @@ BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
 BY_KEY: dict[str, Table] = {t.key: t for t in TABLES}
 SCHEDULE: Table = next(t for t in TABLES if t.phase == 2 and not t.upstream)
 PHASE_GROUPS: dict[int, str] = {2: "phase2", 4: "phase4"}
+# Who answers for a phase's tables: the assets' owners in the UI, and named in the alerts
+# that need a person (a failed heal, a given-up target).
+PHASE_OWNERS: dict[int, str] = {2: "team:data-ingestion", 4: "team:analytics-engineering"}
+
+
+def reads_text(table: Table) -> list[str]:
+    """What a table's processor reads, one line per input: ``nba_raw/x, D−30…D−1``."""
+    return [
+        f"{BY_NAME[u.table].key}, " + (f"D−{u.lookback_days}…D−1" if u.is_lookback else "D")
+        for u in table.upstream
+    ]
 
 
 class UnknownTableError(ValueError):

@@ -90,6 +90,10 @@ def test_outcome_messages(changes, title, field):
     assert field in message.fields
     if "run_ids" in changes:
         assert ("Run", f"http://ui/runs/{changes['run_ids'][0]}") in message.fields
+    needs_a_person = changes["outcome"] in (Outcome.FAILED, Outcome.GAVE_UP)
+    assert (("Owner", "team:data-ingestion") in message.fields) == needs_a_person
+    phase4 = alerts.outcome(record(**changes, phase="phase4"))
+    assert (("Owner", "team:analytics-engineering") in phase4.fields) == needs_a_person
 
 
 def test_bot_token_posts_through_the_web_api_with_the_bearer_token(httpserver):

@@ -5,7 +5,7 @@ import sys
 
 import dagster as dg
 
-from selfheal_dagster.tables import TABLES, in_phase
+from selfheal_dagster.tables import PHASE_OWNERS, TABLES, in_phase
 
 
 def test_full_definitions_load_and_validate(defs):
@@ -16,10 +16,17 @@ def test_full_definitions_load_and_validate(defs):
 def test_asset_keys_groups_and_kinds_follow_the_registry(defs):
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {t.key for t in TABLES}
+    assert keys == {t.key for t in TABLES} | {"selfheal/heal_history"}
+    metrics = graph.get(dg.AssetKey(["selfheal", "heal_history"]))
+    assert metrics.group_name == "orchestration"  # lineage: every table feeds heal records
+    assert {p.to_user_string() for p in metrics.parent_keys} == {t.key for t in TABLES}
     for t in TABLES:
         node = graph.get(dg.AssetKey(t.key_path))
         assert node.group_name == f"phase{t.phase}"
+        assert node.owners == [PHASE_OWNERS[t.phase]]
+        schema = node.metadata["dagster/column_schema"]
+        assert [c.name for c in schema.columns] == t.column_names
+        assert all(c.description for c in schema.columns), t.name
         assert "duckdb" in node.kinds
         assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
         assert node.partitions_def.timezone == "America/New_York"
@@ -27,6 +34,17 @@ def test_asset_keys_groups_and_kinds_follow_the_registry(defs):
             "/".join([next(x for x in TABLES if x.name == u.table).dataset, u.table])
             for u in t.upstream
         }
+
+
+def test_each_phase4_asset_says_what_it_reads_over_which_dates(defs):
+    graph = defs.resolve_asset_graph()
+    cache = graph.get(dg.AssetKey(["nba_predictions", "player_daily_cache"]))
+    reads = cache.metadata["reads"].value
+    assert "- nba_raw/bdl_player_boxscores, D−30…D−1" in reads
+    assert "- nba_raw/nbac_schedule, D" in reads.splitlines()
+    assert "nba_raw/bdl_player_boxscores, D−30…D−1" in cache.description
+    team = graph.get(dg.AssetKey(["nba_precompute", "team_defense_zone_analysis"]))
+    assert "D−15…D−1" in team.metadata["reads"].value
 
 
 def test_lookback_reads_are_declared_as_time_window_mappings(defs):
@@ -77,4 +95,5 @@ def test_phase_groups_split_four_and_five(defs):
     assert groups == {
         "phase2": {t.key for t in in_phase(2)},
         "phase4": {t.key for t in in_phase(4)},
+        "orchestration": {"selfheal/heal_history"},
     }

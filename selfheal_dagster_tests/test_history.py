@@ -179,3 +179,87 @@ def test_an_outcome_and_an_alert_note_written_at_once_keep_each_other(history):
     [stored] = history.history(day=GAME_DAY)
     assert stored.outcome is Outcome.HEALED and stored.run_ids == ["run-1"]
     assert [a["kind"] for a in stored.alerts] == ["triggered"]
+
+
+def test_the_heal_history_asset_counts_one_eastern_day_as_numeric_metadata(env, instance, defs):
+    """Records triggered in the day (US/Eastern) are counted with their outcomes; a record
+    from just before midnight ET belongs to the day before."""
+    from datetime import UTC, datetime
+
+    import dagster as dg
+
+    from selfheal_dagster import runs
+    from selfheal_dagster.defs.metrics import HEAL_HISTORY, METRICS_JOB
+    from selfheal_dagster.lib.history import HealingResult, HealRecord
+    from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+
+    wh = DuckDBWarehouse(env / "warehouse.duckdb")
+    wh.ensure_tables()
+    day = GAME_DAY + timedelta(days=1)
+    # 2026-01-21 in New York is [05:00 UTC on the 21st, 05:00 UTC on the 22nd).
+    at = datetime(2026, 1, 21, 15, 0, tzinfo=UTC)
+
+    def heal(n, outcome, detected_s, healed_s=None, when=at):
+        base = HealRecord(
+            phase="phase2",
+            target_date=GAME_DAY,
+            missing_components=[BOX.name],
+            healing_result=HealingResult(triggered=True),
+            correlation_id=f"cid-{n:04d}-0000",
+            timestamp=when,
+            detected_at=when - timedelta(seconds=detected_s),
+        )
+        if outcome is Outcome.TRIGGERED:
+            return base
+        return base.resolved(outcome, base.detected_at + timedelta(seconds=healed_s or 1), "x")
+
+    records = [
+        heal(1, Outcome.HEALED, 10, 40),
+        heal(2, Outcome.HEALED, 20, 100),
+        heal(3, Outcome.HEALED, 30, 60),
+        heal(4, Outcome.FAILED, 5),
+        heal(5, Outcome.TRIGGERED, 7),
+        heal(6, Outcome.HEALED, 1, 1, when=datetime(2026, 1, 21, 4, 59, tzinfo=UTC)),  # the 20th
+        heal(7, Outcome.HEALED, 1, 1, when=datetime(2026, 1, 22, 5, 0, tzinfo=UTC)),  # the 22nd
+    ]
+    for r in records:
+        wh.insert_history(r)
+    result = runs.execute(
+        defs.resolve_job_def(METRICS_JOB), instance, tags={"dagster/partition": day.isoformat()}
+    )
+    assert result.success
+    [event] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=HEAL_HISTORY, asset_partitions=[day.isoformat()]),
+        limit=5,
+    ).records
+    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert (meta["triggered"], meta["healed"], meta["failed"], meta["open"]) == (5, 3, 1, 1)
+    assert meta["gave_up"] == 0 and meta["skipped"] == 0
+    assert meta["median_seconds_to_heal"] == 60.0  # of 40, 100, 60
+    assert meta["median_seconds_to_trigger"] == 10.0  # of 10, 20, 30, 5, 7
+    assert meta["has_timings"] is True
+    # A day without heals: zeros, flagged as having no timings (a plot still gets a point).
+    empty = GAME_DAY - timedelta(days=5)
+    runs.execute(
+        defs.resolve_job_def(METRICS_JOB), instance, tags={"dagster/partition": empty.isoformat()}
+    )
+    [event] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=HEAL_HISTORY, asset_partitions=[empty.isoformat()]),
+        limit=5,
+    ).records
+    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert meta["triggered"] == 0 and meta["has_timings"] is False
+
+
+def test_the_metrics_schedule_asks_for_today_and_after_midnight_yesterday_too():
+    from selfheal_dagster.defs.metrics import metrics_requests
+    from selfheal_dagster.lib.dates import eastern
+
+    noon = metrics_requests(eastern(GAME_DAY, 12, 5))
+    assert [r.partition_key for r in noon] == [GAME_DAY.isoformat()]
+    night = metrics_requests(eastern(GAME_DAY, 0, 5))
+    assert [r.partition_key for r in night] == [
+        (GAME_DAY - timedelta(days=1)).isoformat(),
+        GAME_DAY.isoformat(),
+    ]
+    assert len({r.run_key for r in noon + night}) == 3  # hourly keys never collide

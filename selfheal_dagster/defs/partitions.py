@@ -7,7 +7,15 @@ import dagster as dg
 
 from selfheal_dagster.lib.settings import season_start
 from selfheal_dagster.lib.warehouse import WriteResult
-from selfheal_dagster.tables import BY_NAME, PHASE_GROUPS, SCHEDULE, Table, Upstream
+from selfheal_dagster.tables import (
+    BY_NAME,
+    PHASE_GROUPS,
+    PHASE_OWNERS,
+    SCHEDULE,
+    Table,
+    Upstream,
+    reads_text,
+)
 
 # end_offset=1: today's (US/Eastern) partition exists, so Phase 4 can run before tip-off.
 daily_partitions = dg.DailyPartitionsDefinition(
@@ -46,8 +54,9 @@ def asset_options(table: Table, kinds: set[str]) -> dict[str, object]:
         "partitions_def": daily_partitions,
         "deps": asset_deps(table),
         "kinds": kinds,
-        "description": table.description,
+        "description": description(table),
         "metadata": asset_metadata(table),
+        "owners": [PHASE_OWNERS[table.phase]],
         "tags": {"selfheal/phase": str(table.phase)},
         "backfill_policy": BACKFILL_POLICY,
     }
@@ -77,8 +86,19 @@ def span(days: list[date]) -> str:
     return str(days[0]) if len(days) == 1 else f"{days[0]}..{days[-1]} ({len(days)} dates)"
 
 
+def description(table: Table) -> str:
+    """The registry's description, and what the table reads over which dates (the UI does
+    not draw partition mappings)."""
+    if not table.upstream:
+        return table.description
+    reads = "\n".join(f"- {line}" for line in reads_text(table))
+    return f"{table.description}\n\nReads, for game date D:\n{reads}"
+
+
 def asset_metadata(table: Table) -> dict[str, object]:
+    reads = {"reads": dg.MetadataValue.md("\n".join(f"- {r}" for r in reads_text(table)))}
     return {
+        **(reads if table.upstream else {}),
         "dagster/table_name": f"{table.dataset}.{table.name}",
         "dagster/column_schema": dg.TableSchema(
             columns=[

@@ -16,6 +16,7 @@ from typing import Any
 
 from selfheal_dagster.lib.dates import now_utc
 from selfheal_dagster.lib.history import FINAL, HealRecord, Outcome
+from selfheal_dagster.tables import PHASE_OWNERS
 
 log = logging.getLogger("selfheal.alerts")
 
@@ -74,6 +75,10 @@ def _phase(record: HealRecord) -> str:
     return f"Phase {record.phase.removeprefix('phase')}"
 
 
+def _owner(record: HealRecord) -> tuple[str, str]:
+    return ("Owner", PHASE_OWNERS.get(int(record.phase.removeprefix("phase")), "—"))
+
+
 def triggered(record: HealRecord) -> Message:
     missing = record.missing_components or [
         f"(none: refresh of {', '.join(a.rsplit('/', 1)[-1] for a in record.assets)})"
@@ -122,6 +127,7 @@ def outcome(record: HealRecord, run_link: Callable[[str], str] = lambda run_id: 
             fields=(
                 *common,
                 ("Attempts made", str(record.attempt)),
+                _owner(record),
                 cid,
                 ("Reason", _clip(record.healing_result.reason)),
             ),
@@ -137,6 +143,7 @@ def outcome(record: HealRecord, run_link: Callable[[str], str] = lambda run_id: 
             *common,
             ("Attempt", str(record.attempt)),
             ("Run", runs),
+            _owner(record),
             cid,
             ("Error" if failed else "Reason", _clip(record.healing_result.reason)),
         ),

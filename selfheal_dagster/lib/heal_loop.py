@@ -56,7 +56,10 @@ def planner_graph(asset_graph) -> planner.Graph:
     from selfheal_dagster.tables import execution_order
 
     deps: dict[str, list[tuple[str, int, int]]] = {}
+    tables = {t.key for t in TABLES}
     for key in asset_graph.get_all_asset_keys():
+        if key.to_user_string() not in tables:  # the heal metrics: never healed
+            continue
         for parent in asset_graph.get(key).parent_keys:
             mapping = asset_graph.get_partition_mapping(key, parent)
             offsets = (

@@ -125,9 +125,15 @@ class Warehouse(ABC):
 
     @abstractmethod
     def history(
-        self, day: date | None = None, correlation_id: str | None = None, limit: int = 500
+        self,
+        day: date | None = None,
+        correlation_id: str | None = None,
+        limit: int = 500,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[HealRecord]:
-        """Heal records, newest first, filtered by target date and/or correlation ID."""
+        """Heal records, newest first, filtered by target date, correlation ID (a prefix)
+        and/or when they were recorded (``since`` <= timestamp < ``until``)."""
 
     @abstractmethod
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:

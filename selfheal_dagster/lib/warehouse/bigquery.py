@@ -438,7 +438,12 @@ class BigQueryWarehouse(Warehouse):
         self._query(sql, {"note": json.dumps(dict(note), sort_keys=True), "id": record_id})
 
     def history(
-        self, day: date | None = None, correlation_id: str | None = None, limit: int = 500
+        self,
+        day: date | None = None,
+        correlation_id: str | None = None,
+        limit: int = 500,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[history.HealRecord]:
         where, params = [], {"limit": int(limit)}
         if day is not None:
@@ -447,6 +452,10 @@ class BigQueryWarehouse(Warehouse):
         if correlation_id is not None:
             where.append("STARTS_WITH(correlation_id, @cid)")
             params["cid"] = correlation_id
+        for name, bound, op in (("since", since, ">="), ("until", until, "<")):
+            if bound is not None:  # recorded in [since, until)
+                where.append(f"timestamp {op} @{name}")
+                params[name] = bound
         sql = f"SELECT * FROM {self._history_ref()}"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -325,7 +325,12 @@ class DuckDBWarehouse(Warehouse):
             )
 
     def history(
-        self, day: date | None = None, correlation_id: str | None = None, limit: int = 500
+        self,
+        day: date | None = None,
+        correlation_id: str | None = None,
+        limit: int = 500,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[history.HealRecord]:
         where, params = [], []
         if day is not None:
@@ -334,6 +339,10 @@ class DuckDBWarehouse(Warehouse):
         if correlation_id is not None:  # a prefix, matched literally (no LIKE wildcards)
             where.append(f"starts_with({quote('correlation_id')}, ?)")
             params.append(correlation_id)
+        for bound, op in ((since, ">="), (until, "<")):  # recorded in [since, until)
+            if bound is not None:
+                where.append(f"{quote('timestamp')} {op} ?")
+                params.append(bound.astimezone(UTC).replace(tzinfo=None))
         sql = f"SELECT * FROM {self._history_ref()}"
         if where:
             sql += " WHERE " + " AND ".join(where)
