@@ -12,6 +12,8 @@ import time
 from datetime import date, timedelta
 
 from selfheal_dagster import report, runs
+from selfheal_dagster.defs.metrics import METRICS_JOB
+from selfheal_dagster.lib.dates import now_utc, today_et
 from selfheal_dagster.lib.history import summarize
 from selfheal_dagster.lib.league import League, game_days, season_of
 from selfheal_dagster.lib.settings import Settings, SettingsError, season_start
@@ -120,6 +122,13 @@ def run(end: date | None, days: int, today: date) -> int:
         for cid in sorted({h.request.tags["selfheal/correlation_id"] for h in healed})
         for r in warehouse.history(correlation_id=cid)
     ]
+    # The heal history asset's figures for today (the hourly schedule does this under the
+    # daemon), so the UI's plots have today's point.
+    runs.execute(
+        defs.resolve_job_def(METRICS_JOB),
+        instance,
+        tags={"dagster/partition": today_et(now_utc()).isoformat(), **runs.HERE},
+    )
     if records:
         console.rule("6. The heal history")
         console.print(report.render_history(records))

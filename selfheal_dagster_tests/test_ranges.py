@@ -99,6 +99,11 @@ def test_every_partition_of_a_range_run_has_its_own_check_results(env, league, i
         box, [d.isoformat() for d in days], dg.DailyPartitionsDefinition(OPENING.isoformat())
     )
     assert set(status.values()) == {dg.AssetPartitionStatus.MATERIALIZED}
+    # The UI shows a partition's check status only for a result that targets its latest
+    # materialisation: every date's result does.
+    infos = instance.event_log_storage.get_asset_check_partition_info([rows_key])
+    current = {i.partition_key: (i.is_current, i.latest_execution_status) for i in infos}
+    assert current == {d.isoformat(): (True, check_records.SUCCEEDED) for d in days}
 
 
 def league_rows(league, day):

@@ -104,3 +104,51 @@ def test_sweep_sensor_launches_a_sweep_unless_one_is_in_flight(instance, defs):
     instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
     skipped = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
     assert isinstance(skipped, dg.SkipReason) and "still in flight" in skipped.skip_message
+
+
+def ui_status(instance, table, day, check="row_count"):
+    """What the UI's partitions view of a check shows for a date: the latest result, if it
+    targets the partition's latest materialisation (otherwise the date shows no status)."""
+    [info] = instance.event_log_storage.get_asset_check_partition_info(
+        [check_key(table, check)], partition_keys=[day.isoformat()]
+    )
+    return info.latest_execution_status if info.is_current else None
+
+
+def test_a_sweep_failure_shows_on_the_partition_until_the_heal_passes(history, instance, defs):
+    [first] = runs.materialize([GAME_DAY], [BOX], dagster_instance=instance, defs=defs)
+    assert ui_status(instance, BOX, GAME_DAY) == check_records.SUCCEEDED
+    history.punch_gap(BOX, GAME_DAY)
+    sweep(defs, instance)
+    assert ui_status(instance, BOX, GAME_DAY) == check_records.FAILED  # the date shows failed
+    record, _ = latest(instance, BOX, GAME_DAY)
+    target = check_records.evaluation(record).target_materialization_data
+    assert target.run_id == first.run_id  # it judged the partition that run wrote
+    runs.materialize([GAME_DAY], [BOX], dagster_instance=instance, defs=defs)
+    assert ui_status(instance, BOX, GAME_DAY) == check_records.SUCCEEDED  # then passed
+
+
+def test_sweep_job_for_one_partition_rechecks_exactly_that_date(history, instance, defs):
+    """A person re-checks a date from sweep_job's Partitions tab: every check of every table
+    on that date is recorded, even unchanged, and no other date."""
+    sweep(defs, instance)  # the window's results exist and are fresh
+    before = {
+        (t.name, d): len(check_records.history(instance, check_key(t, "row_count"), d))
+        for t in TABLES
+        for d in (GAME_DAY - timedelta(days=1), GAME_DAY, GAME_DAY + timedelta(days=1))
+    }
+    result = runs.execute(
+        defs.resolve_job_def("sweep_job"),
+        instance,
+        tags={"dagster/partition": GAME_DAY.isoformat()},
+        run_config={"ops": {"sweep_checks": {"config": {"now": NOW.isoformat()}}}, **runs.QUIET},
+    )
+    assert result.success
+    for (name, day), n in before.items():
+        table = BY_NAME[name]
+        found = check_records.history(instance, check_key(table, "row_count"), day)
+        assert len(found) == n + (day == GAME_DAY), (name, day)
+        if day == GAME_DAY:
+            assert found[0].run_id == result.run_id
+            freshness = check_records.history(instance, check_key(table, "freshness"), day)
+            assert freshness[0].run_id == result.run_id

@@ -5,6 +5,7 @@ flagged at once); the sweep (sweep.py) evaluates the same logic over a watch win
 """
 
 import warnings
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ import dagster as dg
 
 from selfheal_dagster.defs.partitions import daily_partitions
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
+from selfheal_dagster.lib import check_records
 from selfheal_dagster.lib.checks import (
     CHECKS,
     EVALUATORS,
@@ -60,15 +62,20 @@ def check_result(outcome: Outcome, read_at: datetime) -> dg.AssetCheckResult:
     )
 
 
-def check_evaluation(outcome: Outcome, read_at: datetime) -> dg.AssetCheckEvaluation:
-    """The same result as an event, for runs that evaluate checks without materialising."""
+def check_evaluation(
+    outcome: Outcome, read_at: datetime, targets: Mapping[str, object] | None = None
+) -> dg.AssetCheckEvaluation:
+    """The same result as an event, for runs that evaluate checks without materialising;
+    ``targets``: the partitions' latest materialisations (``check_records.targets``)."""
+    partition = outcome.day.isoformat()
     return dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey(outcome.table.key_path),
         check_name=outcome.check,
         passed=outcome.passed,
         description=outcome.reason,
         metadata=metadata({**outcome.metadata, READ_AT: read_at}),
-        partition=outcome.day.isoformat(),
+        partition=partition,
+        target_materialization_data=(targets or {}).get(partition),
     )
 
 
@@ -107,8 +114,9 @@ def partition_check(table: Table, name: str) -> dg.AssetChecksDefinition:
             return check_result(outcomes[0], read_at)
         # A range run: Dagster would file a returned result under no partition, so each
         # date's result is logged under its own partition, as the sweep does.
+        written = check_records.targets(op_context.instance, dg.AssetKey(table.key_path), days)
         for outcome in outcomes:
-            op_context.log_event(check_evaluation(outcome, read_at))
+            op_context.log_event(check_evaluation(outcome, read_at, written))
         failed = [o for o in outcomes if not o.passed]
         if failed and decorate_blocking:
             raise dg.Failure(

@@ -104,6 +104,10 @@ def sweep_checks(
     keys = [check_key(t, name) for t in TABLES for name in CHECKS]
     latest = check_records.latest_by_partition(context.instance, keys, days)
     recorded = 0
+    written = {
+        t.name: check_records.targets(context.instance, dg.AssetKey(t.key_path), days)
+        for t in TABLES
+    }
     for outcome in outcomes:
         key = check_key(outcome.table, outcome.check)
         record = latest.get((key, outcome.day))
@@ -112,7 +116,7 @@ def sweep_checks(
             record = check_records.latest_result(context.instance, key, outcome.day)
         if not partitions and _unchanged(outcome, record, now, config.reassert_minutes):
             continue  # a re-check a person asked for records every result
-        context.log_event(check_evaluation(outcome, read_at))
+        context.log_event(check_evaluation(outcome, read_at, written[outcome.table.name]))
         recorded += 1
     failing = [f"{o.table.name} {o.day} {o.check}: {o.reason}" for o in outcomes if o.heals]
     return dg.Output(

@@ -95,3 +95,30 @@ def newest_id(instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey]) ->
 
 def is_planned(record: AssetCheckExecutionRecord) -> bool:
     return record.status == AssetCheckExecutionRecordStatus.PLANNED
+
+
+def targets(instance: dg.DagsterInstance, asset_key: dg.AssetKey, days: Iterable[date]) -> dict:
+    """The latest materialisation of each date's partition, as a check result's target.
+
+    A result logged by a run that did not materialise the partition (the sweep, a ranged
+    run's per-date results) must name it: Dagster shows a partition's check status only while
+    the result targets the partition's latest materialisation. Two queries per asset.
+    """
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData as Target,
+    )
+    from dagster._core.events import DagsterEventType
+
+    ids = instance.event_log_storage.get_latest_storage_id_by_partition(
+        asset_key, DagsterEventType.ASSET_MATERIALIZATION, partitions={d.isoformat() for d in days}
+    )
+    if not ids:
+        return {}
+    found = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=list(ids.values())),
+        limit=len(ids),
+    ).records
+    return {
+        r.partition_key: Target(storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp)
+        for r in found
+    }
