@@ -39,6 +39,8 @@ def test_sweep_records_per_partition_results_readable_from_the_instance(history,
     history.punch_gap(BOX, GAME_DAY)
     summary = sweep(defs, instance)
     assert "bdl_player_boxscores 2026-01-20 row_count" in summary["failing"]
+    assert summary["failing_count"] == summary["failing"].count("\n- ") + 1
+    assert summary["first_failing"] in summary["failing"]
     record, ev = latest(instance, BOX, GAME_DAY)
     assert record.status == check_records.FAILED and record.partition == "2026-01-20"
     assert ev.metadata["rows"].value == 0 and ev.metadata["status"].value == "missing"

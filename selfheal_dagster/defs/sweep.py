@@ -124,6 +124,9 @@ def sweep_checks(
         metadata={
             "evaluated": len(outcomes),
             "recorded": recorded,
+            # Shown inline on the run's page; the whole list is one click away (markdown).
+            "failing_count": len(failing),
+            "first_failing": failing[0] if failing else "none",
             "failing": dg.MetadataValue.md("\n".join(f"- {f}" for f in failing) or "none"),
             "warehouse_queries": wh.statements,
             "dates": ", ".join(d.isoformat() for d in days),
