@@ -320,6 +320,25 @@ def test_a_backfill_claims_its_whole_range_until_its_last_run(history, instance,
     assert busy_partitions(instance, now_utc()) == {}
 
 
+def test_runs_that_write_no_table_claim_nothing(instance, defs):
+    """A person's re-check of a date (a partitioned sweep run) or the heal figures of a day
+    in flight never hold up a heal of that date."""
+    from selfheal_dagster.lib.heal_loop import busy_partitions
+
+    day = {"dagster/partition": GAME_DAY.isoformat()}
+    instance.create_run_for_job(
+        defs.resolve_job_def("sweep_job"), status=dg.DagsterRunStatus.STARTED, tags=day
+    )
+    instance.create_run_for_job(
+        defs.resolve_job_def("heal_metrics_job"), status=dg.DagsterRunStatus.STARTED, tags=day
+    )
+    assert busy_partitions(instance, now_utc()) == {}
+    heal = instance.create_run_for_job(
+        defs.resolve_job_def("heal_job"), status=dg.DagsterRunStatus.STARTED, tags=day
+    )
+    assert busy_partitions(instance, now_utc())[(BOX.key, GAME_DAY)] == heal.run_id
+
+
 def test_a_heal_run_that_finds_an_input_missing_is_held_not_failed(loop, league):
     from selfheal_dagster.lib.heal_loop import judge
 

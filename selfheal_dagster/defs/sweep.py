@@ -20,11 +20,9 @@ from selfheal_dagster.lib import check_records
 from selfheal_dagster.lib.checks import CHECKS, Outcome, evaluate, window_start
 from selfheal_dagster.lib.coverage import read_window
 from selfheal_dagster.lib.dates import date_range, now_utc, today_et
-from selfheal_dagster.lib.heal_loop import IN_FLIGHT
+from selfheal_dagster.lib.heal_loop import IN_FLIGHT, SWEEP_JOB
 from selfheal_dagster.lib.settings import Settings
 from selfheal_dagster.tables import TABLES, Table
-
-SWEEP_JOB = "sweep_job"
 
 
 class SweepConfig(dg.Config):

@@ -274,6 +274,8 @@ def busy_partitions(instance: dg.DagsterInstance, now: datetime) -> dict[planner
     for record in records:
         run = record.dagster_run
         tags = run.tags
+        if run.job_name in WRITE_NO_TABLE:
+            continue
         if healing.BACKFILL in tags:
             first, _, last = tags[healing.BACKFILL].partition("..")
             days = date_range(date.fromisoformat(first), date.fromisoformat(last or first))
@@ -291,7 +293,8 @@ def busy_partitions(instance: dg.DagsterInstance, now: datetime) -> dict[planner
             if run.asset_selection
             else [t.key for t in TABLES]
         )
-        out.update({(a, d): run.run_id for a in assets for d in days})
+        tables = {t.key for t in TABLES}  # not the heal history asset
+        out.update({(a, d): run.run_id for a in assets if a in tables for d in days})
     return out
 
 
@@ -382,6 +385,9 @@ def resolve(
 OUTCOME_TAG = "selfheal/outcome"
 REASON_TAG = "selfheal/outcome_reason"
 RUN_KEY_TAG = "dagster/run_key"
+SWEEP_JOB = "sweep_job"  # defined in defs/sweep.py
+# Jobs that write no table: the sweep (and a person's re-check of dates), the heal figures.
+WRITE_NO_TABLE = frozenset({SWEEP_JOB, "heal_metrics_job"})
 SHORT = 120  # characters: a run tag and a sensor tick's skip reason stay one readable line
 
 
