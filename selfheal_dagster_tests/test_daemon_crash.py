@@ -151,4 +151,7 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
     assert all(r.healing_result.reason for r in records if r.attempt < 3)
     sent = Counter((r.id, a["kind"]) for r in records for a in r.alerts)
     assert sent and max(sent.values()) == 1, sent  # each alert once
-    assert not instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    # Nothing the heal or the sweep ran is left STARTED. (The hourly heal-figures run is not
+    # counted: one starting just as this dagster dev stops would be cut by the stop itself.)
+    started = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert not [r.run_id for r in started if r.job_name != "heal_metrics_job"]
