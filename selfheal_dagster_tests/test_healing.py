@@ -131,7 +131,7 @@ def test_no_heal_computes_on_an_input_another_run_is_rewriting():
     state = healing.State(watermark=0)
     backfill = {(RAW, TODAY - timedelta(days=2)): "backfill-run"}  # pre/c of today reads it
     d = decide(state, T0, Observation(failures=[failure(LATE, TODAY, 1)], busy=backfill))
-    assert d.launch == [] and "rewriting what its heal reads: backfill-run" in d.skipped[0]
+    assert d.launch == [] and "waits for backfill-run rewriting its inputs" in d.skipped[0]
     [launch] = decide(state, T0 + timedelta(seconds=30), Observation()).launch
     assert launch.assets == (LATE,)
 
