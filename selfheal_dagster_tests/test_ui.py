@@ -5,8 +5,6 @@ playwright). Screenshots land in ``artifacts/ui/`` (gitignored)."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from selfheal_dagster.lib.heal_loop import OUTCOME_TAG
 from selfheal_dagster.tables import BY_NAME, TABLES
 from selfheal_dagster_tests.conftest import bound
 from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, wait_for
+from selfheal_dagster_tests.test_cli import selfheal
 
 ARTIFACTS = ROOT / "artifacts" / "ui"
 LOCATION = {"repositoryLocationName": "selfheal_dagster", "repositoryName": "__repository__"}
@@ -81,32 +80,15 @@ class DemoUI:
 
 
 def _demo(workdir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))}
-    env.update(
-        SELFHEAL_DUCKDB_PATH=str(workdir / "warehouse.duckdb"),
-        DAGSTER_HOME=str(workdir / "dagster_home"),
-        COLUMNS="160",
-    )
-    (workdir / "dagster_home").mkdir()
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "selfheal_dagster.cli",
-            "demo",
-            "--end",
-            "2026-01-20",
-            "--days",
-            "2",
-        ],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=bound(900),
-    )
+    """``selfheal demo`` over two days into ``workdir``; the environment it ran in."""
+    out = selfheal(workdir, "demo", "--end", "2026-01-20", "--days", "2")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return env
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))}
+    return {
+        **env,
+        "SELFHEAL_DUCKDB_PATH": str(workdir / "warehouse.duckdb"),
+        "DAGSTER_HOME": str(workdir / "dagster_home"),
+    }
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from selfheal_dagster.defs.partitions import daily_partitions
 from selfheal_dagster.defs.resources import WarehouseResource
 from selfheal_dagster.lib import history
 from selfheal_dagster.lib.dates import EASTERN, eastern, now_utc, today_et
-from selfheal_dagster.lib.history import HealRecord, Outcome
+from selfheal_dagster.lib.history import HealRecord, summarize
 from selfheal_dagster.tables import PHASE_OWNERS, TABLES
 
 HEAL_HISTORY = dg.AssetKey(["selfheal", "heal_history"])
@@ -36,23 +36,17 @@ def _median(values: list[float]) -> float | None:
 
 def day_figures(records: list[HealRecord]) -> dict[str, float | int | None]:
     """One day's heal figures, from the records triggered that day (their outcomes as now)."""
-    count = {o: sum(r.outcome is o for r in records) for o in Outcome}
+    figures = summarize(records)
+    del figures["records"]
     to_trigger = [
         (r.timestamp - r.detected_at).total_seconds()
         for r in records
         if r.detected_at and r.healing_result.triggered
     ]
     to_heal = [r.seconds_to_heal for r in records if r.seconds_to_heal is not None]
-    return {
-        "triggered": sum(r.healing_result.triggered for r in records),
-        "healed": count[Outcome.HEALED],
-        "failed": count[Outcome.FAILED],
-        "gave_up": count[Outcome.GAVE_UP],
-        "skipped": count[Outcome.SKIPPED],
-        "open": count[Outcome.TRIGGERED],
-        "median_seconds_to_trigger": _median(to_trigger),
-        "median_seconds_to_heal": _median(to_heal),
-    }
+    figures["median_seconds_to_trigger"] = _median(to_trigger)
+    figures["median_seconds_to_heal"] = _median(to_heal)
+    return figures
 
 
 def _metadata(figures: dict[str, float | int | None]) -> dict[str, object]:
