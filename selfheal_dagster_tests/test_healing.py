@@ -302,30 +302,23 @@ def test_a_target_rewritten_since_its_failing_read_closes_instead_of_healing_twi
     """A ranged refresh mid-way when the sweep read: the reader looked stale, but by the time
     the loop would heal it, its check passes on the warehouse: superseded, nothing launched."""
     state = healing.State(watermark=0)
-    seen = Observation(failures=[failure(RAW, TODAY, 1)])
-    done = healing.decide(
-        state,
-        seen,
-        GRAPH,
-        lambda a, d: False,
-        PHASES,
-        T0,
-        TODAY,
-        POLICY,
-        still_fails=lambda asset, day, check: False,
-    )
+
+    def decide(record_id, fails_now):
+        seen = Observation(failures=[failure(RAW, TODAY, record_id)])
+        return healing.decide(
+            state,
+            seen,
+            GRAPH,
+            lambda a, d: False,
+            PHASES,
+            T0,
+            TODAY,
+            POLICY,
+            still_fails=lambda asset, day, check: fails_now,
+        )
+
+    done = decide(1, fails_now=False)
     assert done.launch == [] and done.records == []
     assert state.targets == {} and "superseded" in done.closed[0]
-    again = Observation(failures=[failure(RAW, TODAY, 2)])
-    done = healing.decide(
-        state,
-        again,
-        GRAPH,
-        lambda a, d: False,
-        PHASES,
-        T0,
-        TODAY,
-        POLICY,
-        still_fails=lambda asset, day, check: True,
-    )
+    done = decide(2, fails_now=True)
     assert len(done.launch) == 1  # failing on the warehouse now: healed

@@ -15,11 +15,11 @@ from selfheal_dagster.defs.partitions import daily_partitions
 from selfheal_dagster.defs.resources import WarehouseResource
 from selfheal_dagster.lib import history
 from selfheal_dagster.lib.dates import EASTERN, eastern, now_utc, today_et
+from selfheal_dagster.lib.heal_loop import METRICS_JOB
 from selfheal_dagster.lib.history import HealRecord, summarize
 from selfheal_dagster.tables import PHASE_OWNERS, TABLES
 
 HEAL_HISTORY = dg.AssetKey(["selfheal", "heal_history"])
-METRICS_JOB = "heal_metrics_job"
 GROUP = "orchestration"
 # Enough for a day's records many times over: a day with more is a day to read the table.
 DAY_LIMIT = 100_000

@@ -91,12 +91,15 @@ def description(table: Table) -> str:
     not draw partition mappings)."""
     if not table.upstream:
         return table.description
-    reads = "\n".join(f"- {line}" for line in reads_text(table))
-    return f"{table.description}\n\nReads, for game date D:\n{reads}"
+    return f"{table.description}\n\nReads, for game date D:\n{reads_list(table)}"
+
+
+def reads_list(table: Table) -> str:
+    return "\n".join(f"- {line}" for line in reads_text(table))
 
 
 def asset_metadata(table: Table) -> dict[str, object]:
-    reads = {"reads": dg.MetadataValue.md("\n".join(f"- {r}" for r in reads_text(table)))}
+    reads = {"reads": dg.MetadataValue.md(reads_list(table))}
     return {
         **(reads if table.upstream else {}),
         "dagster/table_name": f"{table.dataset}.{table.name}",

@@ -14,7 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from selfheal_dagster.defs.checks import check_evaluation, check_key
-from selfheal_dagster.defs.partitions import daily_partitions
+from selfheal_dagster.defs.partitions import daily_partitions, partition_days
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
 from selfheal_dagster.lib import check_records
 from selfheal_dagster.lib.checks import CHECKS, Outcome, evaluate, window_start
@@ -75,15 +75,6 @@ def _unchanged(outcome: Outcome, record, now: datetime, reassert_minutes: int) -
     return same and now.timestamp() - at < reassert_minutes * 60
 
 
-def run_partitions(context: dg.OpExecutionContext) -> list[date] | None:
-    """The dates a partitioned sweep run re-checks; None for the sensor's window sweeps."""
-    if not (context.has_partition_key or context.has_partition_key_range):
-        return None
-    window = context.partition_time_window
-    start = window.start.date()
-    return date_range(start, window.end.date() - timedelta(days=1))
-
-
 @dg.op(description="Evaluate every check over the watch window; record what changed.")
 def sweep_checks(
     context: dg.OpExecutionContext,
@@ -92,7 +83,9 @@ def sweep_checks(
     source: Phase1SourceResource,
 ) -> dg.Output[None]:
     now = datetime.fromisoformat(config.now) if config.now else now_utc()
-    partitions = run_partitions(context)
+    # A partitioned run re-checks its dates; the sensor's runs (no partition) the window.
+    has_partitions = context.has_partition_key or context.has_partition_key_range
+    partitions = partition_days(context) if has_partitions else None
     targets = watch_targets(config, now, partitions)
     days = sorted({day for _, day in targets})
     wh = warehouse.open()
@@ -102,10 +95,7 @@ def sweep_checks(
     keys = [check_key(t, name) for t in TABLES for name in CHECKS]
     latest = check_records.latest_by_partition(context.instance, keys, days)
     recorded = 0
-    written = {
-        t.name: check_records.targets(context.instance, dg.AssetKey(t.key_path), days)
-        for t in TABLES
-    }
+    written: dict[str, dict] = {}  # per table, read only when one of its results is recorded
     for outcome in outcomes:
         key = check_key(outcome.table, outcome.check)
         record = latest.get((key, outcome.day))
@@ -114,7 +104,11 @@ def sweep_checks(
             record = check_records.latest_result(context.instance, key, outcome.day)
         if not partitions and _unchanged(outcome, record, now, config.reassert_minutes):
             continue  # a re-check a person asked for records every result
-        context.log_event(check_evaluation(outcome, read_at, written[outcome.table.name]))
+        table = outcome.table
+        if table.name not in written:
+            key = dg.AssetKey(table.key_path)
+            written[table.name] = check_records.targets(context.instance, key, days)
+        context.log_event(check_evaluation(outcome, read_at, written[table.name]))
         recorded += 1
     failing = [f"{o.table.name} {o.day} {o.check}: {o.reason}" for o in outcomes if o.heals]
     return dg.Output(

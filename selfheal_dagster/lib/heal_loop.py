@@ -56,9 +56,8 @@ def planner_graph(asset_graph) -> planner.Graph:
     from selfheal_dagster.tables import execution_order
 
     deps: dict[str, list[tuple[str, int, int]]] = {}
-    tables = {t.key for t in TABLES}
     for key in asset_graph.get_all_asset_keys():
-        if key.to_user_string() not in tables:  # the heal metrics: never healed
+        if key.to_user_string() not in BY_KEY:  # the heal metrics: never healed
             continue
         for parent in asset_graph.get(key).parent_keys:
             mapping = asset_graph.get_partition_mapping(key, parent)
@@ -293,8 +292,7 @@ def busy_partitions(instance: dg.DagsterInstance, now: datetime) -> dict[planner
             if run.asset_selection
             else [t.key for t in TABLES]
         )
-        tables = {t.key for t in TABLES}  # not the heal history asset
-        out.update({(a, d): run.run_id for a in assets if a in tables for d in days})
+        out.update({(a, d): run.run_id for a in assets if a in BY_KEY for d in days})
     return out
 
 
@@ -386,8 +384,9 @@ OUTCOME_TAG = "selfheal/outcome"
 REASON_TAG = "selfheal/outcome_reason"
 RUN_KEY_TAG = "dagster/run_key"
 SWEEP_JOB = "sweep_job"  # defined in defs/sweep.py
+METRICS_JOB = "heal_metrics_job"  # defined in defs/metrics.py
 # Jobs that write no table: the sweep (and a person's re-check of dates), the heal figures.
-WRITE_NO_TABLE = frozenset({SWEEP_JOB, "heal_metrics_job"})
+WRITE_NO_TABLE = frozenset({SWEEP_JOB, METRICS_JOB})
 SHORT = 120  # characters: a run tag and a sensor tick's skip reason stay one readable line
 
 
