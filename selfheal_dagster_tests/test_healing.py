@@ -231,6 +231,34 @@ def test_a_dependent_run_dropped_with_its_prerequisite_closes_every_phase():
     assert state.pending == []
 
 
+def test_a_run_waiting_on_a_dropped_run_is_dropped_too_and_frees_its_claims():
+    """Seen in the soak: a ranged refresh waited on an outage's heal and was dropped when it
+    failed; a deeper run waiting on that refresh stayed pending, its claims holding up
+    another date's heal for hours."""
+    state = healing.State(watermark=0)
+    tags = {healing.CORRELATION_ID: "cid", healing.PHASE: "4"}
+
+    def pending(key, after):
+        return healing.PendingRun(key, TODAY.isoformat(), [LATE], after, tags, T0.timestamp())
+
+    state.pending = [pending("refresh", ["outage-heal"]), pending("deeper", ["refresh"])]
+    state.launched["outage-heal"] = {"writes": [], "at": T0.timestamp()}
+    runs = ended("outage-heal", ok=False, now=T0 + timedelta(seconds=5))
+    d = decide(state, T0 + timedelta(seconds=10), Observation(runs=runs))
+    assert state.pending == [] and d.launch == []
+    assert [r.outcome for r in d.resolutions] == [Outcome.SKIPPED, Outcome.SKIPPED]
+    # A cursor written before this fix: the dropped refresh is gone from it; the deeper
+    # run waits on a key that will never run.
+    state.pending = [pending("deeper", ["refresh"])]
+    d = decide(state, T0 + timedelta(seconds=20), Observation())
+    assert state.pending == [] and len(d.resolutions) == 1
+    # A prerequisite launched but not yet seen as a run is still awaited.
+    state.launched["soon"] = {"writes": [], "at": T0.timestamp()}
+    state.pending = [pending("after-soon", ["soon"])]
+    decide(state, T0 + timedelta(seconds=30), Observation())
+    assert [p.run_key for p in state.pending] == ["after-soon"]
+
+
 def test_an_outage_holds_up_only_what_reads_it():
     state = healing.State(watermark=0)
     d1, d2 = TODAY - timedelta(days=5), TODAY - timedelta(days=4)

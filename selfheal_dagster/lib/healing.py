@@ -313,18 +313,24 @@ def decide(
 def _settle_pending(
     state: State, runs: Mapping[str, RunStatus], now: datetime, decision: Decision
 ) -> None:
-    """Dependents whose prerequisite runs succeeded go now; a failed prerequisite drops them."""
-    keep = []
-    for p in state.pending:
+    """Dependents whose prerequisite runs succeeded go now; a failed prerequisite drops them,
+    and a dropped one drops its own dependents in turn. A prerequisite that is neither
+    pending, nor launched, nor a run counts as dropped: it will never run, so nothing may
+    wait on it (a dependent of a dropped ranged run otherwise held its claims for hours)."""
+    alive = {p.run_key for p in state.pending} | set(state.launched)
+    expired = now.timestamp() - PENDING_TTL.total_seconds()
+
+    def doomed(p: PendingRun) -> bool:
         statuses = [runs.get(k) for k in p.after]
-        if all(s is not None and s.state is RunState.SUCCESS for s in statuses):
-            last = date.fromisoformat(p.last) if p.last else None
-            decision.launch.append(
-                Launch(p.run_key, date.fromisoformat(p.day), tuple(p.assets), p.tags, last)
-            )
-        elif any(s is not None and s.state is RunState.FAILURE for s in statuses) or (
-            now.timestamp() - p.created > PENDING_TTL.total_seconds()
-        ):
+        never = any(s is None and k not in alive for k, s in zip(p.after, statuses, strict=True))
+        failed = any(s is not None and s.state is RunState.FAILURE for s in statuses)
+        return never or failed or p.created < expired
+
+    waiting = list(state.pending)
+    while drop := [p for p in waiting if doomed(p)]:
+        for p in drop:
+            waiting.remove(p)
+            alive.discard(p.run_key)
             decision.resolutions += [
                 Resolution(
                     day=day,
@@ -338,9 +344,15 @@ def _settle_pending(
             for t in state.targets.values():
                 if t.run_key == p.run_key:
                     t.run_key = f"dropped:{p.run_key}"
+    state.pending = []
+    for p in waiting:
+        if all((s := runs.get(k)) is not None and s.state is RunState.SUCCESS for k in p.after):
+            last = date.fromisoformat(p.last) if p.last else None
+            decision.launch.append(
+                Launch(p.run_key, date.fromisoformat(p.day), tuple(p.assets), p.tags, last)
+            )
         else:
-            keep.append(p)
-    state.pending = keep
+            state.pending.append(p)
 
 
 def _settle_targets(
