@@ -1,5 +1,6 @@
 """The pure heal planner, on the real asset graph and on a hand-made one."""
 
+import random
 from datetime import date, timedelta
 
 import pytest
@@ -161,3 +162,68 @@ def test_a_reader_of_a_partition_the_plan_cannot_repair_is_left_alone(graph):
     plan = planner.plan([(BOX, x)], graph, lambda a, d: True, TODAY, broken)
     assert plan.as_dict()[held[1].isoformat()] == [BOX]
     assert plan.as_dict()[TODAY.isoformat()] == PHASE4
+
+
+def assert_sound(plan, graph):
+    """Each partition written by one run only; each run after every other run it reads."""
+    rank = {a: i for i, a in enumerate(graph.order)}
+    writer: dict = {}
+    for run in plan.runs:
+        for p in run.partitions:
+            assert p not in writer, f"{p} written by {writer[p]} and {run.key}"
+            writer[p] = run.key
+    done: set[str] = set()
+    for run in plan.runs:
+        for asset, day in run.partitions:
+            for read in graph.reads(asset, day):
+                if writer.get(read) == run.key:  # computed earlier in the same run
+                    assert rank[read[0]] < rank[asset], (run.key, asset, day, read)
+                elif read in writer:
+                    assert writer[read] in run.after and writer[read] in done, (run.key, read)
+        done.add(run.key)
+
+
+def test_one_dates_parts_each_grow_their_own_range_and_never_write_one_partition_twice(graph):
+    """Found by the soak: the Phase 4 of a date came in two parts that wait for different
+    dates (the shot-zone lookback reaches an older repair than the defense one). A ranged run
+    took the other part's table as a harmless extra, so two runs of one plan wrote the same
+    partitions, at the same time."""
+    d = lambda n: date(2026, 11, n)  # noqa: E731
+    failed = [
+        ("nba_raw/nbac_schedule", d(17)),
+        ("nba_raw/nbac_schedule", d(16)),
+        ("nba_raw/odds_api_game_lines", d(16)),
+        ("nba_raw/nbac_gamebook_player_stats", d(9)),
+        ("nba_precompute/player_shot_zone_analysis", d(8)),
+        ("nba_raw/nbac_schedule", d(2)),
+    ]
+    plan = planner.plan(failed, graph, lambda a, day: True, d(30))
+    assert_sound(plan, graph)
+    defense, shots = (
+        "nba_precompute/team_defense_zone_analysis",
+        "nba_precompute/player_shot_zone_analysis",
+    )
+    runs = {r.key: r for r in plan.runs}
+    # The two parts of 11-18 .. 11-30: one range each, side by side, not 26 one-date runs.
+    assert runs["2026-11-18..2026-11-30"].assets == (defense,)
+    assert runs["2026-11-18..2026-11-30-1"].assets == (shots,)
+    assert len(plan.runs) <= 12
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_failures_plan_sound_runs(graph, seed, monkeypatch):
+    """Merging dates into ranges keeps every partition the one-date runs write, adds only
+    existing ones, and the merged plan is as sound as the unmerged one."""
+    rng = random.Random(seed)
+    days = [TODAY - timedelta(days=i) for i in range(30)]
+    failed = [(rng.choice(graph.order), rng.choice(days)) for _ in range(rng.randint(1, 7))]
+    present = {(a, d): rng.random() < 0.9 for a in graph.order for d in days}
+    exists = lambda a, d: present.get((a, d), False)  # noqa: E731
+    plan = planner.plan(failed, graph, exists, TODAY)
+    assert_sound(plan, graph)
+    with monkeypatch.context() as m:
+        m.setattr(planner, "_merge_ranges", lambda runs, rank, may_write: runs)
+        per_date = planner.plan(failed, graph, exists, TODAY)
+    assert set(failed) <= per_date.writes() <= plan.writes()
+    assert all(exists(*p) for p in plan.writes() - per_date.writes())
+    assert len(plan.runs) <= len(per_date.runs)

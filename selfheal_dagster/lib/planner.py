@@ -216,9 +216,11 @@ def _merge_ranges(
     A ranged run writes every selected asset on every date: dates whose refresh needs fewer
     assets (a shorter lookback stops reading the healed day sooner) join only when the extra
     partitions ``may_write`` (they exist and read nothing broken: recomputing them gives the
-    same rows), else the range ends there.
+    same rows) and no other run of the plan writes them (two runs of one plan writing one
+    partition would race, or write it twice), else the range ends there.
     """
     by_key = {r.key: r for r in runs}
+    planned = {p for r in runs for p in r.partitions}
     depth: dict[str, int] = {}
 
     def depth_of(key: str) -> int:
@@ -226,11 +228,11 @@ def _merge_ranges(
             depth[key] = 1 + max((depth_of(k) for k in by_key[key].after), default=-1)
         return depth[key]
 
-    def union(group: list[PlannedRun], run: PlannedRun) -> tuple[str, ...] | None:
-        assets = tuple(sorted({*group[0].assets, *run.assets}, key=rank.__getitem__))
-        members = [*group, run]
-        if all(may_write(a, r.day) for r in members for a in assets if a not in r.assets):
-            return assets
+    def union(group: list[PlannedRun], assets: tuple[str, ...], run: PlannedRun):
+        joined = tuple(sorted({*assets, *run.assets}, key=rank.__getitem__))
+        extra = [(a, r.day) for r in (*group, run) for a in joined if a not in r.assets]
+        if all(p not in planned and may_write(*p) for p in extra):
+            return joined
         return None
 
     merged: list[list[PlannedRun]] = []
@@ -239,17 +241,21 @@ def _merge_ranges(
         (r for r in runs if not r.failed), key=lambda r: (depth_of(r.key), r.day, r.part)
     )
     for run in refresh:
-        group = merged[-1] if merged else None
-        joined = (
-            union(group, run)
-            if group
-            and depth_of(run.key) == depth_of(group[-1].key)
+        # Several ranges can grow side by side (one date's parts wait for different dates):
+        # the run extends one that ended the day before, at its depth, its own assets first.
+        ends = [
+            i
+            for i, group in enumerate(merged)
+            if depth_of(group[-1].key) == depth_of(run.key)
             and (run.day - group[-1].day).days == 1
-            else None
-        )
-        if group and joined is not None:
-            group.append(run)
-            assets_of[-1] = joined
+        ]
+        ends.sort(key=lambda i: assets_of[i] != run.assets)
+        for i in ends:
+            joined = union(merged[i], assets_of[i], run)
+            if joined is not None:
+                merged[i].append(run)
+                assets_of[i] = joined
+                break
         else:
             merged.append([run])
             assets_of.append(run.assets)
