@@ -246,8 +246,7 @@ def _merge_ranges(
         ends = [
             i
             for i, group in enumerate(merged)
-            if depth_of(group[-1].key) == depth_of(run.key)
-            and (run.day - group[-1].day).days == 1
+            if depth_of(group[-1].key) == depth_of(run.key) and (run.day - group[-1].day).days == 1
         ]
         ends.sort(key=lambda i: assets_of[i] != run.assets)
         for i in ends:
