@@ -191,8 +191,26 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
         for b in spans[i + 1 :]
         if a[1] & b[1] and not (a[4] <= b[3] or b[4] <= a[3])
     )
+    from selfheal_dagster.lib.checks import read_partitions
+
+    def inputs(table, day) -> set:
+        """The partitions ``table`` for ``day`` reads, directly or through another table."""
+        out, todo = set(), [(table, day)]
+        while todo:
+            for up in read_partitions(*todo.pop()):
+                if (up[0].key, up[1]) not in out:
+                    out.add((up[0].key, up[1]))
+                    todo.append(up)
+        return out
+
     detected, exact, times, redundant = 0, 0, [], 0
     for table, day, _kind, at, *_ in real:
+        # A later fault on the partition or on what it reads is a new reason to heal it.
+        touching = {(table.key, day)} | inputs(table, day)
+        until = min(
+            (g[3] for g in faults if g[3] > at and (g[0].key, g[1]) in touching),
+            default=float("inf"),
+        )
         mine = [s for s in spans if (table.key, day) in s[1] and s[4] >= at]
         if mine:
             detected += 1
@@ -201,10 +219,16 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
         ok = sorted(s[4] for s in mine if s[0].is_success)
         if ok:
             times.append(ok[0] - at)
-        targeted = [s for s in mine if s[0].is_success and (table.name, day.isoformat()) in s[2]]
-        redundant += max(0, len(targeted) - 1)
+        targeted = [
+            s
+            for s in mine
+            if s[0].is_success and (table.name, day.isoformat()) in s[2] and s[3] < until
+        ]
+        if len(targeted) > 1:
+            redundant += len(targeted) - 1
+            keys = [s[0].tags.get("dagster/run_key") for s in targeted]
+            print(f"redundant? {table.name} {day}: {keys}")
     touched = {(t.key, d) for t, d, *_ in real} | {(a, d) for a, d in outages}
-    from selfheal_dagster.lib.checks import read_partitions
 
     readers: set = set()  # what reads a fault, directly or through another reader
     dates = [today - timedelta(days=i) for i in range(DAYS + 45)]
