@@ -106,8 +106,8 @@ def sweep_checks(
             continue  # a re-check a person asked for records every result
         table = outcome.table
         if table.name not in written:
-            key = dg.AssetKey(table.key_path)
-            written[table.name] = check_records.targets(context.instance, key, days)
+            asset = dg.AssetKey(table.key_path)
+            written[table.name] = check_records.targets(context.instance, asset, days)
         context.log_event(check_evaluation(outcome, read_at, written[table.name]))
         recorded += 1
     failing = [f"{o.table.name} {o.day} {o.check}: {o.reason}" for o in outcomes if o.heals]

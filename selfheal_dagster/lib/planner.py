@@ -228,7 +228,10 @@ def _merge_ranges(
             depth[key] = 1 + max((depth_of(k) for k in by_key[key].after), default=-1)
         return depth[key]
 
-    def union(group: list[PlannedRun], assets: tuple[str, ...], run: PlannedRun):
+    def union(
+        group: list[PlannedRun], assets: tuple[str, ...], run: PlannedRun
+    ) -> tuple[str, ...] | None:
+        """The range's assets with ``run`` joined, or None if it may not join."""
         joined = tuple(sorted({*assets, *run.assets}, key=rank.__getitem__))
         extra = [(a, r.day) for r in (*group, run) for a in joined if a not in r.assets]
         if all(p not in planned and may_write(*p) for p in extra):
