@@ -13,7 +13,10 @@ When the loop is quiet it prints:
 - concurrent heal runs (two writing one partition at once) and redundant ones (a partition
   healed twice for one fault);
 - history records left open, false alerts (a heal of a partition no fault touched or read),
-  attempts and gave-ups per outage, median and max time from a fault to its heal.
+  attempts and gave-ups per outage, median and max time from a fault to its heal;
+- what the on-call channel saw, from a Slack Web API on 127.0.0.1 that the alerts sensor
+  posts to with a bot token: messages per incident, top-level messages, pages, messages of
+  their own for skipped or held refreshes, and whether every page names what it holds.
 
     python benchmarks/soak_heal.py [--waves 6] [--per-wave 5] [--seed 7]
 """
@@ -81,8 +84,18 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
     box_out = next(d for d in month[2:] if league.games_on(d))
     outages = {(box.key, box_out), (odds.key, odds_out)}
     window = DAYS
+    from pytest_httpserver import HTTPServer
+
+    from selfheal_dagster_tests.slack import FakeSlack
+
+    slack_server = HTTPServer(host="127.0.0.1", port=0)
+    slack_server.start()
+    slack = FakeSlack()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))}
     env.update(
+        SLACK_BOT_TOKEN="xoxb-soak-not-a-secret",
+        SLACK_CHANNEL="#nba-alerts",
+        SELFHEAL_SLACK_API_URL=slack.install(slack_server),
         DAGSTER_HOME=str(home),
         SELFHEAL_DUCKDB_PATH=str(tmp / "warehouse.duckdb"),
         SELFHEAL_LEAGUE_OUTAGES=f"{box.name}@{box_out},{odds.name}@{odds_out}",
@@ -278,7 +291,35 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
         print(f"outage {asset} {day}: {len(attempts)} attempts, {len(gave)} gave up")
     if times:
         print(f"time to heal: median {statistics.median(times):.0f}s, max {max(times):.0f}s")
+    report_alerts(slack, records, len(outages))
+    slack_server.stop()
     print(f"total {time.time() - t_start:.0f}s; logs in {tmp}")
+
+
+def report_alerts(slack, records, outages: int) -> None:
+    """What the channel saw: the targets are at most one top-level message per incident
+    plus one per give-up, no message of its own for a skipped or held refresh, pages =
+    outages, and every page naming what it holds."""
+    incidents = {r.correlation_id for r in records}
+    posted = [c for c in slack.calls if c.method == "chat.postMessage"]
+    top = slack.top_level
+    pages = [c for c in top if c.title.startswith("🚨")]
+    replies = [c for c in posted if c.thread_ts]
+    edits = [c for c in slack.calls if c.method == "chat.update"]
+    own = [c for c in posted if c.title.startswith(("⏭️", "⏸️")) or "Skipped" in c.title]
+    naming = [p for p in pages if "held (reads it, not refreshed)" in p.body]
+    print(
+        f"alerts: {len(incidents)} incidents; {len(posted)} messages "
+        f"({len(posted) / max(1, len(incidents)):.1f} per incident): {len(top)} top-level, "
+        f"{len(replies)} thread replies, {len(pages)} pages; {len(edits)} status edits"
+    )
+    print(
+        f"alerts targets: top-level {len(top)} <= incidents + pages {len(incidents) + len(pages)}"
+        f": {'yes' if len(top) <= len(incidents) + len(pages) else 'NO'}; messages for skipped"
+        f" or held refreshes: {len(own)}; pages {len(pages)} = outages {outages}: "
+        f"{'yes' if len(pages) == outages else 'NO'}; pages naming what they hold: "
+        f"{len(naming)}/{len(pages)}"
+    )
 
 
 if __name__ == "__main__":

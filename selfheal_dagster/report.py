@@ -168,6 +168,8 @@ OUTCOME_STYLE = {
     "gave_up": "bold red",
     "skipped": "yellow",
     "triggered": "cyan",
+    "superseded": "green",
+    "closed": "dim",
 }
 
 
@@ -179,7 +181,7 @@ def render_heal_runs(runs: Sequence) -> RichTable:
     from selfheal_dagster.runs import request_span
 
     for r in runs:
-        style = OUTCOME_STYLE.get(r.outcome, "")
+        style = OUTCOME_STYLE.get(r.outcome, "default")
         table.add_row(
             r.run_id[:8],
             request_span(r.request),
@@ -231,14 +233,14 @@ def render_history(records: Sequence[HealRecord]) -> RichTable:
     for column in ("id", "outcome", "missing", "attempt", "runs", "to heal", "alerts", "reason"):
         table.add_column(column, overflow="fold")
     for r in records:
-        style = OUTCOME_STYLE.get(str(r.outcome), "")
+        style = OUTCOME_STYLE.get(str(r.outcome), "default")
         alerts = ", ".join(
             f"{a['kind']} {'✓' if a['delivered'] else '✗'} ({a['via']})" for a in r.alerts
         )
         table.add_row(
             r.id,
             f"[{style}]{r.outcome}[/]",
-            ", ".join(r.missing_components) or "[dim]refresh[/]",
+            ", ".join(r.missing_components) or ("—" if r.closing else "[dim]refresh[/]"),
             str(r.attempt),
             "\n".join(run[:8] for run in r.run_ids) or "—",
             _took(r.seconds_to_heal),

@@ -394,8 +394,7 @@ def heal_now(
         raise HealBusy("a heal is already queued or running for " + ", ".join(taken))
     cid = str(uuid.uuid4())
     launches, records = healing.plan_runs(plan, failures, {}, heal_loop.PHASES, now, cid, cid[:8])
-    for record in records:
-        warehouse.insert_history(record)
+    warehouse.insert_histories(records)
     loop.deliver()
     broken: set[str] = set()
     for launch, after in launches:
@@ -416,4 +415,10 @@ def heal_now(
             on_run(result.runs[-1])
         if outcome != "healed":
             broken.add(launch.run_key)
+    if failures:  # every run of the heal ended: its incident is over
+        first = failures[0]
+        warehouse.insert_history(
+            healing.closed_record(cid, first.asset, first.day, heal_loop.PHASES, now_utc())
+        )
+        loop.deliver()
     return result

@@ -2,7 +2,8 @@
 can issue parsed as BigQuery SQL by sqlglot (no fallback to an unparsed command)."""
 
 from contextlib import nullcontext
-from datetime import UTC, date, datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import sqlglot
@@ -85,9 +86,10 @@ def test_every_statement_the_warehouse_issues_parses_as_bigquery():
     wh.punch_gap(BOX, DAY)
     wh.punch_gap(BOX, DAY, keep=0.5)
     wh.insert_history(record())
+    wh.insert_histories([record(), replace(record(), target_date=DAY + timedelta(days=1))])
     wh.update_history(record())
     wh.update_history(record(), columns=["outcome", "success"])
-    wh.note_alert(record().id, {"kind": "triggered", "delivered": True})
+    wh.note_alert(record().id, {"kind": "open", "key": "open", "delivered": True})
     wh.history(day=DAY, correlation_id="a1b2")
     kinds = set()
     for sql, _, _ in client.queries:
@@ -267,6 +269,19 @@ def test_history_insert_reports_whether_it_stored_a_new_record():
     assert params["p_id"] == "2026-01-20_phase2_a1b2c3d4"
     nulls = {p.name: p.type_ for p in config.query_parameters if p.value is None}
     assert nulls["p_success"] == "BOOL" and nulls["p_resolved_at"] == "TIMESTAMP"
+
+
+def test_a_ticks_history_records_are_one_merge_statement():
+    """One DML statement is atomic: a reader sees an incident's records of a tick all, or
+    none of them yet."""
+    client = RecordingClient()
+    records = [replace(record(), target_date=DAY + timedelta(days=i)) for i in range(3)]
+    warehouse(client).insert_histories([*records, records[0]])  # a repeat is sent once
+    [(sql, config, params)] = client.queries
+    tree = assert_bigquery_sql(sql)
+    assert isinstance(tree, exp.Merge) and sql.count("UNION ALL") == 2
+    assert [params[f"p{i}_id"] for i in range(3)] == [r.id for r in records]
+    assert {p.name: p.type_ for p in config.query_parameters}["p2_held"] == "STRING"
 
 
 @pytest.mark.parametrize("table", execution_order(in_phase(4)), ids=lambda t: t.name)

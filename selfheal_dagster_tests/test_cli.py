@@ -340,7 +340,9 @@ def test_history_by_correlation_id_lists_alerts_runs_and_outcome(tmp_path, histo
     healed = selfheal(tmp_path, "heal", "--date", "2026-01-20")
     assert "🔧 Self-Heal Triggered: Phase 2" in healed.stdout  # the log sink's alert
     docs = json.loads(selfheal(tmp_path, "history", "--json").stdout)
-    [record] = [r for r in docs["records"] if r["phase"] == "phase2"]
+    [record] = [r for r in docs["records"] if r["phase"] == "phase2" and r["outcome"] != "closed"]
+    [closed] = [r for r in docs["records"] if r["outcome"] == "closed"]  # the incident's end
+    assert closed["correlation_id"] == record["correlation_id"]
     assert record["id"] == f"2026-01-20_phase2_{record['correlation_id'][:8]}"
     assert record["outcome"] == "healed" and record["success"] is True
     assert record["missing_components"] == ["odds_api_game_lines"]
@@ -349,7 +351,7 @@ def test_history_by_correlation_id_lists_alerts_runs_and_outcome(tmp_path, histo
     out = selfheal(tmp_path, "history", "--correlation-id", record["correlation_id"][:8])
     assert out.returncode == 0, out.stderr
     assert record["id"] in out.stdout
-    assert "triggered ✓ (log)" in out.stdout and "healed ✓ (log)" in out.stdout
+    assert "open ✓ (log)" in out.stdout and "close ✓ (log)" in out.stdout
     assert record["run_ids"][0][:8] in out.stdout and "SUCCESS" in out.stdout
     assert "heal(s) triggered" in out.stdout and "median detection to healed" in out.stdout
     assert (

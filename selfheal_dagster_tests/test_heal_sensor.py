@@ -149,7 +149,14 @@ def test_a_fourth_failure_the_same_day_gives_up_once_and_launches_nothing(loop, 
     failed = loop.instance.get_runs(dg.RunsFilter(tags={OUTCOME_TAG: "failed"}))
     assert sorted(r.run_id for r in failed) == sorted(run_ids[:2])
     records = loop.warehouse.history(day=GAME_DAY)
-    assert sorted(r.outcome for r in records) == [Outcome.FAILED] * 3 + [Outcome.GAVE_UP]
+    # One incident across its attempts: a record per attempt, the give-up, its end.
+    assert sorted(r.outcome for r in records) == [
+        Outcome.CLOSED,
+        *[Outcome.FAILED] * 3,
+        Outcome.GAVE_UP,
+    ]
+    assert len({r.correlation_id for r in records}) == 1
+    assert sorted(r.attempt for r in records if r.outcome is Outcome.FAILED) == [1, 2, 3]
     [gave_up] = [r for r in records if r.outcome is Outcome.GAVE_UP]
     assert gave_up.attempt == 3 and "needs a person" in gave_up.healing_result.reason
     assert all(

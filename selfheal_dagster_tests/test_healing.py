@@ -324,6 +324,7 @@ def test_random_sequences_keep_every_promise(seed):
         for launch in d.launch:
             in_flight[launch.run_key] = {(a, launch.day) for a in launch.assets}
     assert state.targets == {} and state.pending == [] and in_flight == {}
+    assert state.incidents == {}  # and every incident closed
 
 
 def test_a_target_rewritten_since_its_failing_read_closes_instead_of_healing_twice():
@@ -350,3 +351,84 @@ def test_a_target_rewritten_since_its_failing_read_closes_instead_of_healing_twi
     assert state.targets == {} and "superseded" in done.closed[0]
     done = decide(2, fails_now=True)
     assert len(done.launch) == 1  # failing on the warehouse now: healed
+
+
+def test_an_incident_keeps_its_correlation_id_over_its_attempts_and_closes_once():
+    state = healing.State(watermark=0)
+    first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
+    cid = first.launch[0].tags[healing.CORRELATION_ID]
+    end = T0 + timedelta(seconds=10)
+    runs = ended(first, ok=False, now=end)
+    second = decide(state, end + timedelta(seconds=61), Observation(runs=runs))
+    [retry] = second.launch
+    assert retry.tags[healing.CORRELATION_ID] == cid  # the same incident
+    assert retry.run_key != first.launch[0].run_key  # a new run key for each attempt
+    [record] = second.records
+    assert record.correlation_id == cid and record.id.endswith(f"{cid[:8]}_2")
+    assert second.closing == [] and cid in state.incidents
+    runs.update(ended(second, ok=True, now=end + timedelta(seconds=70), healed=[RAW]))
+    done = decide(state, end + timedelta(seconds=80), Observation(runs=runs))
+    [closed] = done.closing
+    assert closed.outcome is Outcome.CLOSED and closed.correlation_id == cid
+    assert state.incidents == {}
+    assert decide(state, end + timedelta(seconds=90), Observation(runs=runs)).closing == []
+
+
+def test_new_failures_open_a_new_incident_beside_a_retry():
+    state = healing.State(watermark=0)
+    day2 = TODAY - timedelta(days=4)
+    first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
+    runs = ended(first, ok=False, now=T0 + timedelta(seconds=5))
+    later = T0 + timedelta(minutes=5)
+    d = decide(state, later, Observation(failures=[failure(RAW, day2, 2)], runs=runs))
+    cids = {launch.day: launch.tags[healing.CORRELATION_ID] for launch in d.launch}
+    assert cids[TODAY] == first.launch[0].tags[healing.CORRELATION_ID]
+    assert cids[day2] != cids[TODAY] and len(state.incidents) == 2
+
+
+def test_new_failures_wait_while_a_sweep_is_still_recording_up_to_the_group_wait():
+    state = healing.State(watermark=0)
+    seen = Observation(failures=[failure(RAW, TODAY, 1)], sweeping=True)
+    d = decide(state, T0 + timedelta(seconds=5), seen)
+    assert d.launch == [] and "waits for the sweep" in d.skipped[0]
+    # More of the same sweep's results: one incident for all of them once it ended.
+    more = Observation(failures=[failure(RAW, TODAY - timedelta(days=4), 2)])
+    d = decide(state, T0 + timedelta(seconds=15), more)
+    assert len(d.launch) == 2 and len({x.tags[healing.CORRELATION_ID] for x in d.launch}) == 1
+    # A sweep that never ends holds a new failure no longer than the group wait.
+    state = healing.State(watermark=0)
+    late = T0 + timedelta(seconds=POLICY.group_wait_seconds + 1)
+    assert len(decide(state, late, seen).launch) == 1
+
+
+def test_a_target_superseded_after_an_attempt_closes_its_incident_in_the_history():
+    state = healing.State(watermark=0)
+    first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
+    end = T0 + timedelta(seconds=10)
+    runs = ended(first, ok=False, now=end)
+    decide(state, end + timedelta(seconds=1), Observation(runs=runs))
+    passed = {(RAW, TODAY, "row_count"): end + timedelta(seconds=20)}
+    d = decide(state, end + timedelta(seconds=30), Observation(runs=runs, passes=passed))
+    superseded, closed = d.closing
+    assert superseded.outcome is Outcome.SUPERSEDED and superseded.id.endswith("_superseded")
+    assert closed.outcome is Outcome.CLOSED
+
+
+def test_a_give_up_names_the_existing_partitions_held_because_they_read_it():
+    state = healing.State(watermark=0)
+    exists = lambda a, d: a != RAW  # noqa: E731 - every Phase 4 partition exists
+    now, runs = T0, {}
+    d = decide(
+        state, now, Observation(failures=[failure(RAW, TODAY - timedelta(days=3), 1)]), exists
+    )
+    for _ in range(3):
+        for launch in d.launch:
+            runs[launch.run_key] = RunStatus(RunState.FAILURE, now, reason="SourceOutage")
+        now += timedelta(minutes=10)
+        d = decide(state, now, Observation(runs=runs), exists)
+    [gave_up] = d.escalations
+    # pre/b reads raw/a of the same date; pre/c of the two dates after.
+    assert gave_up.held == [
+        [PRE, "2026-01-18", "2026-01-18"],
+        [LATE, "2026-01-19", "2026-01-20"],
+    ]

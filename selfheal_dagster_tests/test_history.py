@@ -29,7 +29,7 @@ def webhook_titles(httpserver):
     return [json.loads(r.get_data())["attachments"][0]["title"] for r, _ in httpserver.log]
 
 
-def test_history_ids_and_the_triggered_alert_are_written_once(slack_loop, httpserver):
+def test_history_ids_and_the_incident_alerts_are_written_once(slack_loop, httpserver):
     httpserver.expect_request("/services/T0/B0/secret").respond_with_data("ok")
     slack_loop.warehouse.punch_gap(BOX, GAME_DAY)
     slack_loop.sweep()
@@ -41,8 +41,8 @@ def test_history_ids_and_the_triggered_alert_are_written_once(slack_loop, httpse
     [record] = slack_loop.warehouse.history(day=GAME_DAY)
     assert record.id == record_id(GAME_DAY, "phase2", cid) == f"{GAME_DAY}_phase2_{cid[:8]}"
     assert webhook_titles(httpserver) == ["🔧 Self-Heal Triggered: Phase 2"]
-    assert [(a["kind"], a["via"], a["delivered"]) for a in record.alerts] == [
-        ("triggered", "webhook", True)
+    assert [(a["kind"], a["key"], a["via"], a["delivered"]) for a in record.alerts] == [
+        ("open", "open", "webhook", True)
     ]
     doc = record.document()
     assert {
@@ -60,17 +60,22 @@ def test_history_ids_and_the_triggered_alert_are_written_once(slack_loop, httpse
         "skipped": False,
         "reason": doc["healing_result"]["reason"],
     }
-    # Success: the outcome is recorded and announced once, even if verified twice.
+    # Success: the outcome is recorded once, even if verified twice; the incident closes at
+    # the next tick, and its closing message is sent once.
     run = slack_loop.run(request)
     assert slack_loop.verify(run.run_id)[0] == "healed"
     slack_loop.verify(run.run_id)
-    [record] = slack_loop.warehouse.history(day=GAME_DAY)
-    assert record.outcome is Outcome.HEALED and record.success is True
-    assert record.run_ids == [run.run_id] and record.seconds_to_heal > 0
+    slack_loop.tick()
+    slack_loop.tick()
+    heal, closed = sorted(slack_loop.warehouse.history(day=GAME_DAY), key=lambda r: r.timestamp)
+    assert heal.outcome is Outcome.HEALED and heal.success is True
+    assert heal.run_ids == [run.run_id] and heal.seconds_to_heal > 0
+    assert closed.outcome is Outcome.CLOSED and closed.id == f"{heal.id}_closed"
     assert webhook_titles(httpserver) == [
         "🔧 Self-Heal Triggered: Phase 2",
         "✅ Self-Heal Healed: Phase 2",
     ]
+    assert [a["key"] for a in heal.alerts] == ["open", "close"]
 
 
 def test_slack_answering_500_still_heals_and_writes_history_with_one_warning(
@@ -108,13 +113,16 @@ def test_outcomes_failure_and_gave_up_are_recorded(slack_loop, httpserver, monke
             slack_loop.verify(slack_loop.run(request).run_id)
     slack_loop.deliver()
     records = slack_loop.warehouse.history(day=GAME_DAY)
-    assert sorted(str(r.outcome) for r in records) == ["failed", "failed", "gave_up"]
-    assert all(r.success is False for r in records)
+    assert sorted(str(r.outcome) for r in records) == ["closed", "failed", "failed", "gave_up"]
+    assert all(r.success is False for r in records if r.outcome is not Outcome.CLOSED)
     gave_up = next(r for r in records if r.outcome is Outcome.GAVE_UP)
     assert gave_up.healing_result.failed and not gave_up.healing_result.triggered
-    titles = webhook_titles(httpserver)
-    assert titles.count("❌ Self-Heal Failed: Phase 2") == 2
-    assert titles.count("🚨 Self-Heal Gave Up: Phase 2 — needs a person") == 1
+    assert gave_up.id == f"{record_id(GAME_DAY, 'phase2', gave_up.correlation_id)}_gave_up"
+    # The webhook cannot thread: the incident's opening, then its closing page.
+    assert webhook_titles(httpserver) == [
+        "🔧 Self-Heal Triggered: Phase 2",
+        f"🚨 Self-Heal Gave Up: bdl_player_boxscores {GAME_DAY} — needs a person",
+    ]
 
 
 def test_queries_by_date_and_by_correlation_id_return_exactly_the_related_records(
@@ -131,10 +139,18 @@ def test_queries_by_date_and_by_correlation_id_return_exactly_the_related_record
     [second] = slack_loop.tick().run_requests
     a, b = first.tags[healing.CORRELATION_ID], second.tags[healing.CORRELATION_ID]
     assert a != b
-    assert [r.target_date for r in slack_loop.warehouse.history(correlation_id=a)] == [GAME_DAY]
-    assert [r.target_date for r in slack_loop.warehouse.history(correlation_id=b[:8])] == [other]
+
+    def heals(records):  # the incident's heal records, not its closing marker
+        return [r for r in records if not r.closing]
+
+    assert [r.target_date for r in heals(slack_loop.warehouse.history(correlation_id=a))] == [
+        GAME_DAY
+    ]
+    assert [r.target_date for r in heals(slack_loop.warehouse.history(correlation_id=b[:8]))] == [
+        other
+    ]
     assert [r.correlation_id for r in slack_loop.warehouse.history(day=other)] == [b]
-    assert len(slack_loop.warehouse.history()) == 2
+    assert len(heals(slack_loop.warehouse.history())) == 2
     assert slack_loop.warehouse.history(correlation_id="ffffffff") == []
 
 
@@ -153,7 +169,7 @@ def test_the_heal_tick_sends_nothing_to_slack_the_alerts_sensor_does(slack_loop,
         alerts_sensor.evaluate_tick(slack_loop.context())
     assert webhook_titles(httpserver) == ["🔧 Self-Heal Triggered: Phase 2"]
     [record] = slack_loop.warehouse.history(day=GAME_DAY)
-    assert [a["kind"] for a in record.alerts] == ["triggered"]
+    assert [a["kind"] for a in record.alerts] == ["open"]
 
 
 def test_an_outcome_and_an_alert_note_written_at_once_keep_each_other(history):
@@ -175,10 +191,10 @@ def test_an_outcome_and_an_alert_note_written_at_once_keep_each_other(history):
     stale_copy = history.history(day=GAME_DAY)[0]  # what the alerts sensor read earlier
     closed = record.resolved(Outcome.HEALED, datetime.now(UTC), "healed", "run-1")
     history.update_history(closed, OUTCOME_COLUMNS)
-    history.note_alert(stale_copy.id, {"kind": "triggered", "delivered": True})
+    history.note_alert(stale_copy.id, {"kind": "open", "key": "open", "delivered": True})
     [stored] = history.history(day=GAME_DAY)
     assert stored.outcome is Outcome.HEALED and stored.run_ids == ["run-1"]
-    assert [a["kind"] for a in stored.alerts] == ["triggered"]
+    assert [a["kind"] for a in stored.alerts] == ["open"]
 
 
 def test_the_heal_history_asset_counts_one_eastern_day_as_numeric_metadata(env, instance, defs):

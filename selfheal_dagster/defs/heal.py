@@ -107,8 +107,8 @@ ALERT_BUDGET_SECONDS = 40  # within Dagster's 60 s sensor deadline, whatever Sla
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Send the alerts the heal history owes (triggered, then each outcome), oldest first, "
-        "each once; off the heal sensor's path, so Slack never delays a heal."
+        "Tell each incident's story once: its message, a reply per attempt, its status, and a "
+        "page when a person is needed; off the heal sensor's path, so Slack never delays a heal."
     ),
 )
 def alerts_sensor(
@@ -123,7 +123,9 @@ def alerts_sensor(
 def defs() -> dg.Definitions:
     settings = Settings.from_env()
     policy = healing.Policy(
-        max_attempts=settings.heal_max_attempts, backoff_seconds=settings.heal_backoff_seconds
+        max_attempts=settings.heal_max_attempts,
+        backoff_seconds=settings.heal_backoff_seconds,
+        group_wait_seconds=settings.heal_group_wait_seconds,
     )
     return dg.Definitions(
         jobs=[heal_job],

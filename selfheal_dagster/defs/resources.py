@@ -198,6 +198,11 @@ class AlertsResource(dg.ConfigurableResource):
         default="https://slack.com/api/", description="Base URL of Slack's Web API."
     )
     ui_url: str = Field(default="", description="Dagster UI base URL, for links to runs.")
+    mode: str = Field(
+        default="all",
+        description="all: every incident; pages: only what needs a person, and a daily digest.",
+    )
+    max_attempts: int = Field(default=3, description="Heal attempts per target (for the text).")
     attempts: int = Field(default=3, description="Delivery attempts per alert.")
     timeout_seconds: float = Field(default=3.0, description="Timeout of each attempt.")
     max_retry_after_seconds: float = Field(
@@ -232,16 +237,25 @@ class AlertsResource(dg.ConfigurableResource):
         from selfheal_dagster.lib.alerts import Notifier
 
         link = (lambda run_id: f"{self.ui_url}/runs/{run_id}") if self.ui_url else None
-        return Notifier(self.sink(echo), warehouse, link)
+        return Notifier(
+            self.sink(echo), warehouse, link, mode=self.mode, max_attempts=self.max_attempts
+        )
 
 
 def alerts_resource(settings: Settings) -> AlertsResource:
     secrets: dict[str, object] = {}
     if settings.slack == "bot":
         secrets = {"bot_token": dg.EnvVar("SLACK_BOT_TOKEN"), "channel": dg.EnvVar("SLACK_CHANNEL")}
+        if settings.slack_api_url:
+            secrets["slack_api_url"] = settings.slack_api_url.rstrip("/") + "/"
     elif settings.slack == "webhook":
         secrets = {"webhook_url": dg.EnvVar("SLACK_WEBHOOK_URL")}
-    return AlertsResource(ui_url=settings.ui_url, **secrets)
+    return AlertsResource(
+        ui_url=settings.ui_url,
+        mode=settings.alerts,
+        max_attempts=settings.heal_max_attempts,
+        **secrets,
+    )
 
 
 class ScraperServiceResource(Phase1SourceResource):

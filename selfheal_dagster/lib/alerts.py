@@ -1,55 +1,78 @@
-"""Heal alerts: what they say, and getting them to Slack without ever holding up a heal.
+"""Heal alerts: one story per incident, told without ever holding up a heal.
 
-Messages are plain data built from heal history records. A sink delivers them: Slack's Web
-API with a bot token, a Slack incoming webhook, or the log. Slack being slow, down, rate
-limiting or rejecting the payload costs at most a few bounded attempts and one warning; the
-webhook URL and the token never appear in a log line or a message.
+An incident (``lib/incidents.py``) is announced once and then updated: with a Slack bot, one
+parent message whose thread takes a reply per attempt and whose status line is edited
+(🔧 → ✅ / 🚨); with an incoming webhook (or the log), which cannot thread, one message when
+it opens and one when it closes. Held or skipped refreshes are lines in those messages. A
+give-up is the page: a new message naming the owner and what stays broken. With
+``SELFHEAL_ALERTS=pages`` only pages are sent, plus one digest a day of what healed.
+
+Every message is keyed and noted on the incident's history record once tried, so a re-run
+sensor tick sends nothing twice. Slack being slow, down, rate limiting or rejecting costs at
+most a few bounded attempts and one warning; a reply or update whose parent is gone starts a
+new parent. The webhook URL and the token never appear in a log line or a message.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from selfheal_dagster.lib.dates import now_utc
-from selfheal_dagster.lib.history import FINAL, HealRecord, Outcome
-from selfheal_dagster.tables import PHASE_OWNERS
+from selfheal_dagster.lib.dates import EASTERN, now_utc
+from selfheal_dagster.lib.healing import WAITED_REASON
+from selfheal_dagster.lib.history import HealRecord, Outcome
+from selfheal_dagster.lib.incidents import (
+    Incident,
+    Launch,
+    first_lines,
+    held_lines,
+    owner,
+)
 
 log = logging.getLogger("selfheal.alerts")
 
 ORANGE = "#FFA500"
 COLORS = {
-    "triggered": ORANGE,
-    Outcome.HEALED: "#2EB67D",
-    Outcome.FAILED: "#E01E5A",
-    Outcome.GAVE_UP: "#8B0000",
-    Outcome.SKIPPED: "#ECB22E",
+    "healing": ORANGE,
+    "healed": "#2EB67D",
+    "failed": "#E01E5A",
+    "gave_up": "#8B0000",
+    "digest": "#439FE0",
 }
+MODES = ("all", "pages")
+# Slack's errors for a message to reply to or edit that is no longer there.
+GONE = frozenset({"message_not_found", "thread_not_found", "cant_update_message"})
 
 
 @dataclass(frozen=True)
 class Message:
-    kind: str  # triggered | healed | failed | gave_up | skipped
+    kind: str  # parent | reply | update | page | open | close | digest
     title: str
-    color: str
-    fields: tuple[tuple[str, str], ...]
+    color: str = ""
+    fields: tuple[tuple[str, str], ...] = ()
     bullets: tuple[str, ...] = ()
     bullets_title: str = ""
+    lines: tuple[str, ...] = ()
 
     def text(self) -> str:
         """The message as plain text: the log sink's output and Slack's fallback text."""
-        lines = [self.title, *(f"{k}: {v}" for k, v in self.fields)]
+        out = [self.title, *(f"{k}: {v}" for k, v in self.fields), *self.lines]
         if self.bullets:
-            lines.append(f"{self.bullets_title}:")
-            lines += [f"• {b}" for b in self.bullets]
-        return "\n".join(lines)
+            out.append(f"{self.bullets_title}:")
+            out += [f"• {b}" for b in self.bullets]
+        return "\n".join(out)
 
     def payload(self) -> dict[str, Any]:
-        """Slack message JSON: one coloured attachment in the familiar layout."""
+        """Slack message JSON: a coloured attachment in the familiar layout, or plain text."""
+        if not self.color:
+            return {"text": self.text()}
         fields = [{"title": k, "value": v, "short": len(v) < 40} for k, v in self.fields]
+        if self.lines:
+            fields.append({"title": "", "value": "\n".join(self.lines), "short": False})
         if self.bullets:
             fields.append(
                 {
@@ -58,110 +81,142 @@ class Message:
                     "short": False,
                 }
             )
-        return {
-            "text": self.title,
-            "attachments": [
-                {
-                    "color": self.color,
-                    "title": self.title,
-                    "fields": fields,
-                    "fallback": self.text(),
-                }
-            ],
-        }
+        attachment = {"color": self.color, "title": self.title, "fields": fields}
+        return {"text": self.title, "attachments": [{**attachment, "fallback": self.text()}]}
 
 
-def _phase(record: HealRecord) -> str:
-    return f"Phase {record.phase.removeprefix('phase')}"
+# --- what each message says ---------------------------------------------------------------
 
 
-def _owner(record: HealRecord) -> tuple[str, str]:
-    return ("Owner", PHASE_OWNERS.get(int(record.phase.removeprefix("phase")), "—"))
-
-
-def triggered(record: HealRecord) -> Message:
-    missing = record.missing_components or [
-        f"(none: refresh of {', '.join(a.rsplit('/', 1)[-1] for a in record.assets)})"
-    ]
+def parent(incident: Incident, max_attempts: int) -> Message:
+    """The incident's message: what broke, what will run, and its status line."""
+    status, color = incident.status(max_attempts)
     return Message(
-        kind="triggered",
-        title=f"🔧 Self-Heal Triggered: {_phase(record)}",
-        color=ORANGE,
+        kind="parent",
+        title=f"🔧 Self-Heal Triggered: {incident.phases()}",
+        color=COLORS[color],
         fields=(
-            ("Date", record.target_date.isoformat()),
-            ("Phase", _phase(record)),
-            ("Healing Triggered", "✅ Yes" if record.healing_result.triggered else "❌ No"),
-            ("Correlation ID", f"`{record.correlation_id}`"),
+            ("Date", incident.dates()),
+            ("Phase", incident.phases()),
+            ("Healing Triggered", "✅ Yes"),
+            ("Correlation ID", f"`{incident.cid}`"),
+            ("Plan", incident.plan()),
+            ("Status", status),
         ),
-        bullets=tuple(missing),
+        bullets=tuple(first_lines(incident.broke())),
         bullets_title="Missing Components",
     )
 
 
-def outcome(record: HealRecord, run_link: Callable[[str], str] = lambda run_id: run_id) -> Message:
-    phase = _phase(record)
-    common = [("Date", record.target_date.isoformat()), ("Phase", phase)]
-    cid = ("Correlation ID", f"`{record.correlation_id}`")
-    runs = ", ".join(run_link(r) for r in record.run_ids) or "—"
-    if record.outcome is Outcome.HEALED:
-        took = record.seconds_to_heal
-        return Message(
-            kind=str(record.outcome),
-            title=f"✅ Self-Heal Healed: {phase}",
-            color=COLORS[Outcome.HEALED],
-            fields=(
-                *common,
-                ("Detected to healed", _duration(took) if took is not None else "—"),
-                ("Attempt", str(record.attempt)),
-                ("Run", runs),
-                cid,
-            ),
-            bullets=tuple(record.missing_components),
-            bullets_title="Healed Components",
-        )
-    if record.outcome is Outcome.GAVE_UP:
-        return Message(
-            kind=str(record.outcome),
-            title=f"🚨 Self-Heal Gave Up: {phase} — needs a person",
-            color=COLORS[Outcome.GAVE_UP],
-            fields=(
-                *common,
-                ("Attempts made", str(record.attempt)),
-                _owner(record),
-                cid,
-                ("Reason", _clip(record.healing_result.reason)),
-            ),
-            bullets=tuple(record.missing_components),
-            bullets_title="Still Missing",
-        )
-    failed = record.outcome is Outcome.FAILED
+def reply(
+    incident: Incident,
+    launch: Launch,
+    max_attempts: int,
+    run_link: Callable[[str], str] = lambda run_id: run_id,
+) -> Message:
+    """How one attempt went; its runs at the end."""
+    runs = sorted({run for r in launch.records for run in r.run_ids})
+    more = f" and {len(runs) - 3} more" if len(runs) > 3 else ""
+    shown = ", ".join(run_link(r) for r in runs[:3])
     return Message(
-        kind=str(record.outcome),
-        title=f"❌ Self-Heal Failed: {phase}" if failed else f"⏭️ Self-Heal Skipped: {phase}",
-        color=COLORS[record.outcome],
-        fields=(
-            *common,
-            ("Attempt", str(record.attempt)),
-            ("Run", runs),
-            _owner(record),
-            cid,
-            ("Error" if failed else "Reason", _clip(record.healing_result.reason)),
-        ),
-        bullets=tuple(record.missing_components),
-        bullets_title="Missing Components",
+        kind="reply",
+        title=incident.attempt_title(launch, max_attempts),
+        lines=(*incident.attempt_lines(launch), *([f"Runs: {shown}{more}"] if runs else [])),
     )
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+def superseded(record: HealRecord) -> Message:
+    name = f"{', '.join(record.missing_components)} {record.target_date}"
+    return Message(
+        kind="reply",
+        title=f"↩️ {name} came back by other means (its check passes); no further attempt",
+    )
 
 
-def _clip(text: str, limit: int = 500) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def page(incident: Incident, gave_up: list[HealRecord], waiting: list[HealRecord] = ()) -> Message:
+    """The give-up: a person is needed. Who, and what stays broken until they act
+    (``waiting``: targets given up with it only because they waited for it)."""
+    names = ", ".join(f"{r.missing_components[0]} {r.target_date}" for r in gave_up)
+    days = sorted({r.target_date for r in gave_up})
+    return Message(
+        kind="page",
+        title=f"🚨 Self-Heal Gave Up: {names} — needs a person",
+        color=COLORS["gave_up"],
+        fields=(
+            ("Date", ", ".join(map(str, days))),
+            ("Phase", incident.phases()),
+            ("Attempts made", str(max(r.attempt for r in gave_up))),
+            ("Owner", ", ".join(sorted({owner(r) for r in gave_up}))),
+            ("Correlation ID", f"`{incident.cid}`"),
+            (
+                "Once fixed",
+                "; ".join(f"`selfheal heal --date {d}`" for d in days)
+                + " once the source delivers (the loop itself tries again after a day)",
+            ),
+        ),
+        bullets=(
+            *(line for r in gave_up for line in held_lines(r)),
+            *(f"held (waited for it): {r.missing_components[0]} {r.target_date}" for r in waiting),
+        ),
+        bullets_title="Stays broken until fixed",
+    )
+
+
+def close(
+    incident: Incident,
+    max_attempts: int,
+    paging: list[HealRecord],
+    waiting: list[HealRecord],
+) -> Message:
+    """The webhook's closing roll-up: every attempt in a few lines; the page if one is due."""
+    status, color = incident.status(max_attempts)
+    lines = []
+    for launch in incident.launches:
+        lines.append(incident.attempt_title(launch, max_attempts))
+        lines += [f"   {line}" for line in incident.attempt_lines(launch)]
+    lines += [superseded(r).title for r in incident.of_outcome(Outcome.SUPERSEDED)]
+    base = page(incident, paging, waiting) if paging else None
+    title = {
+        "healed": f"✅ Self-Heal Healed: {incident.phases()}",
+        "failed": f"❌ Self-Heal Failed: {incident.phases()}",
+    }.get(color, base.title if base else f"🚨 Self-Heal Gave Up: {incident.phases()}")
+    return Message(
+        kind="close",
+        title=title,
+        color=COLORS[color],
+        fields=(
+            ("Date", incident.dates()),
+            ("Phase", incident.phases()),
+            ("Correlation ID", f"`{incident.cid}`"),
+            ("Plan", incident.plan()),
+            ("Status", status),
+            *(
+                f
+                for f in (base.fields if base else ())
+                if f[0] in ("Attempts made", "Owner", "Once fixed")
+            ),
+        ),
+        lines=tuple(first_lines(lines, 14)),
+        bullets=base.bullets if base else (),
+        bullets_title=base.bullets_title if base else "",
+    )
+
+
+def digest(day: date, incidents: list[Incident]) -> Message:
+    first = sum(i.healed_on_first_attempt for i in incidents)
+    lines = []
+    for i in incidents:
+        attempts = i.launches[-1].attempt if i.launches else 1
+        said = "on attempt 1" if i.healed_on_first_attempt else f"after {attempts} attempt(s)"
+        lines.append(f"✅ {'; '.join(first_lines(i.broke(), 2)) or 'a refresh'}: healed {said}")
+    return Message(
+        kind="digest",
+        title=(
+            f"🗒️ Self-Heal digest for {day}: {len(incidents)} incident(s) healed without a "
+            f"person ({first} on attempt 1)"
+        ),
+        lines=tuple(first_lines(lines, 20)),
+    )
 
 
 # --- sinks ------------------------------------------------------------------------------------
@@ -183,21 +238,39 @@ class Response:
     status: int
     headers: dict[str, str]
     body: str
+    data: dict[str, Any] = field(default_factory=dict)  # the Web API's JSON answer
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What became of one message: delivered (with the Slack message it made), or not."""
+
+    ok: bool
+    ts: str = ""
+    channel: str = ""
+    gone: bool = False  # the message to reply to or edit is no longer there
 
 
 class Sink:
     """The log: where alerts go when no Slack destination is configured."""
 
     name = "log"
+    threads = False  # can reply in a thread and edit a message
 
     def __init__(self, echo: Callable[[str], None] | None = None) -> None:
         self.echo = echo
 
-    def send(self, message: Message) -> bool:
+    def post(self, message: Message, thread: Sent | None = None) -> Sent:
         log.info("%s", message.text())
         if self.echo:
             self.echo(message.text())
-        return True
+        return Sent(ok=True)
+
+    def update(self, parent: Sent, message: Message) -> Sent:
+        return self.post(message)
+
+    def send(self, message: Message) -> bool:
+        return self.post(message).ok
 
 
 LogSink = Sink
@@ -207,21 +280,22 @@ LogSink = Sink
 class _SlackSink(Sink):
     delivery: Delivery = field(default_factory=Delivery)
 
-    def post(self, message: Message) -> Response:
-        raise NotImplementedError
-
-    def send(self, message: Message) -> bool:
+    def _deliver(self, kind: str, call: Callable[[], Response]) -> Sent:
         reason = "no attempt made"
         for attempt in range(1, self.delivery.attempts + 1):
             wait = self.delivery.backoff_seconds * 2 ** (attempt - 1)
             try:
-                response = self.post(message)
+                response = call()
             except Exception as exc:  # noqa: BLE001 - a failed alert never fails a heal
                 reason = f"{type(exc).__name__} (no response)"
             else:
-                if 200 <= response.status < 300:
-                    return True
-                if response.status == 429:
+                error = response.data.get("error", "") if response.data else ""
+                if 200 <= response.status < 300 and not error:
+                    return Sent(True, response.data.get("ts", ""), response.data.get("channel", ""))
+                if error in GONE:
+                    log.warning("Slack %s alert via %s: %s", kind, self.name, error)
+                    return Sent(False, gone=True)
+                if response.status == 429 or error == "ratelimited":
                     asked = _seconds(
                         response.headers.get("Retry-After") or response.headers.get("retry-after")
                     )
@@ -234,22 +308,22 @@ class _SlackSink(Sink):
                 else:
                     log.warning(
                         "Slack rejected the %s alert via %s: HTTP %s %s",
-                        message.kind,
+                        kind,
                         self.name,
                         response.status,
-                        _clip(response.body, 200),
+                        _clip(error or response.body, 200),
                     )
-                    return False
+                    return Sent(False)
             if attempt < self.delivery.attempts:
                 self.delivery.sleep(wait)
         log.warning(
             "Slack %s alert not delivered via %s after %d attempts: %s",
-            message.kind,
+            kind,
             self.name,
             self.delivery.attempts,
             reason,
         )
-        return False
+        return Sent(False)
 
 
 def _seconds(value: str | None) -> float | None:
@@ -262,94 +336,289 @@ def _seconds(value: str | None) -> float | None:
 @dataclass
 class WebhookSink(_SlackSink):
     """A Slack incoming webhook (``slack_sdk.webhook.WebhookClient``, which reports 4xx/5xx as
-    a status code rather than raising)."""
+    a status code rather than raising). It cannot thread or edit."""
 
     url: str = ""
     name = "webhook"
 
-    def post(self, message: Message) -> Response:
+    def post(self, message: Message, thread: Sent | None = None) -> Sent:
         from slack_sdk.webhook import WebhookClient
 
-        client = WebhookClient(
-            self.url, timeout=int(max(1, self.delivery.timeout_seconds)), retry_handlers=[]
-        )
-        sent = client.send_dict(message.payload())
-        return Response(sent.status_code, dict(sent.headers or {}), sent.body or "")
+        def call() -> Response:
+            client = WebhookClient(
+                self.url, timeout=int(max(1, self.delivery.timeout_seconds)), retry_handlers=[]
+            )
+            sent = client.send_dict(message.payload())
+            return Response(sent.status_code, dict(sent.headers or {}), sent.body or "")
+
+        return self._deliver(message.kind, call)
 
 
 @dataclass
 class BotSink(_SlackSink):
-    """Slack's Web API ``chat.postMessage`` with a bot token, through a ``WebClient``."""
+    """Slack's Web API with a bot token, through a ``WebClient``: ``chat.postMessage`` (in a
+    thread with ``thread_ts``) and ``chat.update``."""
 
     client_factory: Callable[[], Any] = lambda: None
     channel: str = ""
     name = "bot"
+    threads = True
 
-    def post(self, message: Message) -> Response:
+    def _call(self, method: str, **kwargs: Any) -> Callable[[], Response]:
         from slack_sdk.errors import SlackApiError
 
-        client = self.client_factory()
-        client.timeout = int(max(1, self.delivery.timeout_seconds))
-        client.retry_handlers = []
+        def call() -> Response:
+            client = self.client_factory()
+            client.timeout = int(max(1, self.delivery.timeout_seconds))
+            client.retry_handlers = []
+            try:
+                sent = getattr(client, method)(**kwargs)
+            except SlackApiError as exc:
+                got = exc.response
+                data = got.data if isinstance(got.data, dict) else {}
+                return Response(got.status_code, dict(got.headers or {}), str(got.data)[:200], data)
+            return Response(sent.status_code, dict(sent.headers or {}), "", dict(sent.data))
+
+        return call
+
+    def post(self, message: Message, thread: Sent | None = None) -> Sent:
         payload = message.payload()
-        try:
-            sent = client.chat_postMessage(
-                channel=self.channel, text=payload["text"], attachments=payload["attachments"]
-            )
-        except SlackApiError as exc:
-            got = exc.response
-            return Response(got.status_code, dict(got.headers or {}), str(got.data)[:200])
-        return Response(sent.status_code, dict(sent.headers or {}), "")
+        kwargs: dict[str, Any] = {"channel": self.channel, "text": payload["text"]}
+        if "attachments" in payload:
+            kwargs["attachments"] = payload["attachments"]
+        if thread is not None:
+            kwargs.update(channel=thread.channel or self.channel, thread_ts=thread.ts)
+        return self._deliver(message.kind, self._call("chat_postMessage", **kwargs))
+
+    def update(self, parent: Sent, message: Message) -> Sent:
+        payload = message.payload()
+        call = self._call(
+            "chat_update",
+            channel=parent.channel or self.channel,
+            ts=parent.ts,
+            text=payload["text"],
+            attachments=payload.get("attachments", []),
+        )
+        return self._deliver("update", call)
 
 
-# --- announcing heals -------------------------------------------------------------------------
+# --- announcing incidents -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Owed:
+    """One message an incident is owed: its key, what it says, and where it goes."""
+
+    key: str
+    message: Message
+    where: str  # "new" | "thread" | "update"
+    also: tuple[str, ...] = ()  # other keys this message settles (a roll-up with its page)
+
+
+def owed(
+    incident: Incident,
+    *,
+    mode: str,
+    threads: bool,
+    max_attempts: int,
+    run_link: Callable[[str], str] = lambda run_id: run_id,
+) -> Iterator[Owed]:
+    """What ``incident`` is still owed, in the order it is to be said."""
+    noted = {n["key"] for n in incident.notes}
+    pages = _pages(incident)
+    if mode == "pages":
+        for key, records, waiting in pages:
+            if key not in noted:
+                yield Owed(key, page(incident, records, waiting), "new")
+        return
+    if not threads:
+        if "open" not in noted:
+            yield Owed("open", replace(parent(incident, max_attempts), kind="open"), "new")
+        due = [p for p in pages if p[0] not in noted]
+        if incident.closed and "close" not in noted:
+            if len(due) <= 1:  # the closing roll-up is the page
+                message = close(incident, max_attempts, *(due[0][1:] if due else ([], [])))
+                yield Owed("close", message, "new", tuple(k for k, *_ in due))
+                return
+            yield Owed("close", close(incident, max_attempts, [], []), "new")
+        for key, records, waiting in due:
+            yield Owed(key, page(incident, records, waiting), "new")
+        return
+    status, _ = incident.status(max_attempts)
+    if "parent" not in noted:  # it shows the status as it is now
+        yield Owed("parent", parent(incident, max_attempts), "new", (f"status:{status}",))
+    for launch in incident.launches:
+        if launch.settled and launch.key not in noted:
+            yield Owed(launch.key, reply(incident, launch, max_attempts, run_link), "thread")
+    for record in incident.of_outcome(Outcome.SUPERSEDED):
+        if f"superseded:{record.id}" not in noted:
+            yield Owed(f"superseded:{record.id}", superseded(record), "thread")
+    for key, records, waiting in pages:
+        if key not in noted:
+            yield Owed(key, page(incident, records, waiting), "new")
+    if f"status:{status}" not in noted and "parent" in noted:
+        yield Owed(f"status:{status}", parent(incident, max_attempts), "update")
+
+
+def _pages(incident: Incident) -> list[tuple[str, list[HealRecord], list[HealRecord]]]:
+    """A page per target given up; a target given up only because the heal it waited for
+    failed (given up in the same tick) is a line in that page, not a page of its own."""
+    by_time: dict[datetime, list[HealRecord]] = {}
+    for r in incident.gave_up:
+        by_time.setdefault(r.timestamp, []).append(r)
+    out = []
+    for _, group in sorted(by_time.items()):
+        roots = [r for r in group if WAITED_REASON not in r.healing_result.reason] or group
+        waiting = [r for r in group if r not in roots]
+        for i, root in enumerate(roots):
+            out.append((f"page:{root.id}", [root], waiting if i == 0 else []))
+    return out
 
 
 class Notifier:
-    """Send a record's alert and note it on the record, so the history shows what was said."""
+    """Send what the heal history's incidents are owed and note it on them, so the history
+    shows what was said and nothing is said twice."""
 
-    def __init__(self, sink: Sink, warehouse, run_link: Callable[[str], str] | None = None):
+    def __init__(
+        self,
+        sink: Sink,
+        warehouse,
+        run_link: Callable[[str], str] | None = None,
+        *,
+        mode: str = "all",
+        max_attempts: int = 3,
+    ):
         self.sink = sink
         self.warehouse = warehouse
         self.run_link = run_link or (lambda run_id: run_id)
+        self.mode = mode
+        self.max_attempts = max_attempts
 
-    def triggered(self, record: HealRecord) -> HealRecord:
-        return self._send(record, triggered(record))
+    def incidents(self, limit: int = 500) -> list[Incident]:
+        """The incidents of the newest ``limit`` records, each whole, oldest first."""
+        records = self.warehouse.history(limit=limit)
+        by_cid: dict[str, list[HealRecord]] = {}
+        for r in records:
+            by_cid.setdefault(r.correlation_id, []).append(r)
+        oldest = min((r.timestamp for r in records), default=None)
+        out = []
+        for cid, mine in by_cid.items():
+            if len(records) >= limit and min(r.timestamp for r in mine) == oldest:
+                mine = self.warehouse.history(correlation_id=cid, limit=limit)  # cut off
+            out.append(Incident.of(cid, mine))
+        return sorted(out, key=lambda i: (i.records[0].timestamp, i.cid))
 
-    def outcome(self, record: HealRecord) -> HealRecord:
-        return self._send(record, outcome(record, self.run_link))
-
-    def deliver(self, budget_seconds: float = 40.0, limit: int = 500) -> list[HealRecord]:
-        """Send every alert the heal history owes, oldest first, each record's "triggered"
-        before its outcome, within ``budget_seconds`` (the rest go next time).
+    def deliver(
+        self,
+        budget_seconds: float = 40.0,
+        limit: int = 500,
+        now: datetime | None = None,
+    ) -> list[str]:
+        """Send every message the incidents are owed, oldest incident first, within
+        ``budget_seconds`` (the rest go next time); returns the keys tried.
 
         The heal loop only writes history; this is the one place alerts leave, so a slow or
-        hanging Slack never delays a run request. An alert is noted on its record once tried
-        (delivered or not), so nothing is sent twice.
+        hanging Slack never delays a run request.
         """
         start = time.monotonic()
-        sent = []
-        records = sorted(self.warehouse.history(limit=limit), key=lambda r: r.timestamp)
-        for record in records:
-            done = {a["kind"] for a in record.alerts}
-            if record.healing_result.triggered and "triggered" not in done:
+        now = now or now_utc()
+        tried = []
+        for incident in self.incidents(limit):
+            if incident.legacy or not incident.launches:
+                continue
+            for item in owed(
+                incident,
+                mode=self.mode,
+                threads=self.sink.threads,
+                max_attempts=self.max_attempts,
+                run_link=self.run_link,
+            ):
                 if time.monotonic() - start > budget_seconds:
-                    break
-                record = self.triggered(record)
-                sent.append(record)
-            if record.outcome in FINAL and str(record.outcome) not in done:
-                if time.monotonic() - start > budget_seconds:
-                    break
-                sent.append(self.outcome(record))
-        return sent
+                    return tried
+                incident = self._send(incident, item)
+                tried.append(item.key)
+        if self.mode == "pages":
+            tried += self._digests(now, start, budget_seconds, limit)
+        return tried
 
-    def _send(self, record: HealRecord, message: Message) -> HealRecord:
-        delivered = self.sink.send(message)
+    def _send(self, incident: Incident, item: Owed) -> Incident:
+        current = _parent(incident)
+        if item.where == "new":
+            sent = self.sink.post(item.message)
+        elif current is None:
+            sent = Sent(False, gone=True)  # never delivered: nothing to reply to or edit
+        elif item.where == "thread":
+            sent = self.sink.post(item.message, current)
+        else:
+            sent = self.sink.update(current, item.message)
+        if sent.gone:
+            # The parent was deleted (or never delivered): a new parent, with the status as
+            # it is now, takes the thread.
+            again = self.sink.post(parent(incident, self.max_attempts))
+            incident = self._note(incident, f"parent:{now_utc().isoformat()}", "parent", again)
+            status, _ = incident.status(self.max_attempts)
+            if item.where == "thread":  # the new parent shows the status as it is now
+                incident = self._note(incident, f"status:{status}", "update", again)
+            if item.where == "thread" and again.ok:
+                sent = self.sink.post(item.message, again)
+            else:
+                sent = again
+        incident = self._note(incident, item.key, item.message.kind, sent)
+        for key in item.also:
+            incident = self._note(incident, key, key.partition(":")[0], sent)
+        return incident
+
+    def _note(self, incident: Incident, key: str, kind: str, sent: Sent) -> Incident:
         note = {
-            "kind": message.kind,
+            "kind": kind,
+            "key": key,
             "at": now_utc().isoformat(),
             "via": self.sink.name,
-            "delivered": delivered,
+            "delivered": sent.ok,
         }
-        self.warehouse.note_alert(record.id, note)
-        return record.with_alert(note)
+        if sent.ts:
+            note.update(ts=sent.ts, channel=sent.channel)
+        holder = next((r for r in incident.records if any("key" in n for n in r.alerts)), None)
+        holder = holder or incident.records[0]
+        self.warehouse.note_alert(holder.id, note)
+        return Incident(
+            incident.cid,
+            tuple(r.with_alert(note) if r is holder else r for r in incident.records),
+        )
+
+    def _digests(self, now: datetime, start: float, budget: float, limit: int) -> list[str]:
+        """In pages mode: one message a day for the incidents that healed without a person."""
+        today = now.astimezone(EASTERN).date()
+        by_day: dict[date, list[Incident]] = {}
+        for incident in self.incidents(limit):
+            at = incident.closed_at
+            if at is None or incident.legacy or incident.gave_up:
+                continue
+            day = at.astimezone(EASTERN).date()
+            noted = {n["key"] for n in incident.notes}
+            if today - timedelta(days=7) <= day < today and f"digest:{day}" not in noted:
+                by_day.setdefault(day, []).append(incident)
+        tried = []
+        for day, incidents in sorted(by_day.items()):
+            if time.monotonic() - start > budget:
+                break
+            sent = self.sink.post(digest(day, incidents))
+            for incident in incidents:
+                self._note(incident, f"digest:{day}", "digest", sent)
+            tried.append(f"digest:{day}")
+        return tried
+
+
+def _parent(incident: Incident) -> Sent | None:
+    """The incident's current parent message (the newest delivered one)."""
+    parents = [
+        n for n in incident.notes if n["kind"] == "parent" and n.get("delivered") and n.get("ts")
+    ]
+    if not parents:
+        return None
+    last = max(parents, key=lambda n: n["at"])
+    return Sent(True, last["ts"], last.get("channel", ""))
+
+
+def _clip(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -319,11 +319,15 @@ def gather(
     failures, passes, state.watermark, view = read_results(
         instance, state, lambda days: WarehouseView.read(warehouse, days, today, calendar)
     )
+    sweeping = instance.get_run_records(
+        dg.RunsFilter(job_name=SWEEP_JOB, statuses=list(IN_FLIGHT)), limit=1
+    )
     observation = healing.Observation(
         failures=failures,
         passes=passes,
         runs=run_statuses(instance, state.run_keys()),
         busy=busy_partitions(instance, now),
+        sweeping=bool(sweeping),
     )
     return observation, view
 
@@ -368,11 +372,15 @@ def resolve(
     phases: Iterable[int],
     run_id: str | None = None,
     now: datetime | None = None,
+    attempt: int | None = None,
 ) -> list:
-    """Record the outcome on the still-open history records of this heal (idempotent)."""
+    """Record the outcome on the still-open history records of this heal (idempotent): of
+    its ``attempt`` when given (an incident's records of an earlier attempt are not its)."""
     wanted = {f"phase{p}" for p in phases}
     done = []
     for record in warehouse.history(day=day, correlation_id=correlation_id):
+        if attempt is not None and record.attempt != attempt:
+            continue
         if record.phase in wanted and record.outcome not in FINAL:
             resolved = record.resolved(outcome, now or datetime.now(UTC), reason, run_id)
             warehouse.update_history(resolved, OUTCOME_COLUMNS)
@@ -419,6 +427,7 @@ def verify(
         return None
     outcome, reason = judge(instance, run)
     days = run_days(run) or [date.fromisoformat(run.tags[healing.TARGET_DATE])]
+    attempt = int(run.tags[healing.ATTEMPT]) if healing.ATTEMPT in run.tags else None
     assets = [k.to_user_string() for k in run.asset_selection or ()]
     healed, _ = healed_partitions(instance, run)
     records = []
@@ -431,7 +440,7 @@ def verify(
                 said = (Outcome.HEALED, f"{len(mine)} table(s) written, their checks passing")
             else:
                 said = (outcome, reason)
-            records += resolve(warehouse, day, cid, *said, [phase], run.run_id)
+            records += resolve(warehouse, day, cid, *said, [phase], run.run_id, attempt=attempt)
     if (
         outcome is not Outcome.HEALED
         and records
@@ -459,13 +468,14 @@ def apply(
     """Every side effect of a decision: the history records (inserted only if new, so a
     re-run tick writes nothing twice), then the run requests. Alerts are not sent here: the
     alerts sensor sends what the history owes (``Notifier.deliver``), off the tick's path."""
-    for record in decision.records:
-        warehouse.insert_history(record)
     for record in decision.escalations:
         say(f"gave up: {record.target_date} {record.healing_result.reason}")
-        warehouse.insert_history(record)
+    # One write: the alerts sensor sees a tick's records of an incident all, or none yet.
+    warehouse.insert_histories([*decision.records, *decision.escalations, *decision.closing])
     for r in decision.resolutions:
-        resolve(warehouse, r.day, r.correlation_id, r.outcome, r.reason, r.phases)
+        resolve(
+            warehouse, r.day, r.correlation_id, r.outcome, r.reason, r.phases, attempt=r.attempt
+        )
     for line in decision.closed:
         say(f"closed: {line}")
     for line in decision.skipped:

@@ -7,16 +7,18 @@ Each failing (asset, date) is a *target* the loop owns until it closes:
     open | failed -> superseded (its check passed by other means)
 
 Attempts 2..N come from the back-off, not from new failed results: a result for a target the
-loop already owns only confirms it. ``decide`` takes what the instance and the warehouse say
-now (``Observation``, gathered by ``lib/heal_loop.py``) and returns what to do; nothing here
-touches Dagster.
+loop already owns only confirms it. The targets launched together first (one tick's new
+failures, and the broken inputs their plan repairs) are one *incident*: its correlation ID is
+kept by every later attempt, run and history record of them, so alerts can tell one story.
+``decide`` takes what the instance and the warehouse say now (``Observation``, gathered by
+``lib/heal_loop.py``) and returns what to do; nothing here touches Dagster.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -95,12 +97,16 @@ class Observation:
     passes: Mapping[tuple[str, date, str], datetime] = field(default_factory=dict)
     runs: Mapping[str, RunStatus] = field(default_factory=dict)  # by run key
     busy: Mapping[Partition, str] = field(default_factory=dict)  # written by a run in flight
+    sweeping: bool = False  # a sweep run is in flight: more results of its sweep may follow
 
 
 @dataclass(frozen=True)
 class Policy:
     max_attempts: int = 3
     backoff_seconds: float = 300.0  # wait before attempt 2; doubles before each later one
+    # New failures wait (at most this long after detection) while a sweep run is still
+    # recording results, so that what one sweep finds opens one incident.
+    group_wait_seconds: float = 60.0
 
     def next_allowed(self, attempts: int, ended_at: datetime | None) -> datetime | None:
         if attempts == 0 or ended_at is None:
@@ -158,8 +164,11 @@ class State:
     pending: list[PendingRun] = field(default_factory=list)
     # target -> {"at": when we escalated, "check": the failing check a pass of would clear it}
     gave_up: dict[str, dict] = field(default_factory=dict)
-    # Runs requested and not yet seen ended: run key -> {"writes": [[asset, day]], "at": ts}.
+    # Runs requested and not yet seen ended: run key -> {"writes": [[asset, day]], "at": ts,
+    # "cid": its incident}.
     launched: dict[str, dict] = field(default_factory=dict)
+    # Incidents not closed yet: cid -> {"asset", "day": its first target, "at": opened}.
+    incidents: dict[str, dict] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -207,13 +216,14 @@ class Launch:
 
 @dataclass(frozen=True)
 class Resolution:
-    """Close the open history records of one heal run (one correlation ID and date)."""
+    """Close the open history records of one heal run (one correlation ID, date, attempt)."""
 
     day: date
     correlation_id: str
     phases: tuple[int, ...]
     outcome: Outcome
     reason: str
+    attempt: int | None = None
 
 
 @dataclass
@@ -222,6 +232,8 @@ class Decision:
     skipped: list[str] = field(default_factory=list)
     records: list[HealRecord] = field(default_factory=list)  # new "triggered" records
     escalations: list[HealRecord] = field(default_factory=list)
+    # Records that close without a run: targets superseded after an attempt, incidents done.
+    closing: list[HealRecord] = field(default_factory=list)
     resolutions: list[Resolution] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)  # "asset date: healed | superseded | ..."
     gave_up_runs: list[str] = field(default_factory=list)  # run keys of the last attempts
@@ -264,6 +276,9 @@ def decide(
     the failing result was computed (a ranged refresh mid-way when the sweep read) closes as
     superseded instead of being healed twice."""
     decision = Decision()
+    world = _World(
+        graph, exists, phases, today, broken_inputs or _none, still_fails or _still_fails
+    )
     runs = seen.runs
     for key, run in list(state.launched.items()):
         status = runs.get(key)
@@ -271,7 +286,7 @@ def decide(
         if never or (status is not None and status.state is not RunState.IN_FLIGHT):
             del state.launched[key]
     _settle_pending(state, runs, now, decision)
-    _settle_targets(state, seen, now, policy, phases, decision)
+    _settle_targets(state, seen, now, policy, world, decision)
 
     day_start = now - timedelta(days=1)
     state.gave_up = {k: g for k, g in state.gave_up.items() if g["at"] > day_start.timestamp()}
@@ -298,16 +313,50 @@ def decide(
             record_id=f.record_id,
         )
 
-    world = _World(
-        graph, exists, phases, today, broken_inputs or _none, still_fails or _still_fails
-    )
     _launch(state, seen, world, now, policy, decision)
     for launch in decision.launch:
         state.launched[launch.run_key] = {
             "writes": [[a, d.isoformat()] for a, d in launch.writes],
             "at": now.timestamp(),
+            "cid": launch.tags.get(CORRELATION_ID),
         }
+    _close_incidents(state, now, phases, decision)
     return decision
+
+
+def _close_incidents(
+    state: State, now: datetime, phases: Mapping[str, int], decision: Decision
+) -> None:
+    """An incident closes when none of its targets, waiting runs or runs in flight is left."""
+    alive = {t.cid for t in state.targets.values()}
+    alive |= {p.tags.get(CORRELATION_ID) for p in state.pending}
+    alive |= {run.get("cid") for run in state.launched.values()}
+    for cid, opened in sorted(state.incidents.items()):
+        if cid not in alive:
+            del state.incidents[cid]
+            decision.closing.append(
+                closed_record(cid, opened["asset"], date.fromisoformat(opened["day"]), phases, now)
+            )
+
+
+def closed_record(
+    cid: str, asset: str, day: date, phases: Mapping[str, int], now: datetime
+) -> HealRecord:
+    """The marker that an incident is over: what it did is in its other records."""
+    return HealRecord(
+        phase=phase_of(asset, phases),
+        target_date=day,
+        missing_components=[],
+        healing_result=HealingResult(triggered=False, reason="incident closed"),
+        correlation_id=cid,
+        timestamp=now,
+        outcome=Outcome.CLOSED,
+        resolved_at=now,
+    )
+
+
+SKIPPED_REASON = "not run: the heal it waited for did not succeed"
+WAITED_REASON = "the heal it waited for failed"  # a target whose prerequisite run failed
 
 
 def _settle_pending(
@@ -337,7 +386,8 @@ def _settle_pending(
                     correlation_id=p.tags[CORRELATION_ID],
                     phases=tuple(sorted({int(x) for x in p.tags[PHASE].split(",")})),
                     outcome=Outcome.SKIPPED,
-                    reason="not run: the heal it waited for did not succeed",
+                    reason=SKIPPED_REASON,
+                    attempt=int(p.tags[ATTEMPT]) if ATTEMPT in p.tags else None,
                 )
                 for day in p.days
             ]
@@ -360,9 +410,10 @@ def _settle_targets(
     seen: Observation,
     now: datetime,
     policy: Policy,
-    phases: Mapping[str, int],
+    world: _World,
     decision: Decision,
 ) -> None:
+    phases = world.phases
     waiting = {p.run_key for p in state.pending}
     for key, t in list(state.targets.items()):
         if t.state == TargetState.HEALING and t.run_key:
@@ -378,7 +429,7 @@ def _settle_targets(
                     continue
                 status = RunStatus(RunState.FAILURE, now, reason="the run was never started")
             if dropped:
-                status = RunStatus(RunState.FAILURE, now, reason="the heal it waited for failed")
+                status = RunStatus(RunState.FAILURE, now, reason=WAITED_REASON)
             if t.partition in status.healed:
                 del state.targets[key]
                 decision.closed.append(f"{t.asset} {t.day}: healed (attempt {t.attempts})")
@@ -399,12 +450,13 @@ def _settle_targets(
                         (phases[t.asset],),
                         Outcome.FAILED,
                         status.reason,
+                        t.attempts,
                     )
                 )
             if t.attempts >= policy.max_attempts:
                 del state.targets[key]
                 state.gave_up[key] = {"at": now.timestamp(), "check": t.check}
-                decision.escalations.append(_gave_up(t, now, phases))
+                decision.escalations.append(_gave_up(t, now, world, state))
                 if t.run_key:
                     decision.gave_up_runs.append(t.run_key)
                 decision.closed.append(f"{t.asset} {t.day}: gave up after {t.attempts}")
@@ -415,8 +467,40 @@ def _settle_targets(
             and passed
             and passed.timestamp() > max(t.detected_at, t.ended_at or 0)
         ):
-            del state.targets[key]
-            decision.closed.append(f"{t.asset} {t.day}: superseded (its check passed)")
+            _supersede(state, t, f"its {t.check} check passed", now, phases, decision)
+
+
+def _supersede(
+    state: State,
+    t: Target,
+    why: str,
+    now: datetime,
+    phases: Mapping[str, int],
+    decision: Decision,
+) -> None:
+    """Close a target its check says is fine now; after an attempt, its incident hears so
+    (before one, there is no incident to tell: nothing is said)."""
+    del state.targets[t.key]
+    decision.closed.append(f"{t.asset} {t.day}: superseded ({why})")
+    if t.cid and t.attempts:
+        decision.closing.append(
+            HealRecord(
+                phase=phase_of(t.asset, phases),
+                target_date=date.fromisoformat(t.day),
+                missing_components=[short(t.asset)],
+                healing_result=HealingResult(
+                    triggered=False, reason=f"superseded: {why}; no further attempt"
+                ),
+                correlation_id=t.cid,
+                timestamp=now,
+                success=True,
+                outcome=Outcome.SUPERSEDED,
+                attempt=t.attempts,
+                assets=[t.asset],
+                detected_at=_ts(t.detected_at),
+                resolved_at=now,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -444,8 +528,11 @@ def _launch(
     policy: Policy,
     decision: Decision,
 ) -> None:
-    """Plan every target that is due; launch those whose writes no other run is making."""
-    graph, phases = world.graph, world.phases
+    """Plan every target that is due; launch those whose writes no other run is making.
+
+    Due targets of one incident are planned together; new targets together open one new
+    incident. Incidents are planned one after another, each claiming what it writes, so two
+    incidents never write one partition at once."""
     claimed: dict[Partition, str] = dict(seen.busy)
     for key, run in state.launched.items():
         claimed.update({(a, date.fromisoformat(d)): key for a, d in run["writes"]})
@@ -453,7 +540,7 @@ def _launch(
         claimed.update({p: launch.run_key for p in launch.writes})
     for p in state.pending:
         claimed.update({(a, d): p.run_key for d in p.days for a in p.assets})
-    ready: list[Target] = []
+    incidents: dict[str, list[Target]] = {}  # "" for the new targets
     for t in sorted(state.targets.values(), key=lambda t: t.record_id):
         if t.state == TargetState.HEALING:
             continue
@@ -465,10 +552,8 @@ def _launch(
             )
             continue
         if not world.still_fails(*t.partition, t.check):
-            del state.targets[t.key]
-            decision.closed.append(
-                f"{t.asset} {t.day}: superseded (its {t.check} check passes on the warehouse now)"
-            )
+            why = f"its {t.check} check passes on the warehouse now"
+            _supersede(state, t, why, now, world.phases, decision)
             continue
         repairable = _repairable(state, {t.key})
         held = [p for p in world.broken_inputs(*t.partition) if not repairable(p)]
@@ -479,26 +564,52 @@ def _launch(
                 f"{t.asset} {t.day}: held by {', '.join(f'{a} {d}' for a, d in held)}"
             )
             continue
-        mine = world.plan([t.partition], repairable)
-        busy = sorted({claimed[p] for p in mine.writes() if p in claimed})
-        if busy:
-            decision.skipped.append(
-                f"{t.asset} {t.day}: waits for queued or running {', '.join(busy)}"
-            )
+        fresh = now.timestamp() - t.detected_at < policy.group_wait_seconds
+        if t.cid is None and seen.sweeping and fresh:
+            decision.skipped.append(f"{t.asset} {t.day}: waits for the sweep in flight to finish")
             continue
-        # Nor compute on an input another run is rewriting: heal once, after it.
-        feeding = sorted({claimed[p] for p in mine.reads(graph) if p in claimed})
-        if feeding:
-            decision.skipped.append(
-                f"{t.asset} {t.day}: waits for {', '.join(feeding)} rewriting its inputs"
-            )
-            continue
-        ready.append(t)  # targets ready in one tick share one plan: no claims between them
-    if not ready:
-        return
+        incidents.setdefault(t.cid or "", []).append(t)
+    for cid, due in sorted(incidents.items(), key=lambda kv: kv[1][0].record_id):
+        ready = [t for t in due if _free(t, state, world, claimed, decision)]
+        if ready:  # targets ready in one tick share one plan: no claims between them
+            claimed.update(_start(ready, cid or None, state, world, now, decision))
+
+
+def _free(
+    t: Target, state: State, world: _World, claimed: Mapping[Partition, str], decision: Decision
+) -> bool:
+    """Whether no run in flight or planned writes what the target's heal would write, or
+    rewrites what it reads (heal once, after it)."""
+    mine = world.plan([t.partition], _repairable(state, {t.key}))
+    busy = sorted({claimed[p] for p in mine.writes() if p in claimed})
+    if busy:
+        decision.skipped.append(f"{t.asset} {t.day}: waits for queued or running {', '.join(busy)}")
+        return False
+    feeding = sorted({claimed[p] for p in mine.reads(world.graph) if p in claimed})
+    if feeding:
+        decision.skipped.append(
+            f"{t.asset} {t.day}: waits for {', '.join(feeding)} rewriting its inputs"
+        )
+        return False
+    return True
+
+
+def _start(
+    ready: list[Target],
+    cid: str | None,
+    state: State,
+    world: _World,
+    now: datetime,
+    decision: Decision,
+) -> dict[Partition, str]:
+    """Plan and launch one incident's attempt (``cid`` None: a new incident); returns what
+    its runs write."""
     salt = "|".join(f"{t.key}#{t.attempts + 1}" for t in ready)
-    cid = correlation_id([t.record_id for t in ready], salt)
-    batch = world.plan([t.partition for t in ready], _repairable(state, {t.key for t in ready}))
+    batch = correlation_id([t.record_id for t in ready], salt)  # unique per attempt
+    if cid is None:
+        cid = batch
+        state.incidents[cid] = {"asset": ready[0].asset, "day": ready[0].day, "at": now.timestamp()}
+    plan = world.plan([t.partition for t in ready], _repairable(state, {t.key for t in ready}))
     failures = [
         Failure(
             t.record_id, t.asset, date.fromisoformat(t.day), t.check, t.reason, _ts(t.detected_at)
@@ -506,7 +617,7 @@ def _launch(
         for t in ready
     ]
     attempts = {t.partition: t.attempts for t in ready}
-    launches, records = plan_runs(batch, failures, attempts, phases, now, cid, cid[:8])
+    launches, records = plan_runs(plan, failures, attempts, world.phases, now, cid, batch[:8])
     decision.records += records
     run_of = {}
     for launch, after in launches:
@@ -527,7 +638,7 @@ def _launch(
             decision.launch.append(launch)
     # A broken input repaired first becomes a target of its own: the loop owns its attempts,
     # so an outage found as a root cause is tried max_attempts times in all, not more.
-    for run in batch.runs:
+    for run in plan.runs:
         for asset in run.failed:
             key = target_key(asset, run.day)
             if key not in state.targets:
@@ -544,6 +655,7 @@ def _launch(
         t.state, t.attempts = TargetState.HEALING, t.attempts + 1
         t.run_key, t.launched_at, t.ended_at = run_of[t.partition], now.timestamp(), None
         t.cid = cid
+    return run_of
 
 
 def _none(asset: str, day: date) -> tuple[Partition, ...]:
@@ -565,9 +677,42 @@ def _repairable(state: State, planning: set[str]) -> Callable[[Partition], bool]
     return repairable
 
 
-def _gave_up(t: Target, now: datetime, phases: Mapping[str, int]) -> HealRecord:
+def held_by(partition: Partition, world: _World, state: State) -> list[Partition]:
+    """What stays broken while ``partition`` is: the existing partitions that read it
+    (directly or through others), which no refresh may recompute, and the targets it holds."""
+    downstream = world.plan([partition], lambda p: False).writes() - {partition}
+    waiting = {
+        t.partition
+        for t in state.targets.values()
+        if t.partition != partition and partition in set(world.broken_inputs(*t.partition))
+    }
+    return sorted(downstream | waiting, key=lambda p: (p[1], p[0]))
+
+
+def spans(partitions: Iterable[Partition], order: Sequence[str] = ()) -> list[list[str]]:
+    """``[[asset, first, last], ...]``: each asset's dates as runs of consecutive days."""
+    by_asset: dict[str, list[date]] = {}
+    for asset, day in partitions:
+        by_asset.setdefault(asset, []).append(day)
+    rank = {a: i for i, a in enumerate(order)}
+    out = []
+    for asset in sorted(by_asset, key=lambda a: (rank.get(a, len(rank)), a)):
+        days = sorted(set(by_asset[asset]))
+        first = prev = days[0]
+        for day in days[1:] + [None]:
+            if day is not None and (day - prev).days == 1:
+                prev = day
+                continue
+            out.append([asset, first.isoformat(), prev.isoformat()])
+            if day is not None:
+                first = prev = day
+    return out
+
+
+def _gave_up(t: Target, now: datetime, world: _World, state: State) -> HealRecord:
+    held = held_by(t.partition, world, state)
     return HealRecord(
-        phase=phase_of(t.asset, phases),
+        phase=phase_of(t.asset, world.phases),
         target_date=date.fromisoformat(t.day),
         missing_components=[short(t.asset)],
         healing_result=HealingResult(
@@ -575,7 +720,7 @@ def _gave_up(t: Target, now: datetime, phases: Mapping[str, int]) -> HealRecord:
             failed=True,
             reason=f"gave up after {t.attempts} attempts: {t.reason}; needs a person",
         ),
-        correlation_id=correlation_id([t.record_id], f"gave-up|{t.key}|{t.attempts}"),
+        correlation_id=t.cid or correlation_id([t.record_id], f"gave-up|{t.key}|{t.attempts}"),
         timestamp=now,
         success=False,
         outcome=Outcome.GAVE_UP,
@@ -583,6 +728,7 @@ def _gave_up(t: Target, now: datetime, phases: Mapping[str, int]) -> HealRecord:
         assets=[t.asset],
         detected_at=_ts(t.detected_at),
         resolved_at=now,
+        held=spans(held, world.graph.order),
     )
 
 
@@ -633,20 +779,20 @@ def plan_runs(
                 f"{short(f.asset)} {f.check}: {f.reason}" for f in mine if phases[f.asset] == phase
             )
             broken = [a for a in run.failed if phases[a] == phase and (a, run.day) not in by_target]
+            cause = reasons or (
+                f"root cause first: {', '.join(map(short, broken))} read by the heal"
+                if broken
+                else ""
+            )
             records.append(
                 HealRecord(
                     phase=f"phase{phase}",
                     target_date=day,
                     missing_components=[short(a) for a in run.failed if phases[a] == phase],
                     healing_result=HealingResult(
-                        triggered=True,
-                        reason=reasons
-                        or (
-                            f"root cause first: {', '.join(map(short, broken))} read by the heal"
-                            if broken
-                            else f"refresh: reads the healed {upstream}"
-                        ),
+                        triggered=True, reason=cause or f"refresh: reads the healed {upstream}"
                     ),
+                    cause=cause,
                     correlation_id=cid,
                     timestamp=now,
                     attempt=attempt,

@@ -5,6 +5,11 @@ missing_components, healing_result{triggered, failed, skipped, reason}, correlat
 timestamp, success``, id ``{date}_{phase}_{correlation_id[:8]}``) plus what the old system only
 planned to measure: outcome, attempt, runs, and time from detection to healed. They live in
 the warehouse table ``nba_orchestration.self_heal_history``.
+
+The correlation ID is the *incident's*: a root cause and everything planned for it, over all
+its attempts. A retry's records take the attempt as a suffix (``…_{cid[:8]}_2``); the records
+that close a target without a run say so (``…_gave_up``, ``…_superseded``), and one record
+marks the incident closed (``…_closed``, on its first target's date and phase).
 """
 
 from __future__ import annotations
@@ -25,9 +30,20 @@ class Outcome(StrEnum):
     FAILED = "failed"
     GAVE_UP = "gave_up"
     SKIPPED = "skipped"
+    SUPERSEDED = "superseded"  # its check passed by other means after an attempt
+    CLOSED = "closed"  # the incident's marker: nothing of it is healing or waiting any more
 
 
-FINAL = frozenset({Outcome.HEALED, Outcome.FAILED, Outcome.GAVE_UP, Outcome.SKIPPED})
+FINAL = frozenset(
+    {
+        Outcome.HEALED,
+        Outcome.FAILED,
+        Outcome.GAVE_UP,
+        Outcome.SKIPPED,
+        Outcome.SUPERSEDED,
+        Outcome.CLOSED,
+    }
+)
 
 # column -> logical type; documents round-trip through these columns on every engine.
 COLUMNS = {
@@ -46,8 +62,12 @@ COLUMNS = {
     "detected_at": "TIMESTAMP",
     "resolved_at": "TIMESTAMP",
     "seconds_to_heal": "FLOAT",
-    "alerts": "STRING",  # JSON list of {kind, at, via, delivered}
+    "alerts": "STRING",  # JSON list of {kind, key, at, via, delivered[, ts, channel]}
+    "held": "STRING",  # JSON list of [asset, first, last]: what a give-up leaves broken
+    "cause": "STRING",  # the failing check results that opened it (kept when it resolves)
 }
+# Columns added after the first release (a warehouse from an older version gains them).
+ADDED = ("held", "cause")
 # What an outcome changes on a record (alerts are noted separately, by the alerts sensor).
 OUTCOME_COLUMNS = (
     "success",
@@ -57,11 +77,16 @@ OUTCOME_COLUMNS = (
     "resolved_at",
     "seconds_to_heal",
 )
-JSON_COLUMNS = ("missing_components", "healing_result", "assets", "run_ids", "alerts")
+JSON_COLUMNS = ("missing_components", "healing_result", "assets", "run_ids", "alerts", "held")
 
 
-def record_id(day: date, phase: str, correlation_id: str) -> str:
-    return f"{day.isoformat()}_{phase}_{correlation_id[:8]}"
+def record_id(day: date, phase: str, correlation_id: str, attempt: int = 1, kind: str = "") -> str:
+    """``{date}_{phase}_{cid[:8]}``; a retry's record ends in its attempt, a closing record
+    (gave up, superseded) in what closed it."""
+    base = f"{day.isoformat()}_{phase}_{correlation_id[:8]}"
+    if kind:
+        return f"{base}_{kind}"
+    return base if attempt <= 1 else f"{base}_{attempt}"
 
 
 @dataclass(frozen=True)
@@ -89,10 +114,18 @@ class HealRecord:
     resolved_at: datetime | None = None
     seconds_to_heal: float | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    held: list[list[str]] = field(default_factory=list)
+    cause: str = ""
+
+    @property
+    def closing(self) -> bool:
+        """A record that closes a target without a run of its own (gave up, superseded)."""
+        return not self.healing_result.triggered
 
     @property
     def id(self) -> str:
-        return record_id(self.target_date, self.phase, self.correlation_id)
+        kind = str(self.outcome) if self.closing else ""
+        return record_id(self.target_date, self.phase, self.correlation_id, self.attempt, kind)
 
     def resolved(
         self, outcome: Outcome, at: datetime, reason: str, run_id: str | None = None
@@ -129,11 +162,12 @@ class HealRecord:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> HealRecord:
-        values = {k: row[k] for k in COLUMNS if k != "id"}
+        values = {k: row.get(k) for k in COLUMNS if k != "id"}
         for name in JSON_COLUMNS:
             values[name] = json.loads(values[name]) if values[name] else []
         values["healing_result"] = HealingResult(**values["healing_result"])
         values["outcome"] = Outcome(values["outcome"])
+        values["cause"] = values["cause"] or ""
         return cls(**values)
 
     def document(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from selfheal_dagster.lib.league import opening_night, parse_outages, parse_shor
 DEFAULT_SEED = 20251021
 DEFAULT_SEASON = 2024  # the 2024-25 season
 ENVIRONMENTS = ("local", "prod")
+ALERT_MODES = ("all", "pages")
 
 
 class SettingsError(ValueError):
@@ -68,6 +69,9 @@ class Settings:
     heal_backoff_seconds: int
     slack: str  # "bot" | "webhook" | "log": which alert destination is configured
     ui_url: str
+    alerts: str = "all"  # "all": every incident; "pages": what needs a person, and a digest
+    slack_api_url: str = ""  # Slack's Web API base URL, when not Slack's own (a proxy, tests)
+    heal_group_wait_seconds: int = 60
     bq_location: str = ""
     phase4_via_service: tuple[str, ...] = ()  # Phase 4 tables computed by the Phase 4 service
     service_auth: str = "id_token"  # "id_token" | "none"
@@ -114,6 +118,10 @@ class Settings:
         webhook = _url(environ, "SLACK_WEBHOOK_URL", required=False)
         slack = "bot" if bot else ("webhook" if webhook else "log")
         ui_url = _url(environ, "SELFHEAL_UI_URL", required=False)
+        slack_api_url = _url(environ, "SELFHEAL_SLACK_API_URL", required=False)
+        alerts = environ.get("SELFHEAL_ALERTS", "all").strip().lower() or "all"
+        if alerts not in ALERT_MODES:
+            raise SettingsError(f"SELFHEAL_ALERTS='{alerts}' is not valid: expected all or pages")
         attempts = _int(environ, "SELFHEAL_HEAL_MAX_ATTEMPTS", 3)
         if attempts < 1:
             raise SettingsError(f"SELFHEAL_HEAL_MAX_ATTEMPTS={attempts}: expected >= 1")
@@ -129,6 +137,7 @@ class Settings:
                 ("SELFHEAL_SWEEP_PHASE2_DAYS", 3),
                 ("SELFHEAL_SWEEP_PHASE4_DAYS", 1),
                 ("SELFHEAL_HEAL_BACKOFF_SECONDS", 300),
+                ("SELFHEAL_HEAL_GROUP_WAIT_SECONDS", 60),
             )
         }
         for name, value in windows.items():
@@ -152,6 +161,9 @@ class Settings:
             heal_backoff_seconds=windows["SELFHEAL_HEAL_BACKOFF_SECONDS"],
             slack=slack,
             ui_url=ui_url.rstrip("/"),
+            alerts=alerts,
+            slack_api_url=slack_api_url,
+            heal_group_wait_seconds=windows["SELFHEAL_HEAL_GROUP_WAIT_SECONDS"],
         )
 
 

@@ -115,6 +115,11 @@ class Warehouse(ABC):
         """Store a new heal record unless its id exists; True when this call stored it."""
 
     @abstractmethod
+    def insert_histories(self, records: Sequence[HealRecord]) -> int:
+        """``insert_history`` for several records in one atomic write (a heal tick's records
+        of an incident are seen all together or not at all); returns how many were new."""
+
+    @abstractmethod
     def update_history(self, record: HealRecord, columns: Sequence[str] | None = None) -> None:
         """Replace the stored heal record with the same id; only ``columns`` when given, so
         two writers of different columns (an outcome, an alert note) never undo each other."""

@@ -162,6 +162,11 @@ class BigQueryWarehouse(Warehouse):
             f"CREATE TABLE IF NOT EXISTS {self._history_ref()} ({cols}) "
             "PARTITION BY target_date CLUSTER BY correlation_id"
         )
+        # A history table from an older version gains the columns added since.
+        added = ", ".join(
+            f"ADD COLUMN IF NOT EXISTS {c} {TYPES[history.COLUMNS[c]]}" for c in history.ADDED
+        )
+        out.append(f"ALTER TABLE {self._history_ref()} {added}")
         return out
 
     def phase4_sql(self, table: Table) -> str:
@@ -398,18 +403,24 @@ class BigQueryWarehouse(Warehouse):
 
     # --- heal history -----------------------------------------------------------------------
 
-    def _history_params(self, record: history.HealRecord) -> dict[str, Any]:
+    def _history_params(self, record: history.HealRecord, prefix: str = "p_") -> dict[str, Any]:
         """Typed from the history schema: a NULL still carries its column's type."""
         row = record.to_row()
         return {
-            f"p_{c}": bigquery.ScalarQueryParameter(f"p_{c}", TYPES[kind], row[c])
+            f"{prefix}{c}": bigquery.ScalarQueryParameter(f"{prefix}{c}", TYPES[kind], row[c])
             for c, kind in history.COLUMNS.items()
         }
 
-    def _merge(self, update: bool, columns: Sequence[str] | None = None) -> str:
+    def _merge(self, update: bool, columns: Sequence[str] | None = None, rows: int = 0) -> str:
+        """One MERGE keyed on id: of the ``@p_`` parameters, or (``rows``) of ``@p{i}_``."""
         cols = list(history.COLUMNS)
-        source = ", ".join(f"@p_{c} AS {c}" for c in cols)
-        sql = f"MERGE {self._history_ref()} AS t USING (SELECT {source}) AS s ON t.id = s.id "
+        if rows:
+            source = " UNION ALL ".join(
+                "SELECT " + ", ".join(f"@p{i}_{c} AS {c}" for c in cols) for i in range(rows)
+            )
+        else:
+            source = "SELECT " + ", ".join(f"@p_{c} AS {c}" for c in cols)
+        sql = f"MERGE {self._history_ref()} AS t USING ({source}) AS s ON t.id = s.id "
         if update:
             changed = [c for c in (columns or cols) if c != "id"]
             sets = ", ".join(f"{c} = s.{c}" for c in changed)
@@ -422,6 +433,18 @@ class BigQueryWarehouse(Warehouse):
     def insert_history(self, record: history.HealRecord) -> bool:
         job, _ = self._query(self._merge(update=False), self._history_params(record))
         return bool(job.num_dml_affected_rows)
+
+    def insert_histories(self, records: Sequence[history.HealRecord]) -> int:
+        """One MERGE statement for all of them (a DML statement is atomic); ids repeated in
+        the batch are sent once."""
+        unique = list({r.id: r for r in records}.values())
+        if not unique:
+            return 0
+        params = {}
+        for i, record in enumerate(unique):
+            params.update(self._history_params(record, prefix=f"p{i}_"))
+        job, _ = self._query(self._merge(update=False, rows=len(unique)), params)
+        return int(job.num_dml_affected_rows or 0)
 
     def update_history(
         self, record: history.HealRecord, columns: Sequence[str] | None = None

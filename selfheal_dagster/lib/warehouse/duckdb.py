@@ -291,6 +291,24 @@ class DuckDBWarehouse(Warehouse):
             ).fetchall()
         return bool(stored)
 
+    def insert_histories(self, records: Sequence[history.HealRecord]) -> int:
+        if not records:
+            return 0
+        stored = 0
+        with self.connect() as con, self._transaction(con, f"{len(records)} history records"):
+            for record in records:
+                cols, values = self._history_values(record)
+                stored += len(
+                    self._exec(
+                        con,
+                        f"INSERT INTO {self._history_ref()} ({cols}) VALUES "
+                        f"({', '.join('?' * len(values))}) ON CONFLICT DO NOTHING "
+                        f"RETURNING {quote('id')}",
+                        values,
+                    ).fetchall()
+                )
+        return stored
+
     def update_history(
         self, record: history.HealRecord, columns: Sequence[str] | None = None
     ) -> None:

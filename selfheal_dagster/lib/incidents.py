@@ -1,0 +1,311 @@
+"""Incidents as a person reads them: one root cause and everything done for it.
+
+An incident is every heal history record with one correlation ID: the records of each
+attempt (one per date and phase), the records that closed a target without a run (gave up,
+superseded) and the marker that it is over. This module turns them into what the alerts say:
+what broke, what will run, how each attempt went, what a give-up leaves broken. Plain data in,
+plain text out; nothing here sends anything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from selfheal_dagster.lib.history import FINAL, HealRecord, Outcome
+from selfheal_dagster.tables import PHASE_OWNERS
+
+MAX_LINES = 8  # lines of one kind in a message before "… and N more"
+
+
+def short(asset: str) -> str:
+    return asset.rsplit("/", 1)[-1]
+
+
+def day_spans(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Runs of consecutive dates, oldest first."""
+    out: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if out and (day - out[-1][1]).days == 1:
+            out[-1] = (out[-1][0], day)
+        else:
+            out.append((day, day))
+    return out
+
+
+def span_text(days: Iterable[date]) -> str:
+    """``2026-11-22..2026-12-02, 11 dates`` (or one date, or several spans)."""
+    days = sorted(set(days))
+    parts = [f"{a}" if a == b else f"{a}..{b}" for a, b in day_spans(days)]
+    text = ", ".join(parts[:3]) + (f" and {len(parts) - 3} more spans" if len(parts) > 3 else "")
+    return text if len(days) == 1 else f"{text}, {len(days)} dates"
+
+
+def first_lines(lines: Sequence[str], limit: int = MAX_LINES) -> list[str]:
+    lines = list(lines)
+    if len(lines) <= limit:
+        return lines
+    return [*lines[: limit - 1], f"… and {len(lines) - limit + 1} more"]
+
+
+def how(reason: str) -> str:
+    """What a failing check said, in one word (the phrases of ``lib/checks.py``)."""
+    text = reason.lower()
+    if "computed before" in text:
+        return "stale"
+    if re.search(r"(?<!\d)0 rows", text) or "not loaded" in text:
+        return "missing"
+    if "rows for" in text:
+        return "short"
+    if "read by" in text or "root cause" in text:
+        return "missing or short, read by the heal"
+    return "failing"
+
+
+def error(text: str) -> str:
+    """A run's error for a person: without the step's name in front (``nba_raw__x: ``)."""
+    return re.sub(r"^[a-z0-9_]+__[a-z0-9_]+: ", "", text.strip())
+
+
+def _phase_label(phase: str) -> str:
+    return f"Phase {phase.removeprefix('phase')}"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One attempt of an incident: the records one heal tick created (same timestamp)."""
+
+    at: datetime
+    records: tuple[HealRecord, ...]
+
+    @property
+    def attempt(self) -> int:
+        return max(r.attempt for r in self.records)
+
+    @property
+    def settled(self) -> bool:
+        return all(r.outcome in FINAL for r in self.records)
+
+    @property
+    def key(self) -> str:
+        return f"attempt:{self.at.isoformat()}"
+
+    def repairs(self) -> list[HealRecord]:
+        return [r for r in self.records if r.missing_components]
+
+    def refreshes(self) -> list[HealRecord]:
+        return [r for r in self.records if not r.missing_components]
+
+
+@dataclass(frozen=True)
+class Incident:
+    cid: str
+    records: tuple[HealRecord, ...]  # oldest first
+
+    @classmethod
+    def of(cls, cid: str, records: Iterable[HealRecord]) -> Incident:
+        return cls(cid, tuple(sorted(records, key=lambda r: (r.timestamp, r.id))))
+
+    # --- what it holds -------------------------------------------------------------------
+
+    @property
+    def launches(self) -> list[Launch]:
+        by_time: dict[datetime, list[HealRecord]] = {}
+        for r in self.records:
+            if r.healing_result.triggered:
+                by_time.setdefault(r.timestamp, []).append(r)
+        return [Launch(at, tuple(rs)) for at, rs in sorted(by_time.items())]
+
+    def of_outcome(self, outcome: Outcome) -> list[HealRecord]:
+        return [r for r in self.records if r.outcome is outcome and r.closing]
+
+    @property
+    def gave_up(self) -> list[HealRecord]:
+        return self.of_outcome(Outcome.GAVE_UP)
+
+    @property
+    def closed(self) -> bool:
+        """Its marker is written and no record of it is still open."""
+        return bool(self.of_outcome(Outcome.CLOSED)) and all(
+            r.outcome in FINAL for r in self.records
+        )
+
+    @property
+    def closed_at(self) -> datetime | None:
+        marks = self.of_outcome(Outcome.CLOSED)
+        return marks[0].timestamp if marks and self.closed else None
+
+    @property
+    def healed_on_first_attempt(self) -> bool:
+        launches = self.launches
+        return (
+            self.closed
+            and len(launches) == 1
+            and all(r.outcome is Outcome.HEALED for r in launches[0].records)
+        )
+
+    @property
+    def notes(self) -> list[dict]:
+        """What was said of it already, wherever it was noted."""
+        return [n for r in self.records for n in r.alerts if "key" in n]
+
+    @property
+    def legacy(self) -> bool:
+        """Announced by an older version, one message per record: not announced again."""
+        return any("key" not in n for r in self.records for n in r.alerts)
+
+    # --- what it says --------------------------------------------------------------------
+
+    def roots(self) -> list[HealRecord]:
+        """The first attempt's records of what broke (not its refreshes)."""
+        launches = self.launches
+        return launches[0].repairs() if launches else []
+
+    def broke(self) -> list[str]:
+        """``bdl_player_boxscores 2026-11-21 missing``, one per broken table and date."""
+        out = []
+        for r in self.roots():
+            reason = r.cause or r.healing_result.reason
+            parts = {p.split(" ", 1)[0]: p for p in reason.split("; ")}
+            for name in r.missing_components:
+                out.append(f"{name} {r.target_date} {how(parts.get(name, reason))}")
+        return list(dict.fromkeys(out))
+
+    def plan(self) -> str:
+        """``… → reload it, then refresh Phase 4 2026-11-22..2026-12-02, 11 dates``."""
+        launches = self.launches
+        if not launches:
+            return ""
+        first = launches[0]
+        broke = self.broke()
+        steps = []
+        for phase, verb in (("phase2", "reload"), ("phase4", "recompute")):
+            mine = [r for r in first.repairs() if r.phase == phase]
+            if not mine:
+                continue
+            if len(broke) == 1:
+                steps.append(f"{verb} it")
+            else:
+                names = [f"{', '.join(r.missing_components)} {r.target_date}" for r in mine]
+                steps.append(f"{verb} {', '.join(first_lines(names, 3))}")
+        refresh: dict[str, list[date]] = {}
+        for r in first.refreshes():
+            refresh.setdefault(r.phase, []).append(r.target_date)
+        for phase, days in sorted(refresh.items()):
+            steps.append(f"refresh {_phase_label(phase)} {span_text(days)}")
+        what = ", ".join(first_lines(broke, 3)) or "a refresh"
+        return f"{what} → {', then '.join(steps) or 'nothing to run'}"
+
+    def phases(self) -> str:
+        found = sorted({r.phase for r in self.roots()} or {r.phase for r in self.records})
+        return ", ".join(_phase_label(p) for p in found)
+
+    def dates(self) -> str:
+        days = sorted(
+            {r.target_date for r in self.roots()} or {r.target_date for r in self.records}
+        )
+        return ", ".join(str(d) for d in days[:3]) + (" …" if len(days) > 3 else "")
+
+    def missing_components(self) -> list[str]:
+        return sorted({c for r in self.roots() for c in r.missing_components})
+
+    def status(self, max_attempts: int) -> tuple[str, str]:
+        """The parent's status line and its colour key: ``healing`` | ``healed`` | ``failed``
+        | ``gave_up``. An attempt that healed everything says so at once (the incident then
+        closes with nothing more to say)."""
+        launches = self.launches
+        if not launches:
+            return "🔧 Healing", "healing"
+        last, attempt = launches[-1], launches[-1].attempt
+        healed = last.settled and all(r.outcome is Outcome.HEALED for r in last.records)
+        if self.closed and self.gave_up:
+            names = ", ".join(f"{r.missing_components[0]} {r.target_date}" for r in self.gave_up)
+            return f"🚨 Gave up after {attempt} attempt(s): {names}; needs a person", "gave_up"
+        if healed:
+            ends = [r.resolved_at for r in last.records if r.resolved_at]
+            took = max(ends) - self.records[0].timestamp if ends else None
+            return f"✅ Healed on attempt {attempt}{_took(took)}", "healed"
+        if self.closed:
+            if self.of_outcome(Outcome.SUPERSEDED):
+                return f"✅ Resolved by other means after attempt {attempt}", "healed"
+            failed = [r for r in last.records if r.outcome is not Outcome.HEALED]
+            return f"❌ Ended after attempt {attempt}: {len(failed)} part(s) not healed", "failed"
+        if last.settled:
+            return (
+                f"🔧 Attempt {attempt} of {max_attempts} failed; retrying after back-off",
+                "healing",
+            )
+        return f"🔧 Healing: attempt {attempt} of {max_attempts} running", "healing"
+
+    def attempt_lines(self, launch: Launch) -> list[str]:
+        """How one attempt went, a line per repair and one per refreshed span."""
+        lines = []
+        for r in launch.repairs():
+            what = f"{', '.join(r.missing_components)} {r.target_date}"
+            if r.outcome is Outcome.HEALED:
+                verb = "reloaded" if r.phase == "phase2" else "recomputed"
+                lines.append(f"✅ {verb} {what}")
+            elif r.outcome is Outcome.SKIPPED:
+                lines.append(f"⏭️ {what}: {_clip(error(r.healing_result.reason), 160)}")
+            else:
+                lines.append(f"❌ {what}: {_clip(error(r.healing_result.reason), 200)}")
+        spans: dict[tuple[Outcome, str, str], list[date]] = {}
+        for r in launch.refreshes():
+            reason = r.healing_result.reason if r.outcome is not Outcome.HEALED else ""
+            spans.setdefault((r.outcome, r.phase, reason), []).append(r.target_date)
+        for (outcome, phase, reason), days in spans.items():
+            what = f"{_phase_label(phase)} refresh {span_text(days)}"
+            if outcome is Outcome.HEALED:
+                lines.append(f"✅ refreshed {_phase_label(phase)} {span_text(days)}")
+            elif outcome is Outcome.SKIPPED:
+                lines.append(f"⏭️ {what}: {_clip(error(reason), 120)}")
+            else:
+                lines.append(f"❌ {what}: {_clip(error(reason), 160)}")
+        return first_lines(lines)
+
+    def attempt_title(self, launch: Launch, max_attempts: int) -> str:
+        outcomes = {r.outcome for r in launch.records}
+        n = launch.attempt
+        if outcomes == {Outcome.HEALED}:
+            return f"✅ Attempt {n} healed everything"
+        left = max_attempts - n
+        then = f"retrying ({left} attempt(s) left)" if left > 0 else "no attempts left"
+        return f"❌ Attempt {n} of {max_attempts} did not heal everything; {then}"
+
+
+def held_lines(record: HealRecord) -> list[str]:
+    """What a give-up leaves broken: the partition itself, then what reads it, as spans."""
+    reason = record.healing_result.reason.removesuffix("; needs a person")
+    last = error(reason.split(": ", 1)[-1])
+    lines = [f"{record.missing_components[0]} {record.target_date}, last error: {_clip(last, 200)}"]
+    by_table: dict[str, list[date]] = {}
+    for asset, first, last in record.held:
+        a, b = date.fromisoformat(first), date.fromisoformat(last)
+        by_table.setdefault(asset, []).extend(
+            a + timedelta(days=i) for i in range((b - a).days + 1)
+        )
+    for asset, days in by_table.items():
+        lines.append(f"held (reads it, not refreshed): {short(asset)} {span_text(days)}")
+    return first_lines(lines, 12)
+
+
+def owner(record: HealRecord) -> str:
+    return PHASE_OWNERS.get(int(record.phase.removeprefix("phase")), "—")
+
+
+def _took(delta: timedelta | None) -> str:
+    if delta is None:
+        return ""
+    seconds = delta.total_seconds()
+    if seconds < 120:
+        return f" in {seconds:.0f} s"
+    if seconds < 7200:
+        return f" in {seconds / 60:.0f} min"
+    return f" in {seconds / 3600:.1f} h"
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
