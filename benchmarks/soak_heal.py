@@ -88,6 +88,9 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
 
     from selfheal_dagster_tests.slack import FakeSlack
 
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per Slack request
     slack_server = HTTPServer(host="127.0.0.1", port=0)
     slack_server.start()
     slack = FakeSlack()
