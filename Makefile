@@ -31,8 +31,10 @@ test: lint
 $(HOME_DIR)/dagster.yaml: | install
 	env -u DAGSTER_HOME $(BIN)/python -c "from selfheal_dagster import runs; runs.instance()"
 
+# Dagster's `dg dev` reads the project from pyproject.toml ([tool.dg]); the project's instance.
 dev: install $(HOME_DIR)/dagster.yaml
-	DAGSTER_HOME=$(HOME_DIR) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	DAGSTER_HOME=$(HOME_DIR) VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH \
+		$(BIN)/dg dev --host 127.0.0.1 --port 3000
 
 bench: install
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -5,12 +5,19 @@ several fresh interpreter processes. The last line shows what `dg.load_from_defs
 add on top: it imports every installed dg plugin's component registry (dagster-gcp's pulls in
 the BigQuery client), which is why definitions.py merges the defs modules itself.
 
+Then whole commands, wall time from the shell, as ratios to a process that only imports
+dagster: the project's own load (``dagster definitions validate``) beside ``dg check defs``
+and ``dg list defs``, which read the project from ``[tool.dg]`` in pyproject.toml.
+
     python benchmarks/bench_load.py
 """
 
+import os
 import statistics
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 REPEATS = 5
 
@@ -33,6 +40,41 @@ def timed(code: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+COMMANDS = {
+    "python -c 'import dagster'": [sys.executable, "-c", "import dagster"],
+    "dagster definitions validate -m …definitions": [
+        str(BIN / "dagster"),
+        "definitions",
+        "validate",
+        "-m",
+        "selfheal_dagster.definitions",
+    ],
+    "dg check defs": [str(BIN / "dg"), "check", "defs"],
+    "dg list defs --json": [str(BIN / "dg"), "list", "defs", "--json"],
+}
+
+
+def wall(command: list[str]) -> float:
+    env = {**os.environ, "VIRTUAL_ENV": str(BIN.parent)}
+    start = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, env=env, capture_output=True, check=True)
+    return time.perf_counter() - start
+
+
+def commands() -> None:
+    medians = {
+        name: statistics.median(wall(command) for _ in range(REPEATS))
+        for name, command in COMMANDS.items()
+        if Path(command[0]).exists()
+    }
+    base = medians["python -c 'import dagster'"]
+    print(f"\n{'command (wall time)':58} {'median s':>9} {'x import':>10}")
+    for name, seconds in medians.items():
+        print(f"{name:58} {seconds:9.2f} {seconds / base:10.2f}")
+
+
 def main() -> None:
     medians = {
         name: statistics.median(timed(code) for _ in range(REPEATS))
@@ -42,6 +84,7 @@ def main() -> None:
     print(f"{'what':58} {'median s':>9} {'x dagster':>10}")
     for name, seconds in medians.items():
         print(f"{name:58} {seconds:9.2f} {seconds / base:10.2f}")
+    commands()
 
 
 if __name__ == "__main__":

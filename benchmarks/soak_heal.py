@@ -84,11 +84,11 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
     box_out = next(d for d in month[2:] if league.games_on(d))
     outages = {(box.key, box_out), (odds.key, odds_out)}
     window = DAYS
+    import logging
+
     from pytest_httpserver import HTTPServer
 
     from selfheal_dagster_tests.slack import FakeSlack
-
-    import logging
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per Slack request
     slack_server = HTTPServer(host="127.0.0.1", port=0)

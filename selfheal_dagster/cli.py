@@ -10,18 +10,18 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date
 
 import click
 from rich.table import Table as RichTable
 
 from selfheal_dagster import report
 from selfheal_dagster.lib.checks import completeness
-from selfheal_dagster.lib.dates import BadDateError, date_range, parse_date, today_et
+from selfheal_dagster.lib.dates import BadDateError, date_range, first_last, parse_date, today_et
 from selfheal_dagster.lib.settings import Settings, SettingsError, season_start
 from selfheal_dagster.lib.warehouse import WarehouseError
 from selfheal_dagster.report import CELL_STYLE, console, err_console
-from selfheal_dagster.tables import Table, UnknownTableError, in_phase, lookup
+from selfheal_dagster.tables import BY_KEY, Table, UnknownTableError, in_phase, lookup
 
 
 class DateParam(click.ParamType):
@@ -91,27 +91,67 @@ def cli() -> None:
 @click.option("--end", type=DATE, required=True, help="Last game date (inclusive).")
 @click.option("--phase", type=click.Choice(["2", "4"]), help="Only this phase's tables.")
 @click.option("--select", "selected", type=TABLE, multiple=True, help="Only these tables.")
-def backfill(start: date, end: date, phase: str | None, selected: tuple[Table, ...]) -> int:
-    """Materialise a range of partitions through Dagster: Phase 2 of the whole range in one
-    run, then Phase 4 of the range in another. Exit 0 only when every partition is complete
-    afterwards (its row-count check passes)."""
+@click.option(
+    "--no-inputs",
+    is_flag=True,
+    help="Refuse, naming them, instead of loading the missing inputs the range reads.",
+)
+def backfill(
+    start: date, end: date, phase: str | None, selected: tuple[Table, ...], no_inputs: bool
+) -> int:
+    """Materialise a range of partitions through Dagster: Phase 2 in one run, then Phase 4 in
+    another; first the Phase 2 partitions the range's Phase 4 reads that are missing or short.
+    Exit 0 only when every partition is complete afterwards (its row-count check passes)."""
+    from selfheal_dagster import runs
+
     _check_range(start, end)
     if phase and selected:
         raise click.UsageError("use --phase or --select, not both")
     tables = list(selected) or in_phase(int(phase) if phase else None)
-    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-    failures = report.run_dates(days, tables, f"backfill {len(tables)} table(s)")
+    days = date_range(start, end)
+    plan = runs.plan_backfill(days, tables, load_inputs=not no_inputs)
+    if plan.too_early:
+        err_console.print(
+            f"[yellow]cannot load {len(plan.too_early)} input partition(s) the range reads: "
+            f"{_partitions(plan.too_early)} come before the first partition "
+            f"({season_start()}; SELFHEAL_SEASON sets it)[/]"
+        )
+    if plan.inputs and no_inputs:
+        first, last = plan.inputs[0][1], max(d for _, d in plan.inputs)
+        err_console.print(
+            f"[red]✗ the range reads {len(plan.inputs)} missing or short partition(s): "
+            f"{_partitions(plan.inputs)}[/]"
+        )
+        err_console.print(
+            f"  load them with: selfheal backfill --start {first} --end {last} --phase 2 "
+            "(or run this backfill without --no-inputs)"
+        )
+        return 1
+    if plan.inputs:
+        console.print(
+            f"also loading {_partitions(plan.inputs)}: read by Phase 4 of the range "
+            "(--no-inputs refuses instead)"
+        )
+    failures = report.run_steps(list(plan.steps), f"backfill {len(tables)} table(s)")
     missing = report.incomplete(days, tables)
     total = len(days) * len(tables)
     console.print(
         f"{total - len(missing)}/{total} partition(s) complete over {len(days)} date(s) for "
         f"{', '.join(t.name for t in tables)}; {len(failures)} failed run(s)"
     )
-    for o in missing[:10]:
-        err_console.print(f"[red]incomplete: {o.table.key} {o.day}: {o.reason}[/]")
-    if len(missing) > 10:
-        err_console.print(f"[red]… and {len(missing) - 10} more incomplete partition(s)[/]")
+    for line in report.incomplete_lines(missing):
+        err_console.print(f"[red]{line}[/]")
     return 1 if failures or missing else 0
+
+
+def _partitions(found) -> str:
+    """``Phase 2 2025-12-10..2026-01-09 (78 partitions of 3 tables)``."""
+    phases = sorted({BY_KEY[a].phase for a, _ in found})
+    names = sorted({a for a, _ in found})
+    return (
+        f"Phase {'/'.join(map(str, phases))} {first_last(d for _, d in found)} "
+        f"({len(found)} partition(s) of {', '.join(n.rsplit('/', 1)[-1] for n in names)})"
+    )
 
 
 @cli.command()

@@ -16,7 +16,7 @@ from rich.table import Table as RichTable
 
 from selfheal_dagster.lib.checks import Outcome, Status, evaluate, window_start, worst
 from selfheal_dagster.lib.coverage import read_window
-from selfheal_dagster.lib.dates import now_utc
+from selfheal_dagster.lib.dates import now_utc, span_text
 from selfheal_dagster.lib.history import HealRecord
 from selfheal_dagster.lib.planner import Plan
 from selfheal_dagster.lib.settings import Settings
@@ -25,7 +25,8 @@ from selfheal_dagster.tables import TABLES, Table, execution_order
 
 # A pipe or a log file gets a wide fixed width so the coverage grid does not wrap.
 console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# One line per error: a terminal wraps a long one itself, a log keeps it whole.
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200, soft_wrap=True)
 
 
 def resources() -> dict:
@@ -107,13 +108,27 @@ def run_dates(
     """Materialise ``tables`` for ``days`` as ranged runs (Phase 2 of the range, then Phase 4),
     with a progress bar over the runs; returns the runs that failed, errors printed."""
     from selfheal_dagster import runs
+
+    ordered = execution_order(tables)
+    phases = sorted({t.phase for t in ordered}) if by_phase else [0]
+    steps = [
+        (tuple(span), tuple(t for t in ordered if by_phase is False or t.phase == p))
+        for span in runs.ranges(days)
+        for p in phases
+    ]
+    return run_steps(steps, label, tags)
+
+
+def run_steps(steps: list, label: str, tags: dict[str, str] | None = None) -> list:
+    """Run each (dates, tables) step with a progress bar over the runs; every run claims the
+    whole backfill's range, so the heal loop never heals a date under it. Returns the runs
+    that failed, their errors printed (one line each)."""
+    from selfheal_dagster import runs
     from selfheal_dagster.lib.healing import BACKFILL
 
     inst = runs.instance()
-    # Every run claims the whole range, so the heal loop never heals a date under it.
-    tags = {BACKFILL: f"{min(days)}..{max(days)}", **(tags or {})}
-    phases = {t.phase for t in tables} if by_phase else {0}
-    total = len(runs.ranges(days)) * len(phases)
+    every = [d for span, _ in steps for d in span]
+    tags = {BACKFILL: f"{min(every)}..{max(every)}", **(tags or {})}
     failures = []
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -124,7 +139,8 @@ def run_dates(
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task(f"{label} ({len(days)} dates)", total=total, day="")
+        dates = len(set(every))
+        task = progress.add_task(f"{label} ({dates} dates)", total=len(steps), day="")
 
         def done(outcome) -> None:
             phase = "/".join(f"phase {p}" for p in outcome.phases)
@@ -132,9 +148,7 @@ def run_dates(
             if not outcome.success:
                 failures.append(outcome)
 
-        runs.materialize(
-            days, tables, dagster_instance=inst, tags=tags, on_done=done, by_phase=by_phase
-        )
+        runs.run_steps(steps, dagster_instance=inst, tags=tags, on_done=done)
     for outcome in failures:
         for error in outcome.errors or ("run failed",):
             err_console.print(f"[red]✗ {outcome.label} ({outcome.run_id[:8]}): {error}[/]")
@@ -144,6 +158,18 @@ def run_dates(
 def incomplete(days: Sequence[date], tables: Sequence[Table]) -> list[Outcome]:
     """The (table, date) partitions that are not complete: their row-count check fails."""
     return [o for o in evaluate_now(days, tables) if o.check == "row_count" and not o.passed]
+
+
+def incomplete_lines(missing: Sequence[Outcome]) -> list[str]:
+    """Incomplete partitions a line per table: how many, their dates, the first reason."""
+    by_table: dict[str, list[Outcome]] = {}
+    for o in missing:
+        by_table.setdefault(o.table.key, []).append(o)
+    return [
+        f"incomplete: {key}: {span_text(o.day for o in found)}: {found[0].reason}"
+        + (" (first)" if len(found) > 1 else "")
+        for key, found in by_table.items()
+    ]
 
 
 def render_plan(plan: Plan, title: str) -> RichTable:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import dagster as dg
 from selfheal_dagster.lib.dates import partition_tags
 from selfheal_dagster.lib.errors import error_summary
 from selfheal_dagster.lib.orphans import HOST_TAG
-from selfheal_dagster.tables import Table, execution_order
+from selfheal_dagster.tables import BY_KEY, Table, execution_order
 
 DEFAULT_DAGSTER_HOME = ".selfheal/dagster_home"
 # The local instance `make dev` and the CLI share. Sensors tick in threads, so a slow sensor
@@ -46,17 +46,44 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def instance() -> dg.DagsterInstance:
-    """The persistent instance of ``DAGSTER_HOME``, created under the project when unset."""
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        home = str(Path(DEFAULT_DAGSTER_HOME).resolve())
-        config = Path(home) / "dagster.yaml"
-        if not config.exists():
-            config.parent.mkdir(parents=True, exist_ok=True)
-            config.write_text(LOCAL_INSTANCE)
-        os.environ["DAGSTER_HOME"] = home
-    Path(home).mkdir(parents=True, exist_ok=True)
+    """The persistent instance of ``DAGSTER_HOME``, created under the project when unset.
+
+    A home with no ``dagster.yaml`` that is new or empty (and ours) gets the project's local
+    configuration, so Dagster prints no telemetry banner and no "no configuration file"
+    warning; one already in use as it is stays so, said in one line of our own."""
+    home = os.environ.get("DAGSTER_HOME") or str(Path(DEFAULT_DAGSTER_HOME).resolve())
+    os.environ["DAGSTER_HOME"] = home
+    path = Path(home)
+    if not (path / "dagster.yaml").exists():
+        if _unused(path):
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "dagster.yaml").write_text(LOCAL_INSTANCE)
+        else:
+            _quiet_default_config_warning(home)
+    path.mkdir(parents=True, exist_ok=True)
     return dg.DagsterInstance.get()
+
+
+def _unused(path: Path) -> bool:
+    if not path.exists():
+        return True
+    return path.is_dir() and not any(path.iterdir()) and path.stat().st_uid == os.getuid()
+
+
+@cache
+def _quiet_default_config_warning(home: str) -> None:
+    import click
+
+    click.echo(
+        f"using the Dagster instance in {home} with Dagster's defaults (it has no dagster.yaml)",
+        err=True,
+    )
+
+    class _Said(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "No dagster instance configuration file" not in record.getMessage()
+
+    logging.getLogger("dagster").addFilter(_Said())
 
 
 @cache
@@ -164,6 +191,9 @@ def ranges(days: Iterable[date]) -> list[list[date]]:
     return out
 
 
+Step = tuple[tuple[date, ...], tuple[Table, ...]]  # one run: a range of dates, its tables
+
+
 def materialize(
     days: Iterable[date],
     tables: Iterable[Table],
@@ -181,25 +211,41 @@ def materialize(
     source fails on stops only the Phase 4 dates that read it (the processors skip those
     dates and name the input) instead of the whole range's Phase 4.
     """
-    job = (defs or definitions()).resolve_job_def(DAILY_JOB)
     ordered = execution_order(list(tables))
     groups = (
         [[t for t in ordered if t.phase == p] for p in sorted({t.phase for t in ordered})]
         if by_phase
         else [ordered]
     )
-    planned = [(span, group) for span in ranges(days) for group in groups if group]
+    steps = [(tuple(span), tuple(g)) for span in ranges(days) for g in groups if g]
+    return run_steps(
+        steps, dagster_instance=dagster_instance, defs=defs, tags=tags, on_done=on_done
+    )
+
+
+def run_steps(
+    steps: Iterable[Step],
+    *,
+    dagster_instance: dg.DagsterInstance,
+    defs: dg.Definitions | None = None,
+    tags: Mapping[str, str] | None = None,
+    on_done: Callable[[RunOutcome], None] | None = None,
+) -> list[RunOutcome]:
+    """Each step as one run of ``daily_job``, in order; a backfill's runs say which of its
+    runs they are, so the heal loop keeps its range claimed until the last."""
     from selfheal_dagster.lib.healing import BACKFILL, BACKFILL_STEP
 
+    job = (defs or definitions()).resolve_job_def(DAILY_JOB)
+    planned = list(steps)
     outcomes = []
     for step, (span, group) in enumerate(planned, start=1):
         run_tags = {**(tags or {}), **partition_tags(span), **HERE}
-        if BACKFILL in run_tags:  # the heal loop keeps the range claimed until the last run
+        if BACKFILL in run_tags:
             run_tags[BACKFILL_STEP] = f"{step}/{len(planned)}"
         result = execute(
             job,
             dagster_instance,
-            asset_selection=[dg.AssetKey(t.key_path) for t in group],
+            asset_selection=[dg.AssetKey(t.key_path) for t in execution_order(list(group))],
             tags=run_tags,
         )
         errors = tuple(
@@ -208,7 +254,7 @@ def materialize(
             if e.step_failure_data.error
         )
         outcome = RunOutcome(
-            days=tuple(span),
+            days=tuple(sorted(span)),
             run_id=result.run_id,
             success=result.success,
             errors=errors,
@@ -218,6 +264,71 @@ def materialize(
         if on_done:
             on_done(outcome)
     return outcomes
+
+
+@dataclass(frozen=True)
+class BackfillPlan:
+    """A backfill's runs, with the input partitions the range reads that it loads first."""
+
+    days: tuple[date, ...]
+    tables: tuple[Table, ...]
+    inputs: tuple[tuple[str, date], ...]  # missing or short, outside what was asked, loadable
+    too_early: tuple[tuple[str, date], ...]  # inputs before the first partition: cannot load
+    steps: tuple[Step, ...]
+
+
+def plan_backfill(
+    days: Sequence[date],
+    tables: Sequence[Table],
+    defs: dg.Definitions | None = None,
+    *,
+    load_inputs: bool = True,
+) -> BackfillPlan:
+    """Plan ``tables`` over ``days``: the broken partitions the range reads through its
+    partition mappings (the heal planner's root-cause rule), loaded first when asked."""
+    from selfheal_dagster.defs.resources import initialized
+    from selfheal_dagster.lib import heal_loop, planner
+    from selfheal_dagster.lib.dates import today_et
+    from selfheal_dagster.lib.settings import season_start
+
+    defs = defs or definitions()
+    found = initialized({name: defs.resources[name] for name in ("warehouse", "source")})
+    warehouse, calendar = found["warehouse"].open(), found["source"].scheduled_games
+    today = today_et()
+    view = heal_loop.WarehouseView.read(warehouse, days, today, calendar)
+    graph = heal_loop.planner_graph(defs.resolve_asset_graph())
+    requested = {(t.key, d) for t in tables for d in days}
+    broken = planner.inputs(requested, graph, max(today, *days), view.broken)
+    first = season_start()
+    inputs = tuple(sorted((p for p in broken if p[1] >= first), key=lambda p: (p[1], p[0])))
+    too_early = tuple(sorted((p for p in broken if p[1] < first), key=lambda p: (p[1], p[0])))
+    want: dict[int, dict[date, set[str]]] = {}
+    for asset, day in [*requested, *(inputs if load_inputs else ())]:
+        want.setdefault(BY_KEY[asset].phase, {}).setdefault(day, set()).add(asset)
+    steps = [
+        step
+        for phase in sorted(want)
+        for step in _grouped(want[phase], lambda a, d: not view.exists(a, d))
+    ]
+    return BackfillPlan(tuple(days), tuple(tables), inputs, too_early, tuple(steps))
+
+
+def _grouped(want: Mapping[date, set[str]], empty: Callable[[str, date], bool]) -> list[Step]:
+    """Runs over consecutive dates that need the same tables; a date in between where none
+    of a run's tables has rows (a no-game day between two input dates) joins it rather than
+    splitting it: loading it again writes nothing anyone has."""
+    steps: list[tuple[list[date], set[str]]] = []
+    for day in sorted(want):
+        if steps and steps[-1][1] == want[day]:
+            last = steps[-1][0][-1]
+            gap = [last + timedelta(days=i) for i in range(1, (day - last).days)]
+            if all(empty(a, d) for a in want[day] for d in gap):
+                steps[-1][0].extend([*gap, day])
+                continue
+        steps.append(([day], set(want[day])))
+    return [
+        (tuple(days), tuple(execution_order([BY_KEY[a] for a in assets]))) for days, assets in steps
+    ]
 
 
 def request_span(request: dg.RunRequest) -> str:

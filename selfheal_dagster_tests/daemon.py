@@ -59,23 +59,21 @@ class DagsterDev:
 
 
 @contextmanager
-def dagster_dev_running(env: dict[str, str], log_path: Path) -> Iterator[DagsterDev]:
-    """``dagster dev`` (webserver and daemon) on a free loopback port, always stopped."""
+def dagster_dev_running(
+    env: dict[str, str], log_path: Path, dg_cli: bool = False
+) -> Iterator[DagsterDev]:
+    """``dagster dev`` (webserver and daemon) on a free loopback port, always stopped;
+    ``dg_cli``: ``dg dev`` instead, reading the project from pyproject.toml."""
     port = free_port()
     log = open(log_path, "a")  # noqa: SIM115
+    if dg_cli:
+        command = [str(Path(sys.executable).parent / "dg"), "dev", "--host", "127.0.0.1"]
+        command += ["--port", str(port)]
+    else:
+        command = [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml")]
+        command += ["-h", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-w",
-            str(ROOT / "workspace.yaml"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
+        command,
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -14,8 +14,9 @@ from werkzeug import Response
 
 from selfheal_dagster.defs.resources import AlertsResource
 from selfheal_dagster.lib import alerts
+from selfheal_dagster.lib.dates import span_text
 from selfheal_dagster.lib.history import HealingResult, HealRecord
-from selfheal_dagster.lib.incidents import Incident, span_text
+from selfheal_dagster.lib.incidents import Incident
 from selfheal_dagster.tables import BY_NAME, execution_order, in_phase
 from selfheal_dagster_tests.conftest import GAME_DAY, load_phase2
 from selfheal_dagster_tests.slack import FakeSlack

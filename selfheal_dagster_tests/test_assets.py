@@ -1,5 +1,6 @@
 """Assets materialised through real Dagster runs against a real instance and DuckDB file."""
 
+import logging
 from datetime import timedelta
 
 from selfheal_dagster import runs
@@ -102,8 +103,37 @@ def test_phase4_on_a_missing_input_fails_naming_it_and_keeps_every_row(
     history.punch_gap(BY_NAME["bdl_player_boxscores"], read)
     [again] = runs.materialize([GAME_DAY], phase4, dagster_instance=instance, defs=defs)
     assert not again.success
-    assert any(f"nba_raw/bdl_player_boxscores {read} has no rows" in e for e in again.errors)
+    assert any(
+        f"nba_raw/bdl_player_boxscores: 1 game day missing, {read}" in e for e in again.errors
+    )
     assert snapshot(history, phase4, GAME_DAY) == before
+
+
+def test_a_refusal_over_a_month_of_missing_inputs_is_one_line_the_dates_in_the_log(
+    warehouse, instance, defs, league
+):
+    """A fresh warehouse: the cache of GAME_DAY reads 30 days of box scores and gamebooks
+    that are not there. The step says so in one line, each input once with its count and
+    first..last dates; every date is in the run's event log."""
+    cache = BY_NAME["player_daily_cache"]
+    [outcome] = runs.materialize([GAME_DAY], [cache], dagster_instance=instance, defs=defs)
+    assert not outcome.success
+    [error] = outcome.errors
+    game_days = [
+        d for d in (GAME_DAY - timedelta(days=k) for k in range(30, 0, -1)) if league.games_on(d)
+    ]
+    assert len(game_days) >= 26 and "\n" not in error and len(error) < 400
+    span = f"{len(game_days)} game days missing, {game_days[0]}..{game_days[-1]}"
+    assert f"nba_raw/bdl_player_boxscores: {span}" in error
+    assert f"nba_raw/nbac_gamebook_player_stats: {span}" in error
+    logged = [
+        e.user_message
+        for e in instance.all_logs(outcome.run_id)
+        if e.level == logging.WARNING and "not computed" in (e.user_message or "")
+    ]
+    [detail] = logged
+    assert len(detail.splitlines()) == 1  # one date: its line names every missing input
+    assert all(str(d) in detail for d in game_days)
 
 
 def test_a_short_same_day_input_stops_the_run_before_its_readers(

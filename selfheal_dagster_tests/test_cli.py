@@ -3,7 +3,7 @@
 import os
 import subprocess
 import sys
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
@@ -160,6 +160,9 @@ def test_a_correlation_id_filter_matches_a_prefix_literally(tmp_path):
 def test_demo_backfill_and_gap_end_to_end(tmp_path):
     out = selfheal(tmp_path, "demo", "--end", "2026-01-20", "--days", "2")
     assert out.returncode == 0, out.stdout + out.stderr
+    said = out.stdout + out.stderr  # no Dagster banner nor instance warning: quiet by default
+    assert "Welcome to Dagster" not in said and "Telemetry:" not in said
+    assert "No dagster instance configuration" not in said
     assert "Coverage 2026-01-19 .. 2026-01-20" in out.stdout
     for table in TABLES:
         assert table.name in out.stdout
@@ -367,3 +370,101 @@ def test_a_slack_bot_without_a_channel_is_one_line(tmp_path):
         "error: SLACK_CHANNEL is not set: a Slack bot needs both a token and a channel"
     ]
     assert "xoxb-not-printed" not in out.stdout + out.stderr
+
+
+A, B = date(2026, 1, 10), date(2026, 1, 21)  # twelve in-season dates
+
+
+def test_a_first_backfill_on_a_fresh_warehouse_loads_the_month_it_reads(tmp_path):
+    out = selfheal(tmp_path, "backfill", "--start", str(A), "--end", str(B))
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("also loading Phase 2 2025-12-11..2026-01-09 (")
+    assert lines[0].endswith("read by Phase 4 of the range (--no-inputs refuses instead)")
+    assert "108/108 partition(s) complete over 12 date(s)" in out.stdout
+    # No Dagster banner, no instance warning: the empty home got the project's instance.
+    assert "Welcome to Dagster" not in out.stderr + out.stdout
+    assert "No dagster instance configuration" not in out.stderr + out.stdout
+    assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
+    wh = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    box = next(t for t in TABLES if t.name == "bdl_player_boxscores")
+    loaded = wh.partition_stats(box, date(2025, 12, 11), date(2026, 1, 9))
+    from selfheal_dagster.lib.league import League
+    from selfheal_dagster.lib.settings import DEFAULT_SEED
+
+    league = League(DEFAULT_SEED)
+    month = [date(2025, 12, 11) + timedelta(days=i) for i in range(30)]
+    assert sorted(loaded) == [d for d in month if league.games_on(d)]  # every game day of it
+
+
+def test_no_inputs_refuses_in_two_lines_naming_the_span_and_the_command(tmp_path):
+    out = selfheal(tmp_path, "backfill", "--start", str(A), "--end", str(B), "--no-inputs")
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) <= 3, out.stderr
+    assert "Phase 2 2025-12-11..2026-01-09" in lines[0]
+    assert "selfheal backfill --start 2025-12-11 --end 2026-01-09 --phase 2" in out.stderr
+    assert not (tmp_path / "warehouse.duckdb").exists() or not DuckDBWarehouse(
+        tmp_path / "warehouse.duckdb"
+    ).partition_stats(TABLES[1], A, B)
+
+
+def test_a_backfill_over_a_source_outage_names_that_input_and_keeps_what_reads_it(
+    tmp_path, history_file
+):
+    import shutil
+
+    shutil.copy(history_file, tmp_path / "warehouse.duckdb")
+    wh = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    for table in execution_order(in_phase(4)):
+        wh.run_processor(table, [A + timedelta(days=i) for i in range(12)])  # earlier rows
+    box = next(t for t in TABLES if t.name == "bdl_player_boxscores")
+    cache = next(t for t in TABLES if t.name == "player_daily_cache")
+    out_day = date(2026, 1, 5)  # in the range's lookback, before it
+    wh.punch_gap(box, out_day)
+    before = wh.partition_stats(cache, A, B)
+    out = selfheal(
+        tmp_path,
+        "backfill",
+        "--start",
+        str(A),
+        "--end",
+        str(B),
+        extra_env={"SELFHEAL_LEAGUE_OUTAGES": f"{box.name}@{out_day}"},
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("✗")]
+    assert errors[0].startswith(f"✗ {out_day} ") and "SourceOutage" in errors[0]
+    # Every refusal names the one input, once, compactly; the partitions stay as they were.
+    refused = [e for e in errors[1:] if "MissingInput" in e]
+    assert refused and len(refused) == len(errors) - 1, errors
+    assert all(f"{box.key}: 1 game day missing, {out_day}" in e for e in refused), errors
+    after = wh.partition_stats(cache, A, B)
+    # The cache reads 30 days of box scores: every date of the range reads the outage day,
+    # so none is recomputed on it; each keeps its earlier rows.
+    assert {d: s.loaded_at for d, s in after.items()} == {d: s.loaded_at for d, s in before.items()}
+    incomplete = [line for line in out.stderr.splitlines() if line.startswith("incomplete:")]
+    assert len(incomplete) <= 9  # a line per table, not per partition
+
+
+def test_a_dagster_home_in_use_without_dagster_yaml_is_one_line_of_our_own(tmp_path):
+    home = tmp_path / "home"
+    (home / "history").mkdir(parents=True)  # someone's instance, on Dagster's defaults
+    out = selfheal(
+        tmp_path,
+        "backfill",
+        "--start",
+        "2026-01-20",
+        "--end",
+        "2026-01-20",
+        "--select",
+        "nbac_schedule",
+        extra_env={"DAGSTER_HOME": str(home)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines()[0] == (
+        f"using the Dagster instance in {home} with Dagster's defaults (it has no dagster.yaml)"
+    )
+    assert "No dagster instance configuration" not in out.stderr
+    assert not (home / "dagster.yaml").exists()  # left as it was

@@ -371,7 +371,7 @@ def test_a_heal_run_that_finds_an_input_missing_is_held_not_failed(loop, league)
     assert not result.success
     outcome, reason = judge(loop.instance, loop.instance.get_run_by_id(result.run_id))
     assert outcome is Outcome.SKIPPED and reason.startswith("held: ")
-    assert f"nba_raw/bdl_player_boxscores {read} has no rows" in reason
+    assert f"nba_raw/bdl_player_boxscores: 1 game day missing, {read}" in reason
 
 
 def test_a_run_whose_raw_step_hit_an_outage_still_records_its_healed_phase4(loop, monkeypatch):

@@ -22,7 +22,13 @@ from selfheal_dagster.defs.resources import (
     Phase4Resource,
     WarehouseResource,
 )
-from selfheal_dagster.lib.checks import MissingInput, input_problems, input_window
+from selfheal_dagster.lib.checks import (
+    MissingInput,
+    broken_inputs,
+    input_window,
+    missing_inputs_detail,
+    missing_inputs_line,
+)
 from selfheal_dagster.lib.coverage import read_window
 from selfheal_dagster.lib.settings import Settings
 from selfheal_dagster.tables import Table, execution_order, in_phase
@@ -43,7 +49,7 @@ def phase4_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
         problems = {
             day: found
             for day in days
-            if (found := input_problems(table, day, window, source.scheduled_games))
+            if (found := broken_inputs(table, day, window, source.scheduled_games))
         }
         ready = [d for d in days if d not in problems]
         result = None
@@ -53,10 +59,8 @@ def phase4_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
         games = games_by_day(wh, days)
         if problems:
             written_before_failure(context, table, result, games, ready)
-            lines = [f"{table.key} {d} not computed: " + "; ".join(p) for d, p in problems.items()]
-            raise MissingInput(
-                "; ".join(lines[:5]) + (f"; and {len(lines) - 5} more" if len(lines) > 5 else "")
-            )
+            context.log.warning(missing_inputs_detail(table, problems))  # every date, kept
+            raise MissingInput(missing_inputs_line(table, problems))
         assert result is not None
         return written(result, games, days)
 

@@ -7,7 +7,7 @@ check`` and the coverage grid, so they can never disagree.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -15,9 +15,9 @@ from statistics import median
 from typing import Any
 
 from selfheal_dagster.lib.coverage import Window
-from selfheal_dagster.lib.dates import eastern
+from selfheal_dagster.lib.dates import eastern, first_last, span_text
 from selfheal_dagster.lib.league import opening_night, season_of
-from selfheal_dagster.tables import BY_NAME, SCHEDULE, TABLES, Table, in_phase
+from selfheal_dagster.tables import BY_KEY, BY_NAME, SCHEDULE, TABLES, Table, in_phase
 
 CHECKS = ("row_count", "freshness")
 # Result metadata: when the warehouse read behind it started (wall clock). A failure read
@@ -296,15 +296,42 @@ def broken_inputs(
     return out
 
 
-def input_problems(
-    table: Table, day: date, window: Window, calendar: Calendar | None = None
-) -> list[str]:
-    """``broken_inputs`` as one line each."""
-    return [why for _, _, why in broken_inputs(table, day, window, calendar)]
+Broken = tuple[Table, date, str]
+
+
+def missing_inputs_line(table: Table, problems: Mapping[date, Sequence[Broken]]) -> str:
+    """One line for a processor that refused dates: each input table once, with how many of
+    its game days are missing or short and their first..last dates (the per-date list is for
+    the event log)."""
+    missing: dict[str, set[date]] = {}
+    short: dict[str, set[date]] = {}
+    for found in problems.values():
+        for up, up_day, why in found:
+            (missing if why.endswith("has no rows") else short).setdefault(up.key, set()).add(
+                up_day
+            )
+    parts = []
+    for key in sorted(set(missing) | set(short), key=lambda k: BY_KEY[k].phase):
+        said = []
+        for what, days in (("missing", missing.get(key)), ("short", short.get(key))):
+            if days:
+                n = len(days)
+                said.append(f"{n} game day{'s' if n > 1 else ''} {what}, {first_last(days)}")
+        parts.append(f"{key}: {'; '.join(said)}")
+    shown = "; ".join(parts[:3]) + (f"; and {len(parts) - 3} more tables" if len(parts) > 3 else "")
+    return f"{table.key} {span_text(problems)} not computed, its inputs are broken: {shown}"
+
+
+def missing_inputs_detail(table: Table, problems: Mapping[date, Sequence[Broken]]) -> str:
+    """Every date and input, a line each: the event log's copy of ``missing_inputs_line``."""
+    return "\n".join(
+        f"{table.key} {day} not computed: " + "; ".join(why for *_, why in found)
+        for day, found in sorted(problems.items())
+    )
 
 
 def input_window(table: Table, day: date) -> tuple[date, list[Table]]:
-    """Where ``input_problems`` looks: from the history behind the volume bound of the oldest
+    """Where ``broken_inputs`` looks: from the history behind the volume bound of the oldest
     date read, over what ``table`` reads plus the raw tables that vouch for the schedule."""
     tables = {t.name: t for t in in_phase(2)}
     tables.update({u.table: BY_NAME[u.table] for u in table.upstream})

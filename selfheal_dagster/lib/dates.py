@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -40,6 +40,31 @@ def eastern(day: date, hour: int, minute: int = 0) -> datetime:
 
 def date_range(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def day_spans(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Runs of consecutive dates, oldest first."""
+    out: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if out and (day - out[-1][1]).days == 1:
+            out[-1] = (out[-1][0], day)
+        else:
+            out.append((day, day))
+    return out
+
+
+def span_text(days: Iterable[date]) -> str:
+    """``2026-11-22..2026-12-02, 11 dates`` (or one date, or up to three spans)."""
+    days = sorted(set(days))
+    parts = [f"{a}" if a == b else f"{a}..{b}" for a, b in day_spans(days)]
+    text = ", ".join(parts[:3]) + (f" and {len(parts) - 3} more spans" if len(parts) > 3 else "")
+    return text if len(days) == 1 else f"{text}, {len(days)} dates"
+
+
+def first_last(days: Iterable[date]) -> str:
+    """``2025-12-15..2026-01-09``: the first and last of some dates (gaps not shown)."""
+    days = sorted(set(days))
+    return str(days[0]) if days[0] == days[-1] else f"{days[0]}..{days[-1]}"
 
 
 def partition_tags(days: Sequence[date]) -> dict[str, str]:

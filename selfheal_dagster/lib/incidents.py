@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from selfheal_dagster.lib.dates import span_text
 from selfheal_dagster.lib.history import FINAL, HealRecord, Outcome
 from selfheal_dagster.tables import PHASE_OWNERS
 
@@ -22,25 +23,6 @@ MAX_LINES = 8  # lines of one kind in a message before "… and N more"
 
 def short(asset: str) -> str:
     return asset.rsplit("/", 1)[-1]
-
-
-def day_spans(days: Iterable[date]) -> list[tuple[date, date]]:
-    """Runs of consecutive dates, oldest first."""
-    out: list[tuple[date, date]] = []
-    for day in sorted(set(days)):
-        if out and (day - out[-1][1]).days == 1:
-            out[-1] = (out[-1][0], day)
-        else:
-            out.append((day, day))
-    return out
-
-
-def span_text(days: Iterable[date]) -> str:
-    """``2026-11-22..2026-12-02, 11 dates`` (or one date, or several spans)."""
-    days = sorted(set(days))
-    parts = [f"{a}" if a == b else f"{a}..{b}" for a, b in day_spans(days)]
-    text = ", ".join(parts[:3]) + (f" and {len(parts) - 3} more spans" if len(parts) > 3 else "")
-    return text if len(days) == 1 else f"{text}, {len(days)} dates"
 
 
 def first_lines(lines: Sequence[str], limit: int = MAX_LINES) -> list[str]:

@@ -300,6 +300,20 @@ def _merge_ranges(
     return sorted(out, key=lambda r: (depth_of(first_key[r.key]), r.day, r.part))
 
 
+def inputs(
+    requested: Iterable[Partition],
+    graph: Graph,
+    last_day: date,
+    broken_inputs: Callable[[str, date], Iterable[Partition]],
+) -> set[Partition]:
+    """The broken partitions ``requested`` reads, directly or through one another, that a
+    heal of them repairs first: the plan's own root-cause rule, with nothing refreshed
+    downstream. What a backfill loads before its range."""
+    mine = set(requested)
+    found = plan(mine, graph, lambda asset, day: False, last_day, broken_inputs)
+    return {(a, r.day) for r in found.runs for a in r.failed} - mine
+
+
 def from_dependencies(
     order: Sequence[str], dependencies: Mapping[str, Iterable[tuple[str, int, int]]]
 ) -> Graph:
