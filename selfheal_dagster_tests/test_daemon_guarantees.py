@@ -270,7 +270,7 @@ def test_the_daemon_keeps_the_heal_promises(faults, tmp_path):
         failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
         errors = [error_summary(e.dagster_event.step_failure_data.error) for e in failures]
         assert errors and all(e.startswith("MissingInput:") for e in errors), errors
-        assert any(f"{GAMEBOOK.key} {short} has " in e for e in errors), errors
+        assert any(f"{GAMEBOOK.key}: 1 game day short, {short}" in e for e in errors), errors
 
 
 def open_records(warehouse) -> list[str]:
