@@ -106,7 +106,8 @@ def _json(value: Any) -> Any:
 @cache
 def _transpiled(project: str, name: str) -> str:
     table = BY_NAME[name]
-    refs = {n: f'"{project}"."{t.dataset}"."{n}"' for n, t in BY_NAME.items()}
+    # One quoted identifier per table (`project.dataset.table`), as quote() writes them.
+    refs = {n: f'"{project}.{t.dataset}.{n}"' for n, t in BY_NAME.items()}
     duckdb_sql = processor_sql(table).format_map(refs)
     return sqlglot.transpile(duckdb_sql, read="duckdb", write="bigquery", comments=False)[0]
 
@@ -373,12 +374,13 @@ class BigQueryWarehouse(Warehouse):
                     )
         for t in unpartitioned:
             _, rows = self._query(
-                f"SELECT {t.partition_column} AS day, COUNT(*) AS n, MAX({LOADED_AT}) AS at "
+                # Not "AS at": AT is a reserved keyword in BigQuery (found by ZetaSQL).
+                f"SELECT {t.partition_column} AS day, COUNT(*) AS n, MAX({LOADED_AT}) AS loaded "
                 f"FROM {self.ref(t)} WHERE {t.partition_column} BETWEEN @start AND @end "
                 f"GROUP BY {t.partition_column}",
                 {"start": start, "end": end},
             )
-            out[t.name] = {r["day"]: PartitionStats(int(r["n"]), r["at"]) for r in rows}
+            out[t.name] = {r["day"]: PartitionStats(int(r["n"]), r["loaded"]) for r in rows}
         return out
 
     def partition_stats(self, table: Table, start: date, end: date) -> dict[date, PartitionStats]:
