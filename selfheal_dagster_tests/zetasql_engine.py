@@ -216,22 +216,7 @@ class ZetaSQL:
         """Run a query on the reference evaluator over ``tables``' rows (only the tables it
         names are sent)."""
         tables = [t for t in tables if f"`{t.name}`" in sql]
-        params = params or {}
-        types = {n: _param_type(k) for n, (k, _) in params.items()}
-        request = ls.EvaluateQueryRequest(
-            sql=sql,
-            options=self._options(types),
-            simple_catalog=self._catalog(tables),
-            params=[ls.Parameter(name=n, value=_param_value(k, v)) for n, (k, v) in params.items()],
-        )
-        for t in tables:
-            request.table_content[t.name].CopyFrom(_content(t))
-        try:
-            found = self.client.call_grpc_func(
-                "ZetaSqlLocalService_EvaluateQuery", request, ls.EvaluateQueryResponse
-            )
-        except ServerError as exc:
-            raise Rejected(str(exc)) from None
+        found = self._evaluate("EvaluateQuery", sql, tables, params)
         names = [c.name for c in found.prepared.columns]
         return [
             dict(zip(names, (python_value(c) for c in row.cell), strict=True))
@@ -244,23 +229,10 @@ class ZetaSQL:
         tables: Sequence[Table],
         params: Mapping[str, tuple[str, Any]] | None = None,
     ) -> list[tuple[str, dict[str, Any]]]:
-        """Run one DML statement on the evaluator: each row it touches, as (operation, row)."""
-        params = params or {}
-        types = {n: _param_type(k) for n, (k, _) in params.items()}
-        request = ls.EvaluateModifyRequest(
-            sql=sql,
-            options=self._options(types),
-            simple_catalog=self._catalog(tables),
-            params=[ls.Parameter(name=n, value=_param_value(k, v)) for n, (k, v) in params.items()],
-        )
-        for t in tables:
-            request.table_content[t.name].CopyFrom(_content(t))
-        try:
-            found = self.client.call_grpc_func(
-                "ZetaSqlLocalService_EvaluateModify", request, ls.EvaluateModifyResponse
-            )
-        except ServerError as exc:
-            raise Rejected(str(exc)) from None
+        """Run one DML statement on the evaluator: each row it touches, as (operation, row);
+        a deleted row by its ``key`` (DML on a keyed table must not insert: ZetaSQL 0.1.5
+        aborts on a NULL key)."""
+        found = self._evaluate("EvaluateModify", sql, tables, params)
         [table] = [t for t in tables if t.name == found.table_name]
         names = [c for c, _ in table.columns]
         operation = ls.EvaluateModifyResponse.Row.Operation.Name
@@ -271,6 +243,31 @@ class ZetaSQL:
                 cells = {table.key: python_value(row.old_primary_key[0])}
             out.append((operation(row.operation), cells))
         return out
+
+    def _evaluate(
+        self,
+        method: str,
+        sql: str,
+        tables: Sequence[Table],
+        params: Mapping[str, tuple[str, Any]] | None,
+    ):
+        params = params or {}
+        types = {n: _param_type(k) for n, (k, _) in params.items()}
+        request_type = getattr(ls, f"{method}Request")
+        request = request_type(
+            sql=sql,
+            options=self._options(types),
+            simple_catalog=self._catalog(tables),
+            params=[ls.Parameter(name=n, value=_param_value(k, v)) for n, (k, v) in params.items()],
+        )
+        for t in tables:
+            request.table_content[t.name].CopyFrom(_content(t))
+        try:
+            return self.client.call_grpc_func(
+                f"ZetaSqlLocalService_{method}", request, getattr(ls, f"{method}Response")
+            )
+        except ServerError as exc:
+            raise Rejected(str(exc)) from None
 
 
 def _param_type(kind: str) -> type_pb2.TypeProto:

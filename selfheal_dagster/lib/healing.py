@@ -483,23 +483,9 @@ def _supersede(
     del state.targets[t.key]
     decision.closed.append(f"{t.asset} {t.day}: superseded ({why})")
     if t.cid and t.attempts:
+        reason = f"superseded: {why}; no further attempt"
         decision.closing.append(
-            HealRecord(
-                phase=phase_of(t.asset, phases),
-                target_date=date.fromisoformat(t.day),
-                missing_components=[short(t.asset)],
-                healing_result=HealingResult(
-                    triggered=False, reason=f"superseded: {why}; no further attempt"
-                ),
-                correlation_id=t.cid,
-                timestamp=now,
-                success=True,
-                outcome=Outcome.SUPERSEDED,
-                attempt=t.attempts,
-                assets=[t.asset],
-                detected_at=_ts(t.detected_at),
-                resolved_at=now,
-            )
+            _closing(t, Outcome.SUPERSEDED, HealingResult(False, reason=reason), now, phases)
         )
 
 
@@ -710,25 +696,36 @@ def spans(partitions: Iterable[Partition], order: Sequence[str] = ()) -> list[li
 
 
 def _gave_up(t: Target, now: datetime, world: _World, state: State) -> HealRecord:
-    held = held_by(t.partition, world, state)
+    reason = f"gave up after {t.attempts} attempts: {t.reason}; needs a person"
+    closing = _closing(
+        t, Outcome.GAVE_UP, HealingResult(False, failed=True, reason=reason), now, world.phases
+    )
+    held = spans(held_by(t.partition, world, state), world.graph.order)
+    cid = t.cid or correlation_id([t.record_id], f"gave-up|{t.key}|{t.attempts}")
+    return replace(closing, correlation_id=cid, held=held)
+
+
+def _closing(
+    t: Target,
+    outcome: Outcome,
+    result: HealingResult,
+    now: datetime,
+    phases: Mapping[str, int],
+) -> HealRecord:
+    """The record that closes a target without a run of its own (gave up, superseded)."""
     return HealRecord(
-        phase=phase_of(t.asset, world.phases),
+        phase=phase_of(t.asset, phases),
         target_date=date.fromisoformat(t.day),
         missing_components=[short(t.asset)],
-        healing_result=HealingResult(
-            triggered=False,
-            failed=True,
-            reason=f"gave up after {t.attempts} attempts: {t.reason}; needs a person",
-        ),
-        correlation_id=t.cid or correlation_id([t.record_id], f"gave-up|{t.key}|{t.attempts}"),
+        healing_result=result,
+        correlation_id=t.cid or "",
         timestamp=now,
-        success=False,
-        outcome=Outcome.GAVE_UP,
+        success=outcome is not Outcome.GAVE_UP,
+        outcome=outcome,
         attempt=t.attempts,
         assets=[t.asset],
         detected_at=_ts(t.detected_at),
         resolved_at=now,
-        held=spans(held, world.graph.order),
     )
 
 
