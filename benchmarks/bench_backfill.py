@@ -29,7 +29,7 @@ import dagster as dg
 
 
 def fingerprint(path: Path, days) -> dict[str, str]:
-    from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+    from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
     from selfheal_dagster.tables import LOADED_AT, TABLES
 
     wh = DuckDBWarehouse(path)
@@ -48,8 +48,8 @@ def fingerprint(path: Path, days) -> dict[str, str]:
 
 def run_mode(mode: str, days, root: Path, events_in_memory: bool = False) -> dict:
     from selfheal_dagster import runs
+    from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
     from selfheal_dagster.definitions import defs as load
-    from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
     from selfheal_dagster.tables import TABLES
 
     path = root / f"{mode}.duckdb"
@@ -103,9 +103,9 @@ def run_mode(mode: str, days, root: Path, events_in_memory: bool = False) -> dic
 
 
 def runs_per_box_heal(days) -> list[int]:
+    from selfheal_dagster.core import planner
     from selfheal_dagster.definitions import defs as load
-    from selfheal_dagster.lib import planner
-    from selfheal_dagster.lib.heal_loop import planner_graph
+    from selfheal_dagster.instance.heal_loop import planner_graph
     from selfheal_dagster.tables import BY_NAME
 
     graph = planner_graph(load().resolve_asset_graph())
@@ -128,7 +128,7 @@ def main() -> int:
         "becomes when storing an event costs almost nothing",
     )
     args = parser.parse_args()
-    from selfheal_dagster.lib.settings import season_start
+    from selfheal_dagster.adapters.settings import season_start
 
     for name in ("SELFHEAL_ENV", "SELFHEAL_LEAGUE_OUTAGES", "SELFHEAL_LEAGUE_SHORT"):
         os.environ.pop(name, None)

@@ -25,9 +25,9 @@ TICKS = 9
 
 
 def processors_per_heal() -> None:
+    from selfheal_dagster.core import planner
     from selfheal_dagster.definitions import defs
-    from selfheal_dagster.lib import planner
-    from selfheal_dagster.lib.heal_loop import planner_graph
+    from selfheal_dagster.instance.heal_loop import planner_graph
     from selfheal_dagster.tables import execution_order, in_phase
 
     graph = planner_graph(defs().resolve_asset_graph())

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import duckdb
 
-from selfheal_dagster.lib.checks import evaluate
-from selfheal_dagster.lib.coverage import read_window
-from selfheal_dagster.lib.dates import date_range, now_utc
-from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.adapters.warehouse import read_window
+from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.core.checks import evaluate
+from selfheal_dagster.core.dates import date_range, now_utc
 from selfheal_dagster.tables import LOADED_AT, TABLES
 
 DATES = 180

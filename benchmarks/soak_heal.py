@@ -67,9 +67,9 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
     from selfheal_dagster import runs
 
     (home / "dagster.yaml").write_text(runs.LOCAL_INSTANCE)
-    from selfheal_dagster.lib.dates import today_et
-    from selfheal_dagster.lib.league import League
-    from selfheal_dagster.lib.settings import DEFAULT_SEED
+    from selfheal_dagster.adapters.league import League
+    from selfheal_dagster.adapters.settings import DEFAULT_SEED
+    from selfheal_dagster.core.dates import today_et
     from selfheal_dagster.tables import BY_NAME, TABLES, execution_order, in_phase
 
     today = today_et()
@@ -110,7 +110,7 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
     )
     os.environ.update(env)
 
-    from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+    from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 
     print(f"soak in {tmp}: month {month[-1]} .. {today}, outages {sorted(outages)}")
     wh = DuckDBWarehouse(tmp / "warehouse.duckdb")
@@ -132,9 +132,9 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
 
     import dagster as dg
 
-    from selfheal_dagster.lib import healing
-    from selfheal_dagster.lib.heal_loop import run_days
-    from selfheal_dagster.lib.history import Outcome
+    from selfheal_dagster.core import healing
+    from selfheal_dagster.core.history import Outcome
+    from selfheal_dagster.instance.heal_loop import run_days
     from selfheal_dagster_tests.daemon import dagster_dev_running, heal_runs
 
     # Where faults may go: not the outages, nor what reads them (it would be held by them).
@@ -207,7 +207,7 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
         for b in spans[i + 1 :]
         if a[1] & b[1] and not (a[4] <= b[3] or b[4] <= a[3])
     )
-    from selfheal_dagster.lib.checks import read_partitions
+    from selfheal_dagster.core.checks import read_partitions
 
     def inputs(table, day) -> set:
         """The partitions ``table`` for ``day`` reads, directly or through another table."""

@@ -16,10 +16,11 @@ import click
 from rich.table import Table as RichTable
 
 from selfheal_dagster import report
-from selfheal_dagster.lib.checks import completeness
-from selfheal_dagster.lib.dates import BadDateError, date_range, first_last, parse_date, today_et
-from selfheal_dagster.lib.settings import Settings, SettingsError, season_start
-from selfheal_dagster.lib.warehouse import WarehouseError
+from selfheal_dagster.adapters.settings import Settings, SettingsError, season_start
+from selfheal_dagster.adapters.warehouse import WarehouseError
+from selfheal_dagster.core.checks import completeness
+from selfheal_dagster.core.dates import BadDateError, date_range, first_last, parse_date, today_et
+from selfheal_dagster.core.history import summarize
 from selfheal_dagster.report import CELL_STYLE, console, err_console
 from selfheal_dagster.tables import BY_KEY, Table, UnknownTableError, in_phase, lookup
 
@@ -102,6 +103,7 @@ def backfill(
     """Materialise a range of partitions through Dagster: Phase 2 in one run, then Phase 4 in
     another; first the Phase 2 partitions the range's Phase 4 reads that are missing or short.
     Exit 0 only when every partition is complete afterwards (its row-count check passes)."""
+    # import cost: dagster (about 1.7 s), only for commands that run
     from selfheal_dagster import runs
 
     _check_range(start, end)
@@ -200,6 +202,7 @@ def status(start: date, end: date) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def heal(day: date, dry_run: bool, as_json: bool) -> int:
     """Evaluate the checks for a date now, plan the heal and run it (unless --dry-run)."""
+    # import cost: dagster (about 1.7 s), only for commands that run
     from selfheal_dagster import runs
 
     failing = report.failures(report.evaluate_now([day]))
@@ -299,8 +302,6 @@ def check(day: date, phase: str | None, as_json: bool) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the history documents as JSON.")
 def history(day: date | None, cid: str | None, as_json: bool) -> int:
     """The heal history: each heal, its alerts, runs and outcome, and a summary."""
-    from selfheal_dagster.lib.history import summarize
-
     records = report.warehouse().history(day=day, correlation_id=cid)
     summary = summarize(records)
     if as_json:
@@ -315,6 +316,7 @@ def history(day: date | None, cid: str | None, as_json: bool) -> int:
     if cid:
         import dagster as dg
 
+        # import cost: dagster (about 1.7 s), only for commands that run
         from selfheal_dagster import runs
 
         found = []
@@ -335,6 +337,7 @@ def history(day: date | None, cid: str | None, as_json: bool) -> int:
 @click.option("--days", type=click.IntRange(2, 31), default=7, show_default=True)
 def demo(end: date | None, days: int) -> int:
     """The whole story on the embedded default: load, break, detect, heal, verify."""
+    # import cost: dagster, only for the demo
     from selfheal_dagster import demo as story
 
     return story.run(end, days, today_et())

@@ -18,7 +18,7 @@ import dagster as dg
 from dagster.components.definitions import LazyDefinitions
 
 from selfheal_dagster import defs as defs_package
-from selfheal_dagster.lib.settings import Settings, SettingsError
+from selfheal_dagster.adapters.settings import Settings, SettingsError
 
 # Dagster 1.13 re-creates sensor definitions internally with its beta `owners` parameter and
 # warns about its own call on every load; nothing in this project sets owners.

@@ -12,11 +12,12 @@ import time
 from datetime import date, timedelta
 
 from selfheal_dagster import report, runs
+from selfheal_dagster.adapters.league import League
+from selfheal_dagster.adapters.settings import Settings, SettingsError, season_start
+from selfheal_dagster.core.calendar import game_days, season_of
+from selfheal_dagster.core.dates import now_utc, today_et
+from selfheal_dagster.core.history import summarize
 from selfheal_dagster.defs.metrics import METRICS_JOB
-from selfheal_dagster.lib.dates import now_utc, today_et
-from selfheal_dagster.lib.history import summarize
-from selfheal_dagster.lib.league import League, game_days, season_of
-from selfheal_dagster.lib.settings import Settings, SettingsError, season_start
 from selfheal_dagster.tables import BY_NAME, TABLES, in_phase
 
 BOX = BY_NAME["bdl_player_boxscores"]

@@ -1,5 +1,6 @@
 """What the ``selfheal`` command shows: check outcomes evaluated now, the coverage grid, plans,
-heal runs, progress bars. Rendering only; the work happens in lib/ and runs.py."""
+heal runs, progress bars. Rendering only; the work happens in core/, adapters/, instance/ and
+runs.py."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from selfheal_dagster.lib.checks import Outcome, Status, evaluate, window_start, worst
-from selfheal_dagster.lib.coverage import read_window
-from selfheal_dagster.lib.dates import now_utc, span_text
-from selfheal_dagster.lib.history import HealRecord
-from selfheal_dagster.lib.planner import Plan
-from selfheal_dagster.lib.settings import Settings
-from selfheal_dagster.lib.warehouse import Warehouse
+from selfheal_dagster.adapters.settings import Settings
+from selfheal_dagster.adapters.warehouse import Warehouse, read_window
+from selfheal_dagster.core.checks import Outcome, Status, evaluate, window_start, worst
+from selfheal_dagster.core.dates import now_utc, span_text
+from selfheal_dagster.core.healing import BACKFILL
+from selfheal_dagster.core.history import HealRecord
+from selfheal_dagster.core.planner import Plan
 from selfheal_dagster.tables import TABLES, Table, execution_order
 
 # A pipe or a log file gets a wide fixed width so the coverage grid does not wrap.
@@ -30,6 +31,7 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200, s
 
 
 def resources() -> dict:
+    # import cost: dagster, only for commands that read the warehouse
     from selfheal_dagster.defs.resources import build_resources, initialized
 
     return initialized(build_resources(Settings.from_env()))
@@ -107,6 +109,7 @@ def run_dates(
 ) -> list:
     """Materialise ``tables`` for ``days`` as ranged runs (Phase 2 of the range, then Phase 4),
     with a progress bar over the runs; returns the runs that failed, errors printed."""
+    # import cost: dagster (about 1.7 s), only for commands that run
     from selfheal_dagster import runs
 
     ordered = execution_order(tables)
@@ -123,8 +126,8 @@ def run_steps(steps: list, label: str, tags: dict[str, str] | None = None) -> li
     """Run each (dates, tables) step with a progress bar over the runs; every run claims the
     whole backfill's range, so the heal loop never heals a date under it. Returns the runs
     that failed, their errors printed (one line each)."""
+    # import cost: dagster (about 1.7 s), only for commands that run
     from selfheal_dagster import runs
-    from selfheal_dagster.lib.healing import BACKFILL
 
     inst = runs.instance()
     every = [d for span, _ in steps for d in span]
@@ -204,7 +207,7 @@ def render_heal_runs(runs: Sequence) -> RichTable:
     table = RichTable(title="Heal runs", header_style="bold")
     for column in ("run", "date", "assets", "attempt", "correlation", "outcome"):
         table.add_column(column)
-    from selfheal_dagster.runs import request_span
+    from selfheal_dagster.runs import request_span  # import cost: dagster, only when rendering
 
     for r in runs:
         style = OUTCOME_STYLE.get(r.outcome, "default")

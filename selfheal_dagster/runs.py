@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -17,9 +18,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from selfheal_dagster.lib.dates import partition_tags
-from selfheal_dagster.lib.errors import error_summary
-from selfheal_dagster.lib.orphans import HOST_TAG
+from selfheal_dagster.adapters.settings import season_start
+from selfheal_dagster.core import healing, planner
+from selfheal_dagster.core.dates import now_utc, partition_tags, today_et
+from selfheal_dagster.core.errors import error_summary
+from selfheal_dagster.core.healing import BACKFILL, BACKFILL_STEP
+from selfheal_dagster.core.history import Outcome
+from selfheal_dagster.defs.resources import initialized
+from selfheal_dagster.instance import heal_loop
+from selfheal_dagster.instance.orphans import HOST_TAG
 from selfheal_dagster.tables import BY_KEY, Table, execution_order
 
 DEFAULT_DAGSTER_HOME = ".selfheal/dagster_home"
@@ -88,7 +95,7 @@ def _quiet_default_config_warning(home: str) -> None:
 
 @cache
 def definitions() -> dg.Definitions:
-    from selfheal_dagster.definitions import defs
+    from selfheal_dagster.definitions import defs  # loads the code location: only when asked
 
     return defs()
 
@@ -233,8 +240,6 @@ def run_steps(
 ) -> list[RunOutcome]:
     """Each step as one run of ``daily_job``, in order; a backfill's runs say which of its
     runs they are, so the heal loop keeps its range claimed until the last."""
-    from selfheal_dagster.lib.healing import BACKFILL, BACKFILL_STEP
-
     job = (defs or definitions()).resolve_job_def(DAILY_JOB)
     planned = list(steps)
     outcomes = []
@@ -286,11 +291,6 @@ def plan_backfill(
 ) -> BackfillPlan:
     """Plan ``tables`` over ``days``: the broken partitions the range reads through its
     partition mappings (the heal planner's root-cause rule), loaded first when asked."""
-    from selfheal_dagster.defs.resources import initialized
-    from selfheal_dagster.lib import heal_loop, planner
-    from selfheal_dagster.lib.dates import today_et
-    from selfheal_dagster.lib.settings import season_start
-
     defs = defs or definitions()
     found = initialized({name: defs.resources[name] for name in ("warehouse", "source")})
     warehouse, calendar = found["warehouse"].open(), found["source"].scheduled_games
@@ -359,8 +359,6 @@ class LocalLoop:
         self.defs = defs
         self.instance = dagster_instance
         self.sensor = defs.resolve_sensor_def("heal_sensor")
-        from selfheal_dagster.defs.resources import initialized
-
         self.resources = initialized(
             {name: defs.resources[name] for name in ("warehouse", "alerts", "source")}
         )
@@ -416,21 +414,17 @@ class LocalLoop:
         )
 
     def verify(self, run_id: str) -> tuple[str, str]:
-        from selfheal_dagster.lib.heal_loop import verify
-
         run = self.instance.get_run_by_id(run_id)
         warehouse = self.resources["warehouse"].open()
-        outcome, reason, _ = verify(self.instance, run, warehouse)
+        outcome, reason, _ = heal_loop.verify(self.instance, run, warehouse)
         self.deliver()
         return str(outcome), reason
 
     def pending(self) -> int:
         """Runs still waiting for a prerequisite, and targets whose heal has not settled."""
-        from selfheal_dagster.lib.healing import State, TargetState
-
-        state = State.from_json(self.cursor)
-        healing = [t for t in state.targets.values() if t.state == TargetState.HEALING]
-        return len(state.pending) + len(healing)
+        state = healing.State.from_json(self.cursor)
+        busy = [t for t in state.targets.values() if t.state == healing.TargetState.HEALING]
+        return len(state.pending) + len(busy)
 
     def heal_until_quiet(
         self, max_ticks: int = 20, on_run: Callable[[HealRun], None] | None = None
@@ -471,12 +465,6 @@ def heal_now(
     """Plan (and unless ``dry_run`` execute, in dependency order) the heal of ``failing``
     check outcomes, as a person asked: no attempt limit, but never under a run in flight
     that writes what the plan writes."""
-    import uuid
-
-    from selfheal_dagster.lib import heal_loop, healing, planner
-    from selfheal_dagster.lib.dates import now_utc, today_et
-    from selfheal_dagster.lib.history import Outcome
-
     now = now_utc()
     today = today_et(now)
     loop = LocalLoop(defs, dagster_instance)

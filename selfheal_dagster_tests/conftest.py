@@ -12,9 +12,9 @@ import dagster as dg
 import pytest
 from dagster._core.storage.defs_state.base import DefsStateStorage
 
-from selfheal_dagster.lib.league import League
-from selfheal_dagster.lib.settings import DEFAULT_SEED
-from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.adapters.league import League
+from selfheal_dagster.adapters.settings import DEFAULT_SEED
+from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 
 # A mid-season Tuesday of the 2025-26 season with games on it and around it.
 GAME_DAY = date(2026, 1, 20)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from selfheal_dagster.lib import healing
+from selfheal_dagster.core import healing
 from selfheal_dagster_tests.conftest import bound
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,11 +12,12 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from werkzeug import Response
 
+from selfheal_dagster.adapters import alerts
+from selfheal_dagster.core import messages
+from selfheal_dagster.core.dates import EASTERN, span_text
+from selfheal_dagster.core.history import HealingResult, HealRecord
+from selfheal_dagster.core.incidents import Incident
 from selfheal_dagster.defs.resources import AlertsResource
-from selfheal_dagster.lib import alerts
-from selfheal_dagster.lib.dates import span_text
-from selfheal_dagster.lib.history import HealingResult, HealRecord
-from selfheal_dagster.lib.incidents import Incident
 from selfheal_dagster.tables import BY_NAME, execution_order, in_phase
 from selfheal_dagster_tests.conftest import GAME_DAY, load_phase2
 from selfheal_dagster_tests.slack import FakeSlack
@@ -46,8 +47,8 @@ def record(**changes) -> HealRecord:
     return HealRecord(**{**base.__dict__, **changes})
 
 
-def message() -> alerts.Message:
-    return alerts.parent(Incident.of(CID, [record()]), max_attempts=3)
+def message() -> messages.Message:
+    return messages.parent(Incident.of(CID, [record()]), max_attempts=3)
 
 
 def fast(**kw) -> alerts.Delivery:
@@ -68,7 +69,7 @@ def test_the_parent_keeps_the_familiar_layout_and_says_what_broke_and_what_will_
     ]
     incident = Incident.of(CID, [record(), *refresh])
     sink = alerts.WebhookSink(url=httpserver.url_for(HOOK), delivery=fast())
-    assert sink.send(alerts.parent(incident, max_attempts=3)) is True
+    assert sink.send(messages.parent(incident, max_attempts=3)) is True
     [(request, _)] = httpserver.log
     [attachment] = json.loads(request.get_data())["attachments"]
     assert attachment["color"] == "#FFA500"
@@ -295,7 +296,7 @@ def test_pages_mode_sends_only_the_page_and_a_digest_the_next_day(
     notifier = loop.resources["alerts"].notifier(loop.warehouse)
     tomorrow = datetime.now(UTC) + timedelta(days=1)
     assert notifier.deliver(now=tomorrow) == [
-        f"digest:{datetime.now(UTC).astimezone(alerts.EASTERN).date()}"
+        f"digest:{datetime.now(UTC).astimezone(EASTERN).date()}"
     ]
     assert notifier.deliver(now=tomorrow) == []  # once
     [digest] = webhook()

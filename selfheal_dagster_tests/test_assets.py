@@ -4,6 +4,8 @@ import logging
 from datetime import timedelta
 
 from selfheal_dagster import runs
+from selfheal_dagster.adapters.league import League
+from selfheal_dagster.adapters.settings import DEFAULT_SEED
 from selfheal_dagster.tables import BY_NAME, TABLES, in_phase
 from selfheal_dagster_tests.conftest import GAME_DAY
 
@@ -40,13 +42,7 @@ def test_materialising_the_same_partition_twice_does_not_duplicate(history, inst
         [outcome] = runs.materialize([GAME_DAY], tables, dagster_instance=instance, defs=defs)
         assert outcome.success
     box = history.partition_stats(tables[0], GAME_DAY, GAME_DAY)[GAME_DAY].rows
-    assert box == len(
-        __import__("selfheal_dagster.lib.league", fromlist=["League"])
-        .League(
-            int(__import__("selfheal_dagster.lib.settings", fromlist=["DEFAULT_SEED"]).DEFAULT_SEED)
-        )
-        .feed("bdl_player_boxscores", GAME_DAY)
-    )
+    assert box == len(League(DEFAULT_SEED).feed("bdl_player_boxscores", GAME_DAY))
     dupes = history.query(
         'SELECT player_id, COUNT(*) AS n FROM "nba_predictions"."player_daily_cache" '
         "WHERE game_date = $d GROUP BY player_id HAVING COUNT(*) > 1",

@@ -11,9 +11,9 @@ import sqlglot
 from google.cloud import bigquery
 from sqlglot import exp
 
-from selfheal_dagster.lib.history import HealingResult, HealRecord
-from selfheal_dagster.lib.warehouse import WarehouseError
-from selfheal_dagster.lib.warehouse.bigquery import BigQueryWarehouse
+from selfheal_dagster.adapters.warehouse import WarehouseError
+from selfheal_dagster.adapters.warehouse.bigquery import BigQueryWarehouse
+from selfheal_dagster.core.history import HealingResult, HealRecord
 from selfheal_dagster.tables import BY_NAME, TABLES, execution_order, in_phase
 
 PROJECT = "nba-props-prod"

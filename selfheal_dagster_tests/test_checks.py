@@ -4,7 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from selfheal_dagster.lib.checks import (
+from selfheal_dagster.adapters.warehouse import read_window
+from selfheal_dagster.core.checks import (
     Status,
     completeness,
     evaluate,
@@ -12,8 +13,7 @@ from selfheal_dagster.lib.checks import (
     row_count,
     window_start,
 )
-from selfheal_dagster.lib.coverage import read_window
-from selfheal_dagster.lib.dates import eastern
+from selfheal_dagster.core.dates import eastern
 from selfheal_dagster.tables import BY_NAME, SCHEDULE, TABLES, execution_order, in_phase
 from selfheal_dagster_tests.conftest import ALL_STAR_SUNDAY, GAME_DAY, calendar, set_loaded_at
 

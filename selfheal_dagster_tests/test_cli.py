@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.tables import TABLES, execution_order, in_phase
 from selfheal_dagster_tests.conftest import bound
 
@@ -137,7 +137,7 @@ def test_definitions_validate_says_the_bad_setting_before_any_stack_trace(tmp_pa
 def test_a_correlation_id_filter_matches_a_prefix_literally(tmp_path):
     from datetime import UTC, datetime
 
-    from selfheal_dagster.lib.history import HealingResult, HealRecord
+    from selfheal_dagster.core.history import HealingResult, HealRecord
 
     wh = DuckDBWarehouse(tmp_path / "w.duckdb")
     for cid in ("a1b2c3d4-0000", "a1b_c3d4-0001", "ffff0000-0002"):
@@ -389,8 +389,8 @@ def test_a_first_backfill_on_a_fresh_warehouse_loads_the_month_it_reads(tmp_path
     wh = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
     box = next(t for t in TABLES if t.name == "bdl_player_boxscores")
     loaded = wh.partition_stats(box, date(2025, 12, 11), date(2026, 1, 9))
-    from selfheal_dagster.lib.league import League
-    from selfheal_dagster.lib.settings import DEFAULT_SEED
+    from selfheal_dagster.adapters.league import League
+    from selfheal_dagster.adapters.settings import DEFAULT_SEED
 
     league = League(DEFAULT_SEED)
     month = [date(2025, 12, 11) + timedelta(days=i) for i in range(30)]

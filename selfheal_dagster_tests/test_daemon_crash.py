@@ -14,12 +14,13 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from selfheal_dagster.lib import healing, orphans
-from selfheal_dagster.lib.dates import today_et
-from selfheal_dagster.lib.history import FINAL
-from selfheal_dagster.lib.league import League
-from selfheal_dagster.lib.settings import DEFAULT_SEED
-from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.adapters.league import League
+from selfheal_dagster.adapters.settings import DEFAULT_SEED
+from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.core import healing
+from selfheal_dagster.core.dates import today_et
+from selfheal_dagster.core.history import FINAL
+from selfheal_dagster.instance import orphans
 from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.conftest import bound, load_phase2
 from selfheal_dagster_tests.daemon import dagster_dev_running, heal_runs, wait_for

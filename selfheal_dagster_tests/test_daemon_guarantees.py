@@ -27,15 +27,16 @@ import dagster as dg
 import pytest
 
 from selfheal_dagster import runs
+from selfheal_dagster.adapters.league import League
+from selfheal_dagster.adapters.settings import DEFAULT_SEED
+from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.core import healing
+from selfheal_dagster.core.dates import today_et
+from selfheal_dagster.core.errors import error_summary
+from selfheal_dagster.core.history import Outcome
 from selfheal_dagster.defs.checks import check_key
-from selfheal_dagster.lib import check_records, healing
-from selfheal_dagster.lib.dates import today_et
-from selfheal_dagster.lib.errors import error_summary
-from selfheal_dagster.lib.heal_loop import run_days
-from selfheal_dagster.lib.history import Outcome
-from selfheal_dagster.lib.league import League
-from selfheal_dagster.lib.settings import DEFAULT_SEED
-from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.instance import check_records
+from selfheal_dagster.instance.heal_loop import run_days
 from selfheal_dagster.tables import BY_NAME, in_phase
 from selfheal_dagster_tests.conftest import bound, load_phase2
 from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, heal_runs, wait_for

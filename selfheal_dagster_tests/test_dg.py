@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from selfheal_dagster import runs
-from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.tables import TABLES, in_phase
 from selfheal_dagster_tests.conftest import bound
 from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, wait_for

@@ -6,11 +6,11 @@ import dagster as dg
 import pytest
 
 from selfheal_dagster import runs
+from selfheal_dagster.core import healing
+from selfheal_dagster.core.dates import eastern, now_utc
+from selfheal_dagster.core.history import Outcome
 from selfheal_dagster.defs.heal import heal_tick
-from selfheal_dagster.lib import healing
-from selfheal_dagster.lib.dates import eastern, now_utc
-from selfheal_dagster.lib.heal_loop import OUTCOME_TAG, REASON_TAG, verify
-from selfheal_dagster.lib.history import Outcome
+from selfheal_dagster.instance.heal_loop import OUTCOME_TAG, REASON_TAG, verify
 from selfheal_dagster.tables import BY_NAME, execution_order, in_phase
 from selfheal_dagster_tests.conftest import GAME_DAY, load_phase2
 
@@ -280,8 +280,8 @@ def test_a_healed_target_that_breaks_again_starts_again_at_attempt_one(loop):
 def test_a_sweep_result_read_before_the_heal_wrote_is_no_new_failure(loop, monkeypatch):
     """The race seen under the daemon: a sweep reads the gap, the heal writes, then the sweep
     records its (now outdated) failure. It must not heal the partition a second time."""
+    from selfheal_dagster.core import coverage
     from selfheal_dagster.defs import sweep
-    from selfheal_dagster.lib import coverage
 
     loop.warehouse.punch_gap(BOX, GAME_DAY)
     read_before = now_utc()
@@ -303,7 +303,7 @@ def test_a_sweep_result_read_before_the_heal_wrote_is_no_new_failure(loop, monke
 
 
 def test_a_backfill_claims_its_whole_range_until_its_last_run(history, instance, defs):
-    from selfheal_dagster.lib.heal_loop import busy_partitions
+    from selfheal_dagster.instance.heal_loop import busy_partitions
 
     job = defs.resolve_job_def("daily_job")
     span = f"{GAME_DAY}..{GAME_DAY + timedelta(days=2)}"
@@ -330,7 +330,7 @@ def test_a_backfill_claims_its_whole_range_until_its_last_run(history, instance,
 def test_runs_that_write_no_table_claim_nothing(instance, defs):
     """A person's re-check of a date (a partitioned sweep run) or the heal figures of a day
     in flight never hold up a heal of that date."""
-    from selfheal_dagster.lib.heal_loop import busy_partitions
+    from selfheal_dagster.instance.heal_loop import busy_partitions
 
     day = {"dagster/partition": GAME_DAY.isoformat()}
     instance.create_run_for_job(
@@ -347,7 +347,7 @@ def test_runs_that_write_no_table_claim_nothing(instance, defs):
 
 
 def test_a_heal_run_that_finds_an_input_missing_is_held_not_failed(loop, league):
-    from selfheal_dagster.lib.heal_loop import judge
+    from selfheal_dagster.instance.heal_loop import judge
 
     nxt = GAME_DAY + timedelta(days=1)
     for t in execution_order(in_phase(4)):
@@ -375,8 +375,8 @@ def test_a_heal_run_that_finds_an_input_missing_is_held_not_failed(loop, league)
 
 
 def test_a_run_whose_raw_step_hit_an_outage_still_records_its_healed_phase4(loop, monkeypatch):
+    from selfheal_dagster.core.history import HealingResult, HealRecord
     from selfheal_dagster.definitions import defs as load
-    from selfheal_dagster.lib.history import HealingResult, HealRecord
 
     monkeypatch.setenv("SELFHEAL_LEAGUE_OUTAGES", f"odds_api_game_lines@{GAME_DAY}")
     loop.defs = load()

@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from selfheal_dagster.lib import healing, planner
-from selfheal_dagster.lib.healing import Observation, RunState, RunStatus, TargetState
-from selfheal_dagster.lib.history import Outcome
+from selfheal_dagster.core import healing, planner
+from selfheal_dagster.core.healing import Observation, RunState, RunStatus, TargetState
+from selfheal_dagster.core.history import Outcome
 
 RAW, PRE, LATE = "raw/a", "pre/b", "pre/c"
 # pre/b reads raw/a of the same date; pre/c reads raw/a of the two dates before.

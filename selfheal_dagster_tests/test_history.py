@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from selfheal_dagster.lib import healing
-from selfheal_dagster.lib.history import Outcome, record_id
+from selfheal_dagster.core import healing
+from selfheal_dagster.core.history import Outcome, record_id
 from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.conftest import GAME_DAY
 from selfheal_dagster_tests.test_heal_sensor import Loop
@@ -177,7 +177,7 @@ def test_an_outcome_and_an_alert_note_written_at_once_keep_each_other(history):
     neither write may undo the other (each touches only its own columns)."""
     from datetime import UTC, datetime
 
-    from selfheal_dagster.lib.history import OUTCOME_COLUMNS, HealingResult, HealRecord
+    from selfheal_dagster.core.history import OUTCOME_COLUMNS, HealingResult, HealRecord
 
     record = HealRecord(
         phase="phase2",
@@ -205,9 +205,9 @@ def test_the_heal_history_asset_counts_one_eastern_day_as_numeric_metadata(env, 
     import dagster as dg
 
     from selfheal_dagster import runs
+    from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
+    from selfheal_dagster.core.history import HealingResult, HealRecord
     from selfheal_dagster.defs.metrics import HEAL_HISTORY, METRICS_JOB
-    from selfheal_dagster.lib.history import HealingResult, HealRecord
-    from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
 
     wh = DuckDBWarehouse(env / "warehouse.duckdb")
     wh.ensure_tables()
@@ -268,8 +268,8 @@ def test_the_heal_history_asset_counts_one_eastern_day_as_numeric_metadata(env, 
 
 
 def test_the_metrics_schedule_asks_for_today_and_after_midnight_yesterday_too():
+    from selfheal_dagster.core.dates import eastern
     from selfheal_dagster.defs.metrics import metrics_requests
-    from selfheal_dagster.lib.dates import eastern
 
     noon = metrics_requests(eastern(GAME_DAY, 12, 5))
     assert [r.partition_key for r in noon] == [GAME_DAY.isoformat()]

@@ -3,17 +3,14 @@ from datetime import date, timedelta
 
 import pytest
 
-from selfheal_dagster.lib.league import (
+from selfheal_dagster.adapters.league import (
     TEAMS,
     League,
     SourceOutage,
-    all_star_sunday,
-    game_days,
-    opening_night,
     parse_outages,
-    season_end,
     season_games,
 )
+from selfheal_dagster.core.calendar import all_star_sunday, game_days, opening_night, season_end
 from selfheal_dagster_tests.conftest import ALL_STAR_SUNDAY, GAME_DAY
 
 FEEDS = [

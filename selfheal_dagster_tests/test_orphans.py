@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from selfheal_dagster.defs.reaper import run_reaper
-from selfheal_dagster.lib import orphans
+from selfheal_dagster.instance import orphans
 from selfheal_dagster_tests.conftest import bound
 
 WORKER = """
@@ -112,9 +112,9 @@ def test_a_reused_pid_is_not_the_worker():
 MID_WRITE = """
 import sys, time
 from datetime import date
-from selfheal_dagster.lib.league import League
-from selfheal_dagster.lib.settings import DEFAULT_SEED
-from selfheal_dagster.lib.warehouse import duckdb as engine
+from selfheal_dagster.adapters.league import League
+from selfheal_dagster.adapters.settings import DEFAULT_SEED
+from selfheal_dagster.adapters.warehouse import duckdb as engine
 from selfheal_dagster.tables import BY_NAME
 
 real = engine.DuckDBWarehouse._exec

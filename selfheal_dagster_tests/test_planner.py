@@ -5,8 +5,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from selfheal_dagster.lib import planner
-from selfheal_dagster.lib.heal_loop import planner_graph
+from selfheal_dagster.core import planner
+from selfheal_dagster.instance.heal_loop import planner_graph
 from selfheal_dagster.tables import in_phase
 
 TODAY = date(2026, 1, 21)

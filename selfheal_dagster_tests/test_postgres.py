@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import dagster as dg
 
-from selfheal_dagster.lib import healing
-from selfheal_dagster.lib.heal_loop import verify
-from selfheal_dagster.lib.history import Outcome
-from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.core import healing
+from selfheal_dagster.core.history import Outcome
+from selfheal_dagster.instance.heal_loop import verify
 from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.conftest import GAME_DAY, bound
 from selfheal_dagster_tests.daemon import dagster_dev_running, wait_for

@@ -15,11 +15,11 @@ import duckdb
 import pytest
 
 from selfheal_dagster import runs
-from selfheal_dagster.lib import check_records
-from selfheal_dagster.lib.dates import date_range
-from selfheal_dagster.lib.settings import season_start
-from selfheal_dagster.lib.warehouse import WarehouseError
-from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.adapters.settings import season_start
+from selfheal_dagster.adapters.warehouse import WarehouseError
+from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.core.dates import date_range
+from selfheal_dagster.instance import check_records
 from selfheal_dagster.tables import BY_NAME, LOADED_AT, TABLES, execution_order, in_phase
 from selfheal_dagster_tests.conftest import GAME_DAY, bound, load_phase2
 

@@ -6,8 +6,8 @@ import time
 import pytest
 from werkzeug import Response
 
+from selfheal_dagster.adapters.services import ServiceClient, ServiceError
 from selfheal_dagster.defs.resources import Phase4Resource, ScraperServiceResource, ServiceConfig
-from selfheal_dagster.lib.services import ServiceClient, ServiceError
 from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.conftest import GAME_DAY, bound
 

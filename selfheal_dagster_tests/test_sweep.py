@@ -5,9 +5,9 @@ from datetime import timedelta
 import dagster as dg
 
 from selfheal_dagster import runs
+from selfheal_dagster.core.dates import eastern
 from selfheal_dagster.defs.checks import check_key
-from selfheal_dagster.lib import check_records
-from selfheal_dagster.lib.dates import eastern
+from selfheal_dagster.instance import check_records
 from selfheal_dagster.tables import BY_NAME, TABLES
 from selfheal_dagster_tests.conftest import GAME_DAY
 

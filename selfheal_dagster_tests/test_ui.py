@@ -13,8 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from selfheal_dagster.lib import healing
-from selfheal_dagster.lib.heal_loop import OUTCOME_TAG
+from selfheal_dagster.core import healing
+from selfheal_dagster.instance.heal_loop import OUTCOME_TAG
 from selfheal_dagster.tables import BY_NAME, TABLES
 from selfheal_dagster_tests.conftest import bound
 from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, wait_for

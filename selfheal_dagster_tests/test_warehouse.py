@@ -2,8 +2,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from selfheal_dagster.lib.warehouse import WarehouseError
-from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.adapters.warehouse import WarehouseError
+from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.tables import BY_NAME, TABLES
 from selfheal_dagster_tests.conftest import GAME_DAY
 
@@ -108,7 +108,7 @@ def test_a_locked_file_waits_then_fails_with_one_line(tmp_path, capsys, monkeypa
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        monkeypatch.setattr("selfheal_dagster.lib.warehouse.duckdb.LOCK_SAY_SECONDS", 0.2)
+        monkeypatch.setattr("selfheal_dagster.adapters.warehouse.duckdb.LOCK_SAY_SECONDS", 0.2)
         with pytest.raises(WarehouseError, match="cannot open the DuckDB warehouse") as info:
             DuckDBWarehouse(path, lock_timeout=1.0).ensure_tables()
         assert "\n" not in str(info.value)

@@ -27,13 +27,14 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from google.cloud import bigquery
 
-from selfheal_dagster.lib import history
-from selfheal_dagster.lib.history import HealingResult, HealRecord
-from selfheal_dagster.lib.league import League, opening_night
-from selfheal_dagster.lib.settings import DEFAULT_SEED
-from selfheal_dagster.lib.warehouse.base import processor_params
-from selfheal_dagster.lib.warehouse.bigquery import TYPES, BigQueryWarehouse
-from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.adapters.league import League
+from selfheal_dagster.adapters.settings import DEFAULT_SEED
+from selfheal_dagster.adapters.warehouse.base import processor_params
+from selfheal_dagster.adapters.warehouse.bigquery import TYPES, BigQueryWarehouse
+from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.core import history
+from selfheal_dagster.core.calendar import opening_night
+from selfheal_dagster.core.history import HealingResult, HealRecord
 from selfheal_dagster.tables import BY_NAME, LOADED_AT, TABLES, execution_order, in_phase
 from selfheal_dagster_tests.test_bigquery import PROJECT, RecordingClient
 
@@ -230,7 +231,7 @@ def league_rows(tmp_path_factory):
 
 def bq_params(table, days) -> dict:
     """``processor_params`` as production declares them to BigQuery."""
-    from selfheal_dagster.lib.warehouse.bigquery import _param
+    from selfheal_dagster.adapters.warehouse.bigquery import _param
 
     out = {}
     for name, python in processor_params(table, days).items():

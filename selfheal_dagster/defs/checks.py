@@ -11,10 +11,8 @@ from typing import Any
 
 import dagster as dg
 
-from selfheal_dagster.defs.partitions import daily_partitions
-from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
-from selfheal_dagster.lib import check_records
-from selfheal_dagster.lib.checks import (
+from selfheal_dagster.adapters.warehouse import read_window
+from selfheal_dagster.core.checks import (
     CHECKS,
     EVALUATORS,
     READ_AT,
@@ -22,8 +20,10 @@ from selfheal_dagster.lib.checks import (
     tables_for,
     window_start,
 )
-from selfheal_dagster.lib.coverage import read_window
-from selfheal_dagster.lib.dates import now_utc
+from selfheal_dagster.core.dates import now_utc
+from selfheal_dagster.defs.partitions import daily_partitions
+from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
+from selfheal_dagster.instance import check_records
 from selfheal_dagster.tables import TABLES, Table, read_same_date
 
 DESCRIPTIONS = {

@@ -1,7 +1,7 @@
 """Healing: ``heal_job``, the heal sensor that launches it, and the sensors that verify it.
 
-The heal sensor is the loop of ``lib/heal_loop.py``: gather (new check results, the heal runs
-it owns, every run in flight), decide (``lib/healing.py``: each failing target open ->
+The heal sensor is the loop of ``instance/heal_loop.py``: gather (new check results, the heal runs
+it owns, every run in flight), decide (``core/healing.py``: each failing target open ->
 healing -> healed | failed -> back-off -> ... -> gave up, or superseded), apply (history,
 alerts, run requests). The run-status sensors record each heal run's outcome as it ends.
 Every side effect is keyed so that a re-run tick repeats nothing.
@@ -11,15 +11,15 @@ import warnings
 
 import dagster as dg
 
+from selfheal_dagster.adapters.settings import Settings
+from selfheal_dagster.core import healing
+from selfheal_dagster.core.dates import now_utc, today_et
 from selfheal_dagster.defs.resources import (
     AlertsResource,
     Phase1SourceResource,
     WarehouseResource,
 )
-from selfheal_dagster.lib import healing
-from selfheal_dagster.lib.dates import now_utc, today_et
-from selfheal_dagster.lib.heal_loop import HEAL_JOB, planner_graph, tick, verify
-from selfheal_dagster.lib.settings import Settings
+from selfheal_dagster.instance.heal_loop import HEAL_JOB, planner_graph, tick, verify
 from selfheal_dagster.tables import PHASE_GROUPS
 
 heal_job = dg.define_asset_job(

@@ -5,8 +5,8 @@ from datetime import date
 
 import dagster as dg
 
-from selfheal_dagster.lib.settings import season_start
-from selfheal_dagster.lib.warehouse import WriteResult
+from selfheal_dagster.adapters.settings import season_start
+from selfheal_dagster.adapters.warehouse import WriteResult
 from selfheal_dagster.tables import (
     BY_NAME,
     PHASE_GROUPS,

@@ -7,6 +7,7 @@ the failure holds up only what reads that date.
 
 import dagster as dg
 
+from selfheal_dagster.adapters.settings import Settings
 from selfheal_dagster.defs.partitions import (
     asset_options,
     games_by_day,
@@ -16,7 +17,6 @@ from selfheal_dagster.defs.partitions import (
     written_before_failure,
 )
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
-from selfheal_dagster.lib.settings import Settings
 from selfheal_dagster.tables import Table, in_phase
 
 

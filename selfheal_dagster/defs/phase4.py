@@ -9,6 +9,15 @@ fails naming them; the range's other dates are computed.
 
 import dagster as dg
 
+from selfheal_dagster.adapters.settings import Settings
+from selfheal_dagster.adapters.warehouse import read_window
+from selfheal_dagster.core.checks import (
+    MissingInput,
+    broken_inputs,
+    input_window,
+    missing_inputs_detail,
+    missing_inputs_line,
+)
 from selfheal_dagster.defs.partitions import (
     asset_options,
     games_by_day,
@@ -22,15 +31,6 @@ from selfheal_dagster.defs.resources import (
     Phase4Resource,
     WarehouseResource,
 )
-from selfheal_dagster.lib.checks import (
-    MissingInput,
-    broken_inputs,
-    input_window,
-    missing_inputs_detail,
-    missing_inputs_line,
-)
-from selfheal_dagster.lib.coverage import read_window
-from selfheal_dagster.lib.settings import Settings
 from selfheal_dagster.tables import Table, execution_order, in_phase
 
 

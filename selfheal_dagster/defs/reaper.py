@@ -1,4 +1,4 @@
-"""The run reaper: fails runs whose worker process is gone (see ``lib/orphans.py``).
+"""The run reaper: fails runs whose worker process is gone (see ``instance/orphans.py``).
 
 Without it, a ``kill -9`` of ``dagster dev`` or of ``selfheal backfill`` leaves runs STARTED
 forever: the sweep skips every tick ("still in flight"), the heal loop and ``selfheal heal``
@@ -8,7 +8,7 @@ the outcome sensors close its heal records and the heal loop retries it as an at
 
 import dagster as dg
 
-from selfheal_dagster.lib import orphans
+from selfheal_dagster.instance import orphans
 
 INTERVAL_SECONDS = 30
 

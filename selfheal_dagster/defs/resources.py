@@ -12,16 +12,18 @@ from functools import cache
 import dagster as dg
 from pydantic import Field
 
-from selfheal_dagster.lib.errors import error_line
-from selfheal_dagster.lib.league import (
+from selfheal_dagster.adapters import alerts
+from selfheal_dagster.adapters.league import (
     League,
     SourceOutage,
     parse_outages,
     parse_short,
     parse_slow,
 )
-from selfheal_dagster.lib.settings import Settings
-from selfheal_dagster.lib.warehouse import Warehouse, WriteResult
+from selfheal_dagster.adapters.settings import Settings
+from selfheal_dagster.adapters.warehouse import Warehouse, WriteResult
+from selfheal_dagster.core.dates import now_utc
+from selfheal_dagster.core.errors import error_line
 from selfheal_dagster.tables import Table
 
 
@@ -40,7 +42,8 @@ class DuckDBWarehouseResource(WarehouseResource):
     )
 
     def open(self) -> Warehouse:
-        from selfheal_dagster.lib.warehouse.duckdb import DuckDBWarehouse
+        # import cost: the engine's module (and duckdb) only where it is used
+        from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 
         return DuckDBWarehouse(self.path, lock_timeout=self.lock_timeout_seconds)
 
@@ -55,7 +58,8 @@ class BigQueryWarehouseResource(WarehouseResource):
     def open(self) -> Warehouse:
         from dagster_gcp import BigQueryResource
 
-        from selfheal_dagster.lib.warehouse.bigquery import BigQueryWarehouse
+        # import cost: the BigQuery client, never imported locally
+        from selfheal_dagster.adapters.warehouse.bigquery import BigQueryWarehouse
 
         bigquery = BigQueryResource(project=self.project, location=self.location or None)
         return BigQueryWarehouse(self.project, self.location or None, client=bigquery.get_client)
@@ -70,7 +74,8 @@ class ServiceConfig(dg.Config):
     attempts: int = Field(default=3, description="Attempts on 5xx, 429 or connection errors.")
 
     def client(self, name: str):
-        from selfheal_dagster.lib.services import ServiceClient, google_id_token
+        # import cost: google-auth, only in production
+        from selfheal_dagster.adapters.services import ServiceClient, google_id_token
 
         return ServiceClient(
             name=name,
@@ -83,8 +88,6 @@ class ServiceConfig(dg.Config):
 
 def verified(table: Table, day: date, warehouse: Warehouse) -> WriteResult:
     """What a service wrote, read back from the warehouse (the service's word is not enough)."""
-    from selfheal_dagster.lib.dates import now_utc
-
     found = warehouse.partition_stats(table, day, day).get(day)
     return WriteResult(
         rows=found.rows if found else 0,
@@ -211,8 +214,6 @@ class AlertsResource(dg.ConfigurableResource):
 
     def sink(self, echo=None):
         """The configured destination; ``echo`` also receives log-sink alerts (sensor logs)."""
-        from selfheal_dagster.lib import alerts
-
         delivery = alerts.Delivery(
             attempts=self.attempts,
             timeout_seconds=self.timeout_seconds,
@@ -234,10 +235,8 @@ class AlertsResource(dg.ConfigurableResource):
         return client
 
     def notifier(self, warehouse: Warehouse, echo=None):
-        from selfheal_dagster.lib.alerts import Notifier
-
         link = (lambda run_id: f"{self.ui_url}/runs/{run_id}") if self.ui_url else None
-        return Notifier(
+        return alerts.Notifier(
             self.sink(echo), warehouse, link, mode=self.mode, max_attempts=self.max_attempts
         )
 

@@ -13,15 +13,15 @@ from datetime import date, datetime, timedelta
 import dagster as dg
 from pydantic import Field
 
+from selfheal_dagster.adapters.settings import Settings
+from selfheal_dagster.adapters.warehouse import read_window
+from selfheal_dagster.core.checks import CHECKS, Outcome, evaluate, window_start
+from selfheal_dagster.core.dates import date_range, now_utc, today_et
 from selfheal_dagster.defs.checks import check_evaluation, check_key
 from selfheal_dagster.defs.partitions import daily_partitions, partition_days
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
-from selfheal_dagster.lib import check_records
-from selfheal_dagster.lib.checks import CHECKS, Outcome, evaluate, window_start
-from selfheal_dagster.lib.coverage import read_window
-from selfheal_dagster.lib.dates import date_range, now_utc, today_et
-from selfheal_dagster.lib.heal_loop import IN_FLIGHT, SWEEP_JOB
-from selfheal_dagster.lib.settings import Settings
+from selfheal_dagster.instance import check_records
+from selfheal_dagster.instance.heal_loop import IN_FLIGHT, SWEEP_JOB
 from selfheal_dagster.tables import TABLES, Table
 
 

@@ -9,18 +9,13 @@ from datetime import date, datetime, timedelta
 from importlib import resources
 from typing import Any, ClassVar
 
-from selfheal_dagster.lib.history import HealRecord
+from selfheal_dagster.core.coverage import PartitionStats, Window
+from selfheal_dagster.core.history import HealRecord
 from selfheal_dagster.tables import BY_NAME, SCHEDULE, TABLES, Table
 
 
 class WarehouseError(RuntimeError):
     """A warehouse operation failed; the message is one line a person can act on."""
-
-
-@dataclass(frozen=True)
-class PartitionStats:
-    rows: int
-    loaded_at: datetime | None  # aware UTC; None when the partition holds no rows
 
 
 @dataclass(frozen=True)
@@ -55,7 +50,11 @@ def processor_sql(table: Table) -> str:
     the bounds ``$since``/``$until`` of every history read. One statement computes the whole
     spine, so a range costs one query, not one per date.
     """
-    return resources.files("selfheal_dagster.lib.sql").joinpath(f"{table.name}.sql").read_text()
+    return (
+        resources.files("selfheal_dagster.adapters.warehouse.sql")
+        .joinpath(f"{table.name}.sql")
+        .read_text()
+    )
 
 
 class Warehouse(ABC):
@@ -164,3 +163,15 @@ class Warehouse(ABC):
         """Games scheduled on ``day``, as the warehouse's schedule table knows them."""
         stats = self.partition_stats(SCHEDULE, day, day).get(day)
         return stats.rows if stats else 0
+
+
+def read_window(
+    warehouse: Warehouse, start: date, end: date, tables: Sequence[Table] = TABLES
+) -> Window:
+    """Every table's per-date stats over [start, end]: one query per table (the schedule
+    always, since checks read games from it)."""
+    wanted = {t.name: t for t in tables}
+    wanted.setdefault(SCHEDULE.name, SCHEDULE)
+    return Window(
+        start=start, end=end, stats=warehouse.window_stats(list(wanted.values()), start, end)
+    )

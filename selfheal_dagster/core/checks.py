@@ -14,9 +14,9 @@ from enum import StrEnum
 from statistics import median
 from typing import Any
 
-from selfheal_dagster.lib.coverage import Window
-from selfheal_dagster.lib.dates import eastern, first_last, span_text
-from selfheal_dagster.lib.league import opening_night, season_of
+from selfheal_dagster.core.calendar import opening_night, season_of
+from selfheal_dagster.core.coverage import Window
+from selfheal_dagster.core.dates import eastern, first_last, span_text
 from selfheal_dagster.tables import BY_KEY, BY_NAME, SCHEDULE, TABLES, Table, in_phase
 
 CHECKS = ("row_count", "freshness")

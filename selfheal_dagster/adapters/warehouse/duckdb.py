@@ -22,9 +22,7 @@ from typing import Any
 
 import duckdb
 
-from selfheal_dagster.lib import history
-from selfheal_dagster.lib.dates import now_utc
-from selfheal_dagster.lib.warehouse.base import (
+from selfheal_dagster.adapters.warehouse.base import (
     PartitionStats,
     Warehouse,
     WarehouseError,
@@ -32,6 +30,8 @@ from selfheal_dagster.lib.warehouse.base import (
     processor_params,
     processor_sql,
 )
+from selfheal_dagster.core import history
+from selfheal_dagster.core.dates import now_utc
 from selfheal_dagster.tables import LOADED_AT, TABLES, Table
 
 _TYPES = {

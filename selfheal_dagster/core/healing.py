@@ -11,7 +11,7 @@ loop already owns only confirms it. The targets launched together first (one tic
 failures, and the broken inputs their plan repairs) are one *incident*: its correlation ID is
 kept by every later attempt, run and history record of them, so alerts can tell one story.
 ``decide`` takes what the instance and the warehouse say now (``Observation``, gathered by
-``lib/heal_loop.py``) and returns what to do; nothing here touches Dagster.
+``instance/heal_loop.py``) and returns what to do; nothing here touches Dagster.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from itertools import product
 
-from selfheal_dagster.lib import planner
-from selfheal_dagster.lib.history import HealingResult, HealRecord, Outcome
+from selfheal_dagster.core import planner
+from selfheal_dagster.core.history import HealingResult, HealRecord, Outcome
 
 CORRELATION_ID = "selfheal/correlation_id"
 ATTEMPT = "selfheal/attempt"

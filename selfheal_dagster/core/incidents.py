@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from selfheal_dagster.lib.dates import span_text
-from selfheal_dagster.lib.history import FINAL, HealRecord, Outcome
+from selfheal_dagster.core.dates import span_text
+from selfheal_dagster.core.history import FINAL, HealRecord, Outcome
 from selfheal_dagster.tables import PHASE_OWNERS
 
 MAX_LINES = 8  # lines of one kind in a message before "… and N more"
@@ -33,7 +33,7 @@ def first_lines(lines: Sequence[str], limit: int = MAX_LINES) -> list[str]:
 
 
 def how(reason: str) -> str:
-    """What a failing check said, in one word (the phrases of ``lib/checks.py``)."""
+    """What a failing check said, in one word (the phrases of ``core/checks.py``)."""
     text = reason.lower()
     if "computed before" in text:
         return "stale"

@@ -15,8 +15,10 @@ from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from selfheal_dagster.lib.dates import BadDateError
-from selfheal_dagster.lib.league import opening_night, parse_outages, parse_short, parse_slow
+from selfheal_dagster.adapters.league import parse_outages, parse_short, parse_slow
+from selfheal_dagster.core.calendar import opening_night
+from selfheal_dagster.core.dates import BadDateError
+from selfheal_dagster.tables import in_phase
 
 DEFAULT_SEED = 20251021
 DEFAULT_SEASON = 2024  # the 2024-25 season
@@ -210,8 +212,6 @@ def _writable(path: Path, name: str) -> None:
 
 def _prod(environ: Mapping[str, str]) -> dict[str, object]:
     """What production needs, checked at load: one line naming the missing variable."""
-    from selfheal_dagster.tables import in_phase
-
     project = environ.get("SELFHEAL_BQ_PROJECT", "").strip()
     if not project:
         raise SettingsError("SELFHEAL_BQ_PROJECT is not set: required when SELFHEAL_ENV=prod")

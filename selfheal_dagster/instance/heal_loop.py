@@ -1,4 +1,4 @@
-"""The heal loop's I/O around the pure decision (``lib/healing.py``): gather, then apply.
+"""The heal loop's I/O around the pure decision (``core/healing.py``): gather, then apply.
 
 ``gather`` does every read of the instance and the warehouse a tick needs; ``apply`` does every
 side effect of a decision (history records) and returns the run requests; alerts leave later,
@@ -17,8 +17,9 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
-from selfheal_dagster.lib import check_records, healing, planner
-from selfheal_dagster.lib.checks import (
+from selfheal_dagster.adapters.warehouse import Warehouse, read_window
+from selfheal_dagster.core import healing, planner
+from selfheal_dagster.core.checks import (
     CHECKS,
     EVALUATORS,
     HEALABLE,
@@ -28,12 +29,12 @@ from selfheal_dagster.lib.checks import (
     MissingInput,
     broken_inputs,
 )
-from selfheal_dagster.lib.coverage import Window, read_window
-from selfheal_dagster.lib.dates import date_range, partition_tags
-from selfheal_dagster.lib.errors import error_summary
-from selfheal_dagster.lib.history import FINAL, OUTCOME_COLUMNS, Outcome
-from selfheal_dagster.lib.warehouse import Warehouse
-from selfheal_dagster.tables import BY_KEY, TABLES
+from selfheal_dagster.core.coverage import Window
+from selfheal_dagster.core.dates import date_range, partition_tags
+from selfheal_dagster.core.errors import error_summary
+from selfheal_dagster.core.history import FINAL, OUTCOME_COLUMNS, Outcome
+from selfheal_dagster.instance import check_records
+from selfheal_dagster.tables import BY_KEY, TABLES, execution_order
 
 HEAL_JOB = "heal_job"
 PHASES = {t.key: t.phase for t in TABLES}
@@ -53,8 +54,6 @@ log = logging.getLogger("selfheal.heal")
 
 def planner_graph(asset_graph) -> planner.Graph:
     """Dependencies and date offsets from Dagster's asset graph; order from the registry."""
-    from selfheal_dagster.tables import execution_order
-
     deps: dict[str, list[tuple[str, int, int]]] = {}
     for key in asset_graph.get_all_asset_keys():
         if key.to_user_string() not in BY_KEY:  # the heal metrics: never healed
