@@ -280,12 +280,12 @@ def test_a_healed_target_that_breaks_again_starts_again_at_attempt_one(loop):
 def test_a_sweep_result_read_before_the_heal_wrote_is_no_new_failure(loop, monkeypatch):
     """The race seen under the daemon: a sweep reads the gap, the heal writes, then the sweep
     records its (now outdated) failure. It must not heal the partition a second time."""
-    from selfheal_dagster.core import coverage
+    from selfheal_dagster.adapters.warehouse import read_window
     from selfheal_dagster.defs import sweep
 
     loop.warehouse.punch_gap(BOX, GAME_DAY)
     read_before = now_utc()
-    stale_window = coverage.read_window(
+    stale_window = read_window(
         loop.warehouse, GAME_DAY - timedelta(days=60), GAME_DAY + timedelta(days=1)
     )
     loop.sweep()
