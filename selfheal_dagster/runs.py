@@ -25,7 +25,7 @@ from selfheal_dagster.core.errors import error_summary
 from selfheal_dagster.core.healing import BACKFILL, BACKFILL_STEP
 from selfheal_dagster.core.history import Outcome
 from selfheal_dagster.defs.resources import initialized
-from selfheal_dagster.instance import heal_loop
+from selfheal_dagster.instance import heal_loop, origin_runs
 from selfheal_dagster.instance.orphans import HOST_TAG
 from selfheal_dagster.tables import BY_KEY, Table, execution_order
 
@@ -100,39 +100,6 @@ def definitions() -> dg.Definitions:
     return defs()
 
 
-LOCATION = "selfheal_dagster"  # workspace.yaml and [tool.dagster] name the location so
-DEFS_MODULE = "selfheal_dagster.definitions"
-
-
-@cache
-def _origins(job_name: str) -> tuple[object, object]:
-    """The job's origin in the code location ``dagster dev`` and the daemon load: a run that
-    carries it is listed under its job, in the timeline and in the sensors' run tabs, and can
-    be re-executed from the UI, like a run the UI or the daemon launched."""
-    import sys
-
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
-    from dagster._core.definitions.repository_definition.valid_definitions import (
-        SINGLETON_REPOSITORY_NAME,
-    )
-    from dagster._core.remote_origin import (
-        ManagedGrpcPythonEnvCodeLocationOrigin,
-        RemoteRepositoryOrigin,
-    )
-    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-
-    cwd = os.getcwd()
-    location = ManagedGrpcPythonEnvCodeLocationOrigin(
-        LoadableTargetOrigin(
-            executable_path=sys.executable, module_name=DEFS_MODULE, working_directory=cwd
-        ),
-        location_name=LOCATION,
-    )
-    remote = RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME).get_job_origin(job_name)
-    python = ReconstructableRepository.for_module(DEFS_MODULE, "defs", cwd).get_python_origin()
-    return remote, python.get_job_origin(job_name)
-
-
 def execute(
     job: dg.JobDefinition,
     dagster_instance: dg.DagsterInstance,
@@ -141,36 +108,12 @@ def execute(
     asset_selection: Iterable[dg.AssetKey] | None = None,
     run_config: Mapping[str, object] | None = None,
 ):
-    """Create a run of ``job`` with the code location's origin and execute it in this process
-    (as a run worker would); the run's partition comes from ``tags`` (``partition_tags``).
-
-    Why not ``execute_in_process``: its runs have no origin, so the UI's job and sensor views
-    omit them. Why not the run launcher: a new process per run costs an import of the code
-    location (seconds), and the CLI reports each run's steps as they end.
-    """
-    from dagster._core.definitions.job_base import InMemoryJob
-    from dagster._core.execution.api import create_execution_plan, execute_run
-
-    selection = frozenset(asset_selection) if asset_selection else None
-    subset = job.get_subset(asset_selection=selection) if selection else job
+    """A run of ``job`` with the code location's origin, executed in this process
+    (``instance/origin_runs.py``); quiet console logs unless ``run_config`` says otherwise."""
     config = dict(run_config if run_config is not None else QUIET)
-    remote, python = _origins(job.name)
-    plan = create_execution_plan(
-        InMemoryJob(subset),
-        run_config=config,
-        instance_ref=dagster_instance.get_ref() if dagster_instance.is_persistent else None,
-        tags=dict(tags),
+    return origin_runs.execute(
+        job, dagster_instance, tags=tags, asset_selection=asset_selection, run_config=config
     )
-    run = dagster_instance.create_run_for_job(
-        job_def=subset,
-        execution_plan=plan,
-        run_config=config,
-        tags={**job.run_tags, **tags},
-        asset_selection=selection,
-        remote_job_origin=remote,
-        job_code_origin=python,
-    )
-    return execute_run(InMemoryJob(subset), run, dagster_instance)
 
 
 @dataclass(frozen=True)
@@ -492,15 +435,17 @@ def heal_now(
     if taken:
         raise HealBusy("a heal is already queued or running for " + ", ".join(taken))
     cid = str(uuid.uuid4())
-    launches, records = healing.plan_runs(plan, failures, {}, heal_loop.PHASES, now, cid, cid[:8])
+    launches, records = healing.plan_runs(
+        plan, heal=failures, attempts={}, phases=heal_loop.PHASES, now=now, cid=cid, batch=cid[:8]
+    )
     warehouse.insert_histories(records)
     loop.deliver()
     broken: set[str] = set()
-    for launch, after in launches:
+    for launch, after in ((p.launch, p.after) for p in launches):
         phases = sorted({heal_loop.PHASES[a] for a in launch.assets})
         if broken & set(after):
             broken.add(launch.run_key)
-            reason = "not run: the heal it waited for did not succeed"
+            reason = healing.SKIPPED_REASON
             for day in launch.days:
                 heal_loop.resolve(warehouse, day, cid, Outcome.SKIPPED, reason, phases)
             loop.deliver()

@@ -414,6 +414,11 @@ class UnknownTableError(ValueError):
     pass
 
 
+def table_name(key: str) -> str:
+    """A table's name from its asset key (``phase2_raw/bdl_player_boxscores`` -> the last part)."""
+    return key.rsplit("/", 1)[-1]
+
+
 def lookup(name: str) -> Table:
     """Resolve a short name (``bdl_player_boxscores``) or an asset key (``nba_raw/...``)."""
     table = BY_NAME.get(name) or BY_KEY.get(name.replace(".", "/"))

@@ -1,7 +1,9 @@
 """The heal loop's pure decision: one test per guard, and random sequences of failures, run
 outcomes and passes checked against the loop's promises."""
 
+import dataclasses
 import random
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -23,10 +25,31 @@ def failure(asset, day, n, at=T0, check="row_count"):
     return healing.Failure(n, asset, day, check, "0 rows", at)
 
 
-def decide(state, now, seen=None, exists=lambda a, d: False, broken=None):
-    return healing.decide(
-        state, seen or Observation(), GRAPH, exists, PHASES, now, TODAY, POLICY, broken
+class Cursor:
+    """The heal sensor's cursor over a test's ticks: each decision gives the next state,
+    which the test reads through this (``state.targets`` is the latest state's)."""
+
+    def __init__(self) -> None:
+        self.value = healing.State(watermark=0)
+
+    def __getattr__(self, name):
+        return getattr(self.value, name)
+
+    def set(self, **parts) -> None:
+        self.value = replace(self.value, **parts)
+
+
+def world(exists=lambda a, d: False, broken=None, still_fails=None):
+    more = {"broken_inputs": broken} if broken else {}
+    more |= {"still_fails": still_fails} if still_fails else {}
+    return healing.World(GRAPH, exists, PHASES, TODAY, **more)
+
+
+def decide(state, now, seen=None, exists=lambda a, d: False, broken=None, still_fails=None):
+    state.value, decision = healing.decide(
+        state.value, seen or Observation(), world(exists, broken, still_fails), now, POLICY
     )
+    return decision
 
 
 def ended(decision_or_key, ok, now, healed=None):
@@ -38,7 +61,7 @@ def ended(decision_or_key, ok, now, healed=None):
 
 
 def test_a_repeated_failure_of_an_owned_target_launches_nothing():
-    state = healing.State(watermark=0)
+    state = Cursor()
     first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
     assert len(first.launch) == 1 and len(first.records) == 1
     again = decide(
@@ -49,7 +72,7 @@ def test_a_repeated_failure_of_an_owned_target_launches_nothing():
 
 
 def test_a_failed_attempt_is_retried_after_its_back_off_without_a_new_failure():
-    state = healing.State(watermark=0)
+    state = Cursor()
     first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
     end = T0 + timedelta(seconds=10)
     runs = ended(first, ok=False, now=end)
@@ -67,7 +90,7 @@ def test_a_failed_attempt_is_retried_after_its_back_off_without_a_new_failure():
 
 
 def test_the_last_failed_attempt_escalates_once_and_nothing_more_that_day():
-    state = healing.State(watermark=0)
+    state = Cursor()
     runs, now, n = {}, T0, 1
     for _ in range(3):
         d = decide(state, now, Observation(failures=[failure(RAW, TODAY, n)], runs=runs))
@@ -92,7 +115,7 @@ def test_the_last_failed_attempt_escalates_once_and_nothing_more_that_day():
 
 
 def test_a_target_whose_check_passes_by_other_means_is_superseded():
-    state = healing.State(watermark=0)
+    state = Cursor()
     first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
     end = T0 + timedelta(seconds=10)
     runs = ended(first, ok=False, now=end)
@@ -102,7 +125,7 @@ def test_a_target_whose_check_passes_by_other_means_is_superseded():
     assert state.targets == {} and closed.launch == []
     assert "superseded" in closed.closed[0]
     # A pass of the other check says nothing about this one.
-    state = healing.State(watermark=0)
+    state = Cursor()
     decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
     other = {(RAW, TODAY, "freshness"): T0 + timedelta(seconds=20)}
     decide(state, T0 + timedelta(seconds=30), Observation(passes=other))
@@ -110,7 +133,7 @@ def test_a_target_whose_check_passes_by_other_means_is_superseded():
 
 
 def test_a_healed_run_closes_its_target():
-    state = healing.State(watermark=0)
+    state = Cursor()
     first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
     runs = ended(first, ok=True, now=T0 + timedelta(seconds=5), healed=[RAW])
     done = decide(state, T0 + timedelta(seconds=30), Observation(runs=runs))
@@ -118,7 +141,7 @@ def test_a_healed_run_closes_its_target():
 
 
 def test_no_heal_of_a_partition_another_run_in_flight_writes():
-    state = healing.State(watermark=0)
+    state = Cursor()
     busy = {(PRE, TODAY): "backfill-run"}
     exists = lambda a, d: True  # noqa: E731 - so a heal of raw/a would refresh pre/b
     d = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)], busy=busy), exists)
@@ -128,7 +151,7 @@ def test_no_heal_of_a_partition_another_run_in_flight_writes():
 
 
 def test_no_heal_computes_on_an_input_another_run_is_rewriting():
-    state = healing.State(watermark=0)
+    state = Cursor()
     backfill = {(RAW, TODAY - timedelta(days=2)): "backfill-run"}  # pre/c of today reads it
     d = decide(state, T0, Observation(failures=[failure(LATE, TODAY, 1)], busy=backfill))
     assert d.launch == [] and "waits for backfill-run rewriting its inputs" in d.skipped[0]
@@ -137,9 +160,9 @@ def test_no_heal_computes_on_an_input_another_run_is_rewriting():
 
 
 def test_a_target_whose_input_is_given_up_waits_and_spends_no_attempt():
-    state = healing.State(watermark=0)
+    state = Cursor()
     outage = (RAW, TODAY - timedelta(days=1))
-    state.gave_up[healing.target_key(*outage)] = {"at": T0.timestamp(), "check": "row_count"}
+    state.set(gave_up={healing.target_key(*outage): healing.GaveUp(T0, "row_count")})
 
     def broken(asset, day):
         return [outage] if (asset, day) == (LATE, TODAY) else []
@@ -156,7 +179,7 @@ def test_a_target_whose_input_is_given_up_waits_and_spends_no_attempt():
 
 
 def test_a_run_held_by_a_missing_input_spends_no_attempt_but_is_bounded():
-    state = healing.State(watermark=0)
+    state = Cursor()
     now, runs = T0, {}
     d = decide(state, now, Observation(failures=[failure(PRE, TODAY, 1)]))
     for _ in range(POLICY.max_attempts):  # each run finds an input missing (held)
@@ -172,7 +195,7 @@ def test_a_run_held_by_a_missing_input_spends_no_attempt_but_is_bounded():
 
 
 def test_a_root_cause_outage_is_owned_and_tried_max_attempts_times_in_all():
-    state = healing.State(watermark=0)
+    state = Cursor()
     outage = (RAW, TODAY)
 
     def broken(asset, day):
@@ -194,7 +217,7 @@ def test_a_root_cause_outage_is_owned_and_tried_max_attempts_times_in_all():
 
 
 def test_two_targets_never_heal_the_same_partition_at_once():
-    state = healing.State(watermark=0)
+    state = Cursor()
     d = decide(state, T0, Observation(failures=[failure(PRE, TODAY, 1)]), lambda a, d: True)
     assert len(d.launch) == 1
     # raw/a of the same date fails now: its heal would rewrite pre/b, being healed.
@@ -208,7 +231,7 @@ def test_two_targets_never_heal_the_same_partition_at_once():
 
 
 def test_a_run_request_that_never_became_a_run_counts_as_a_failed_attempt():
-    state = healing.State(watermark=0)
+    state = Cursor()
     decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
     quiet = decide(state, T0 + timedelta(minutes=5), Observation())
     assert quiet.launch == [] and quiet.resolutions == []
@@ -219,48 +242,48 @@ def test_a_run_request_that_never_became_a_run_counts_as_a_failed_attempt():
 
 
 def test_a_dependent_run_dropped_with_its_prerequisite_closes_every_phase():
-    state = healing.State(watermark=0)
+    state = Cursor()
     day = TODAY - timedelta(days=1)
     d = decide(state, T0, Observation(failures=[failure(RAW, day, 1)]), lambda a, d: True)
     [raw_run] = d.launch
-    assert [p.assets for p in state.pending] == [[LATE]]  # pre/c of today waits for raw/a
+    assert [p.assets for p in state.pending] == [(LATE,)]  # pre/c of today waits for raw/a
     runs = ended(raw_run.run_key, ok=False, now=T0 + timedelta(seconds=5))
     d = decide(state, T0 + timedelta(seconds=10), Observation(runs=runs), lambda a, d: True)
     [resolution] = d.resolutions
     assert resolution.outcome is Outcome.SKIPPED and resolution.phases == (4,)
-    assert state.pending == []
+    assert state.pending == ()
 
 
 def test_a_run_waiting_on_a_dropped_run_is_dropped_too_and_frees_its_claims():
     """Seen in the soak: a ranged refresh waited on an outage's heal and was dropped when it
     failed; a deeper run waiting on that refresh stayed pending, its claims holding up
     another date's heal for hours."""
-    state = healing.State(watermark=0)
+    state = Cursor()
     tags = {healing.CORRELATION_ID: "cid", healing.PHASE: "4"}
 
     def pending(key, after):
-        return healing.PendingRun(key, TODAY.isoformat(), [LATE], after, tags, T0.timestamp())
+        return healing.PendingRun(key, TODAY, (LATE,), after, tags, T0)
 
-    state.pending = [pending("refresh", ["outage-heal"]), pending("deeper", ["refresh"])]
-    state.launched["outage-heal"] = {"writes": [], "at": T0.timestamp()}
+    state.set(pending=[pending("refresh", ["outage-heal"]), pending("deeper", ["refresh"])])
+    state.set(launched={"outage-heal": healing.Launched((), T0)})
     runs = ended("outage-heal", ok=False, now=T0 + timedelta(seconds=5))
     d = decide(state, T0 + timedelta(seconds=10), Observation(runs=runs))
-    assert state.pending == [] and d.launch == []
+    assert state.pending == () and d.launch == []
     assert [r.outcome for r in d.resolutions] == [Outcome.SKIPPED, Outcome.SKIPPED]
     # A cursor written before this fix: the dropped refresh is gone from it; the deeper
     # run waits on a key that will never run.
-    state.pending = [pending("deeper", ["refresh"])]
+    state.set(pending=[pending("deeper", ["refresh"])])
     d = decide(state, T0 + timedelta(seconds=20), Observation())
-    assert state.pending == [] and len(d.resolutions) == 1
+    assert state.pending == () and len(d.resolutions) == 1
     # A prerequisite launched but not yet seen as a run is still awaited.
-    state.launched["soon"] = {"writes": [], "at": T0.timestamp()}
-    state.pending = [pending("after-soon", ["soon"])]
+    state.set(launched={**state.launched, "soon": healing.Launched((), T0)})
+    state.set(pending=[pending("after-soon", ["soon"])])
     decide(state, T0 + timedelta(seconds=30), Observation())
     assert [p.run_key for p in state.pending] == ["after-soon"]
 
 
 def test_an_outage_holds_up_only_what_reads_it():
-    state = healing.State(watermark=0)
+    state = Cursor()
     d1, d2 = TODAY - timedelta(days=5), TODAY - timedelta(days=4)
     failures = [failure(RAW, d1, 1), failure(RAW, d2, 2)]
     d = decide(state, T0, Observation(failures=failures), lambda a, d: True)
@@ -275,7 +298,7 @@ def test_random_sequences_keep_every_promise(seed):
     rng = random.Random(seed)
     days = [TODAY - timedelta(days=i) for i in range(6)]
     partitions = [(a, d) for a in (RAW, PRE, LATE) for d in days]
-    state = healing.State(watermark=0)
+    state = Cursor()
     now, record, in_flight, statuses = T0, 0, {}, {}
     attempts: dict[tuple[str, date], int] = {}
     present = {p: rng.random() < 0.8 for p in partitions}  # downstream partitions that exist
@@ -301,7 +324,7 @@ def test_random_sequences_keep_every_promise(seed):
         seen = Observation(failures=failures, passes=passes, runs=statuses, busy={})
         for key in in_flight:
             statuses[key] = RunStatus(RunState.IN_FLIGHT)
-        d = healing.decide(state, seen, GRAPH, exists, PHASES, now, TODAY, POLICY)
+        d = decide(state, now, seen, exists)
         for launch in d.launch:
             writes = set(launch.writes)
             assert not writes & set(busy), (step, launch, busy)
@@ -318,43 +341,31 @@ def test_random_sequences_keep_every_promise(seed):
         for key in list(in_flight):
             statuses[key] = RunStatus(RunState.FAILURE, now)
             del in_flight[key]
-        d = healing.decide(
-            state, Observation(runs=statuses), GRAPH, exists, PHASES, now, TODAY, POLICY
-        )
+        d = decide(state, now, Observation(runs=statuses), exists)
         for launch in d.launch:
             in_flight[launch.run_key] = {(a, launch.day) for a in launch.assets}
-    assert state.targets == {} and state.pending == [] and in_flight == {}
+    assert state.targets == {} and state.pending == () and in_flight == {}
     assert state.incidents == {}  # and every incident closed
 
 
 def test_a_target_rewritten_since_its_failing_read_closes_instead_of_healing_twice():
     """A ranged refresh mid-way when the sweep read: the reader looked stale, but by the time
     the loop would heal it, its check passes on the warehouse: superseded, nothing launched."""
-    state = healing.State(watermark=0)
+    state = Cursor()
 
-    def decide(record_id, fails_now):
+    def tick(record_id, fails_now):
         seen = Observation(failures=[failure(RAW, TODAY, record_id)])
-        return healing.decide(
-            state,
-            seen,
-            GRAPH,
-            lambda a, d: False,
-            PHASES,
-            T0,
-            TODAY,
-            POLICY,
-            still_fails=lambda asset, day, check: fails_now,
-        )
+        return decide(state, T0, seen, still_fails=lambda asset, day, check: fails_now)
 
-    done = decide(1, fails_now=False)
+    done = tick(1, fails_now=False)
     assert done.launch == [] and done.records == []
     assert state.targets == {} and "superseded" in done.closed[0]
-    done = decide(2, fails_now=True)
+    done = tick(2, fails_now=True)
     assert len(done.launch) == 1  # failing on the warehouse now: healed
 
 
 def test_an_incident_keeps_its_correlation_id_over_its_attempts_and_closes_once():
-    state = healing.State(watermark=0)
+    state = Cursor()
     first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
     cid = first.launch[0].tags[healing.CORRELATION_ID]
     end = T0 + timedelta(seconds=10)
@@ -375,7 +386,7 @@ def test_an_incident_keeps_its_correlation_id_over_its_attempts_and_closes_once(
 
 
 def test_new_failures_open_a_new_incident_beside_a_retry():
-    state = healing.State(watermark=0)
+    state = Cursor()
     day2 = TODAY - timedelta(days=4)
     first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
     runs = ended(first, ok=False, now=T0 + timedelta(seconds=5))
@@ -387,7 +398,7 @@ def test_new_failures_open_a_new_incident_beside_a_retry():
 
 
 def test_new_failures_wait_while_a_sweep_is_still_recording_up_to_the_group_wait():
-    state = healing.State(watermark=0)
+    state = Cursor()
     seen = Observation(failures=[failure(RAW, TODAY, 1)], sweeping=True)
     d = decide(state, T0 + timedelta(seconds=5), seen)
     assert d.launch == [] and "waits for the sweep" in d.skipped[0]
@@ -396,13 +407,13 @@ def test_new_failures_wait_while_a_sweep_is_still_recording_up_to_the_group_wait
     d = decide(state, T0 + timedelta(seconds=15), more)
     assert len(d.launch) == 2 and len({x.tags[healing.CORRELATION_ID] for x in d.launch}) == 1
     # A sweep that never ends holds a new failure no longer than the group wait.
-    state = healing.State(watermark=0)
+    state = Cursor()
     late = T0 + timedelta(seconds=POLICY.group_wait_seconds + 1)
     assert len(decide(state, late, seen).launch) == 1
 
 
 def test_a_target_superseded_after_an_attempt_closes_its_incident_in_the_history():
-    state = healing.State(watermark=0)
+    state = Cursor()
     first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
     end = T0 + timedelta(seconds=10)
     runs = ended(first, ok=False, now=end)
@@ -415,7 +426,7 @@ def test_a_target_superseded_after_an_attempt_closes_its_incident_in_the_history
 
 
 def test_a_give_up_names_the_existing_partitions_held_because_they_read_it():
-    state = healing.State(watermark=0)
+    state = Cursor()
     exists = lambda a, d: a != RAW  # noqa: E731 - every Phase 4 partition exists
     now, runs = T0, {}
     d = decide(
@@ -432,3 +443,40 @@ def test_a_give_up_names_the_existing_partitions_held_because_they_read_it():
         [PRE, "2026-01-18", "2026-01-18"],
         [LATE, "2026-01-19", "2026-01-20"],
     ]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_decide_is_pure_the_same_inputs_give_equal_outputs_and_the_state_stays_as_given(seed):
+    """Random ticks, each decided twice from the same state: equal next states and decisions,
+    and the state given is unchanged (it is frozen: changing it raises)."""
+    rng = random.Random(seed)
+    days = [TODAY - timedelta(days=i) for i in range(4)]
+    partitions = [(a, d) for a in (RAW, PRE, LATE) for d in days]
+    present = {p: rng.random() < 0.7 for p in partitions}
+    w = world(lambda a, d: present.get((a, d), False))
+    state, now, statuses, record, launched = healing.State(watermark=0), T0, {}, 0, 0
+    for _ in range(40):
+        now += timedelta(seconds=rng.choice([5, 60, 400]))
+        failures = []
+        for _ in range(rng.randint(0, 2)):
+            record += 1
+            failures.append(failure(*rng.choice(partitions), record, at=now))
+        seen = Observation(failures=failures, runs=dict(statuses))
+        before = state.to_json()
+        first, decision = healing.decide(state, seen, w, now, POLICY)
+        again, decision_again = healing.decide(state, seen, w, now, POLICY)
+        assert (first, decision) == (again, decision_again)
+        assert state.to_json() == before
+        launched += len(decision.launch)
+        for launch in decision.launch:
+            ok = rng.random() < 0.5
+            healed = frozenset(launch.writes) if ok else frozenset()
+            statuses[launch.run_key] = RunStatus(
+                RunState.SUCCESS if ok else RunState.FAILURE, now, healed
+            )
+        state = first
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        state.watermark = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        state.targets["x"] = None  # type: ignore[index]
+    assert launched > 0  # the sequence exercised launches, not only waits

@@ -42,14 +42,14 @@ def heal_tick(
     """One heal sensor tick (``now`` only for rehearsing another instant)."""
     now = now or now_utc()
     requests, cursor, summary = tick(
-        context.instance,
-        context.cursor,
-        warehouse,
-        planner_graph(context.repository_def.asset_graph),
-        policy,
-        now,
-        today_et(now),
-        calendar,
+        instance=context.instance,
+        cursor=context.cursor,
+        warehouse=warehouse,
+        graph=planner_graph(context.repository_def.asset_graph),
+        policy=policy,
+        now=now,
+        today=today_et(now),
+        calendar=calendar,
         say=context.log.info,
     )
     return dg.SensorResult(

@@ -1,7 +1,12 @@
 """Reading per-partition asset check results back from the Dagster instance.
 
-Dagster 1.13 exposes these queries only on ``instance.event_log_storage`` and their filter and
-status types only under ``dagster._core``; every such import is confined to this module.
+Private Dagster API, on purpose: Dagster 1.13 exposes per-partition check history only on
+``instance.event_log_storage`` (``get_asset_check_execution_history``,
+``get_latest_asset_check_execution_by_key``), and the types those take and return (the
+partition filter, the execution record and its status, a check result's target
+materialisation) only under ``dagster._core``; no public API serves them. Every private
+name the check records need is imported here, and ``selfheal_dagster_tests/test_private_api.py``
+fails loudly on a Dagster upgrade that moves or changes one of them.
 """
 
 from __future__ import annotations
@@ -10,6 +15,9 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecord,
@@ -104,13 +112,11 @@ def targets(instance: dg.DagsterInstance, asset_key: dg.AssetKey, days: Iterable
     run's per-date results) must name it: Dagster shows a partition's check status only while
     the result targets the partition's latest materialisation. Two queries per asset.
     """
-    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-        AssetCheckEvaluationTargetMaterializationData as Target,
-    )
-    from dagster._core.events import DagsterEventType
-
+    Target = AssetCheckEvaluationTargetMaterializationData
     ids = instance.event_log_storage.get_latest_storage_id_by_partition(
-        asset_key, DagsterEventType.ASSET_MATERIALIZATION, partitions={d.isoformat() for d in days}
+        asset_key,
+        dg.DagsterEventType.ASSET_MATERIALIZATION,
+        partitions={d.isoformat() for d in days},
     )
     if not ids:
         return {}

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
 from selfheal_dagster.adapters.warehouse import Warehouse, read_window
 from selfheal_dagster.core import healing, planner
@@ -111,11 +110,22 @@ class WarehouseView:
         return self._broken[(asset, day)]
 
 
+@dataclass(frozen=True)
+class Results:
+    """What the check records since the cursor say: new healable failures, the newest new
+    pass per (asset, date, check), and how far the cursor may advance."""
+
+    failures: list[healing.Failure]
+    passes: dict[tuple[str, date, str], datetime]
+    watermark: int
+    seen: tuple[int, ...]
+
+
 def read_results(
     instance: dg.DagsterInstance,
     state: healing.State,
     view_for: Callable[[set[date]], WarehouseView],
-) -> tuple[list[healing.Failure], dict[planner.Partition, datetime], int, WarehouseView]:
+) -> tuple[Results, WarehouseView]:
     """New healable failures and new passes since the cursor, and the next watermark.
 
     A failure computed from a read that started before the partition's last write is not a
@@ -177,8 +187,8 @@ def read_results(
         )
     top = max([state.watermark or 0, *handled])
     watermark = top if floor is None else min(top, floor - 1)
-    state.seen = sorted({*state.seen, *handled} - set(range(0, watermark + 1)))
-    return failures, passes, watermark, view
+    above = tuple(sorted(i for i in {*state.seen, *handled} if i > watermark))
+    return Results(failures, passes, watermark, above), view
 
 
 def run_days(run: dg.DagsterRun) -> list[date]:
@@ -208,13 +218,13 @@ def healed_partitions(
         return [(asset, date.fromisoformat(partition))]
 
     written: set[planner.Partition] = set()
-    for e in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+    for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
         if e.dagster_event:
             m = e.dagster_event.event_specific_data.materialization
             written.update(partitions(m.asset_key, m.partition))
     failing: set[planner.Partition] = set()
     lines: dict[tuple[str, str], list[str]] = {}
-    for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
         ev = entry.dagster_event.event_specific_data
         if not ev.passed:
             found = partitions(ev.asset_key, ev.partition)
@@ -310,31 +320,33 @@ def gather(
     instance: dg.DagsterInstance,
     state: healing.State,
     warehouse: Warehouse,
+    *,
     today: date,
     now: datetime,
     calendar: Calendar | None = None,
-) -> tuple[healing.Observation, WarehouseView]:
-    """Everything a tick decides on, read once."""
-    failures, passes, state.watermark, view = read_results(
+) -> tuple[healing.State, healing.Observation, WarehouseView]:
+    """Everything a tick decides on, read once; it changes nothing. Returns the state with
+    the check records read marked handled (the cursor the tick will write)."""
+    results, view = read_results(
         instance, state, lambda days: WarehouseView.read(warehouse, days, today, calendar)
     )
     sweeping = instance.get_run_records(
         dg.RunsFilter(job_name=SWEEP_JOB, statuses=list(IN_FLIGHT)), limit=1
     )
     observation = healing.Observation(
-        failures=failures,
-        passes=passes,
+        failures=results.failures,
+        passes=results.passes,
         runs=run_statuses(instance, state.run_keys()),
         busy=busy_partitions(instance, now),
         sweeping=bool(sweeping),
     )
-    return observation, view
+    return replace(state, watermark=results.watermark, seen=results.seen), observation, view
 
 
 def judge(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[Outcome, str]:
     """Healed when the run succeeded and every check it ran passes."""
     if run.status != dg.DagsterRunStatus.SUCCESS:
-        failures = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+        failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
         errors = [
             f"{e.step_key}: {error_summary(e.dagster_event.step_failure_data.error)}"
             for e in failures
@@ -346,12 +358,13 @@ def judge(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[Outcome, st
             return Outcome.SKIPPED, "held: " + "; ".join(errors)
         if not errors:  # failed or canceled from outside: the run's own failure message
             ended = instance.all_logs(
-                run.run_id, of_type={DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED}
+                run.run_id,
+                of_type={dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED},
             )
             errors = [e.dagster_event.message for e in ended[-1:] if e.dagster_event]
         said = "; ".join(e for e in errors if e)
         return Outcome.FAILED, said or f"run {run.status.value.lower()}"
-    results = instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    results = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
     still = []
     for entry in results:
         ev = entry.dagster_event.event_specific_data
@@ -387,8 +400,8 @@ def resolve(
     return done
 
 
-OUTCOME_TAG = "selfheal/outcome"
-REASON_TAG = "selfheal/outcome_reason"
+OUTCOME_TAG = healing.OUTCOME_TAG
+REASON_TAG = healing.REASON_TAG
 RUN_KEY_TAG = "dagster/run_key"
 SWEEP_JOB = "sweep_job"  # defined in defs/sweep.py
 METRICS_JOB = "heal_metrics_job"  # defined in defs/metrics.py
@@ -462,11 +475,16 @@ def run_request(launch: healing.Launch) -> dg.RunRequest:
 
 
 def apply(
-    decision: healing.Decision, warehouse: Warehouse, say: Callable[[str], None] = log.info
+    decision: healing.Decision,
+    *,
+    warehouse: Warehouse,
+    instance: dg.DagsterInstance,
+    say: Callable[[str], None] = log.info,
 ) -> list[dg.RunRequest]:
     """Every side effect of a decision: the history records (inserted only if new, so a
-    re-run tick writes nothing twice), then the run requests. Alerts are not sent here: the
-    alerts sensor sends what the history owes (``Notifier.deliver``), off the tick's path."""
+    re-run tick writes nothing twice), the outcomes they resolve, the gave-up tags of the
+    last attempts' runs, then the run requests. Alerts are not sent here: the alerts sensor
+    sends what the history owes (``Notifier.deliver``), off the tick's path."""
     for record in decision.escalations:
         say(f"gave up: {record.target_date} {record.healing_result.reason}")
     # One write: the alerts sensor sees a tick's records of an incident all, or none yet.
@@ -475,6 +493,7 @@ def apply(
         resolve(
             warehouse, r.day, r.correlation_id, r.outcome, r.reason, r.phases, attempt=r.attempt
         )
+    tag_gave_up(instance, decision.gave_up_runs)
     for line in decision.closed:
         say(f"closed: {line}")
     for line in decision.skipped:
@@ -482,7 +501,20 @@ def apply(
     return [run_request(launch) for launch in decision.launch]
 
 
+def summary(decision: healing.Decision) -> str:
+    """The tick's one line: the first reason it waited (each is in the tick's log), else
+    what it closed or gave up."""
+    if decision.skipped:
+        more = len(decision.skipped) - 1
+        suffix = f" (+{more} more)" if more else ""
+        return one_line(decision.skipped[0], SHORT - len(suffix)) + suffix
+    if decision.escalations:
+        return f"{len(decision.escalations)} target(s) given up"
+    return one_line("; ".join(decision.closed)) or "no new failed checks"
+
+
 def tick(
+    *,
     instance: dg.DagsterInstance,
     cursor: str | None,
     warehouse: Warehouse,
@@ -496,38 +528,20 @@ def tick(
     """gather -> decide -> apply: run requests, the next cursor, and what the tick did."""
     state = healing.State.from_json(cursor)
     if state.watermark is None:
-        state.watermark = check_records.newest_id(instance, CHECK_KEYS)
-        return (
-            [],
-            state.to_json(),
-            (f"first tick: healing failures recorded after check record {state.watermark}"),
-        )
-    seen, view = gather(instance, state, warehouse, today, now, calendar)
-    decision = healing.decide(
-        state=state,
-        seen=seen,
+        first = check_records.newest_id(instance, CHECK_KEYS)
+        cursor = state.with_watermark(first).to_json()
+        return [], cursor, f"first tick: healing failures recorded after check record {first}"
+    state, observation, view = gather(
+        instance, state, warehouse, today=today, now=now, calendar=calendar
+    )
+    world = healing.World(
         graph=graph,
         exists=view.exists,
         phases=PHASES,
-        now=now,
         today=today,
-        policy=policy,
         broken_inputs=view.broken,
         still_fails=lambda asset, day, check: view.still_fails(asset, day, check, now),
     )
-    requests = apply(decision, warehouse, say)
-    tag_gave_up(instance, decision.gave_up_runs)
-    if decision.skipped:  # each is in the tick's log; the tick's line names the first
-        more = len(decision.skipped) - 1
-        suffix = f" (+{more} more)" if more else ""
-        return (
-            requests,
-            state.to_json(),
-            one_line(decision.skipped[0], SHORT - len(suffix)) + suffix,
-        )
-    summary = (
-        f"{len(decision.escalations)} target(s) given up"
-        if decision.escalations
-        else (one_line("; ".join(decision.closed)) or "no new failed checks")
-    )
-    return requests, state.to_json(), summary
+    state, decision = healing.decide(state, observation, world, now, policy)
+    requests = apply(decision, warehouse=warehouse, instance=instance, say=say)
+    return requests, state.to_json(), summary(decision)

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
 # A run is judged only once it has been STARTED this long: its worker has had time to log.
 GRACE_SECONDS = 20.0
@@ -71,7 +70,7 @@ def process_started_at(pid: int) -> float | None:
 def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     """The pid of the process that ran the run (its RUN_START event's)."""
     records = instance.get_records_for_run(
-        run_id, of_type=DagsterEventType.RUN_START, limit=1
+        run_id, of_type=dg.DagsterEventType.RUN_START, limit=1
     ).records
     for record in records:
         event = record.event_log_entry.dagster_event
@@ -83,9 +82,7 @@ def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
 def judges(instance: dg.DagsterInstance) -> bool:
     """Whether this instance's runs have their workers on this machine: the default run
     launcher starts them as local processes (``dagster dev``, a single-machine deployment)."""
-    from dagster._core.launcher import DefaultRunLauncher
-
-    return isinstance(instance.run_launcher, DefaultRunLauncher)
+    return isinstance(instance.run_launcher, dg.DefaultRunLauncher)
 
 
 def find(instance: dg.DagsterInstance, now: datetime | None = None) -> list[Orphan]:
