@@ -21,6 +21,7 @@ from selfheal_dagster.adapters.warehouse import WarehouseError
 from selfheal_dagster.core.checks import completeness
 from selfheal_dagster.core.dates import BadDateError, date_range, first_last, parse_date, today_et
 from selfheal_dagster.core.history import summarize
+from selfheal_dagster.core.names import CORRELATION_ID, TARGET_DATE
 from selfheal_dagster.report import CELL_STYLE, console, err_console
 from selfheal_dagster.tables import BY_KEY, Table, UnknownTableError, in_phase, lookup
 
@@ -321,12 +322,10 @@ def history(day: date | None, cid: str | None, as_json: bool) -> int:
 
         found = []
         for full in sorted({r.correlation_id for r in records}):
-            found += runs.instance().get_runs(dg.RunsFilter(tags={"selfheal/correlation_id": full}))
+            found += runs.instance().get_runs(dg.RunsFilter(tags={CORRELATION_ID: full}))
         if found:
             console.print(
-                report.render_runs(
-                    sorted(found, key=lambda r: r.tags.get("selfheal/target_date", ""))
-                )
+                report.render_runs(sorted(found, key=lambda r: r.tags.get(TARGET_DATE, "")))
             )
     console.print(report.summary_line(summary))
     return 0

@@ -12,17 +12,15 @@ same definitions, paid by every run process and code-server load; see benchmarks
 import importlib
 import pkgutil
 import sys
-import warnings
 
 import dagster as dg
 from dagster.components.definitions import LazyDefinitions
 
 from selfheal_dagster import defs as defs_package
 from selfheal_dagster.adapters.settings import Settings, SettingsError
+from selfheal_dagster.defs.accepted import accept_everywhere
 
-# Dagster 1.13 re-creates sensor definitions internally with its beta `owners` parameter and
-# warns about its own call on every load; nothing in this project sets owners.
-warnings.filterwarnings("ignore", message="Parameter `owners`", category=dg.BetaWarning)
+accept_everywhere()  # Dagster's warnings on its own calls (defs/accepted.py)
 
 
 def _module_defs(name: str) -> dg.Definitions | None:

@@ -21,6 +21,7 @@ from selfheal_dagster.core.checks import Outcome, Status, evaluate, window_start
 from selfheal_dagster.core.dates import now_utc, span_text
 from selfheal_dagster.core.healing import BACKFILL
 from selfheal_dagster.core.history import HealRecord
+from selfheal_dagster.core.names import ATTEMPT, CORRELATION_ID, TARGET_DATE
 from selfheal_dagster.core.planner import Plan
 from selfheal_dagster.tables import TABLES, Table, execution_order
 
@@ -215,8 +216,8 @@ def render_heal_runs(runs: Sequence) -> RichTable:
             r.run_id[:8],
             request_span(r.request),
             "\n".join(k.to_user_string() for k in r.request.asset_selection),
-            r.request.tags.get("selfheal/attempt", ""),
-            r.request.tags.get("selfheal/correlation_id", "")[:8],
+            r.request.tags.get(ATTEMPT, ""),
+            r.request.tags.get(CORRELATION_ID, "")[:8],
             f"[{style}]{r.outcome}[/] {r.reason if r.outcome != 'healed' else ''}",
         )
     return table
@@ -295,8 +296,8 @@ def render_runs(runs: Sequence) -> RichTable:
     for run in runs:
         table.add_row(
             run.run_id[:8],
-            run.tags.get("selfheal/target_date", ""),
-            run.tags.get("selfheal/attempt", ""),
+            run.tags.get(TARGET_DATE, ""),
+            run.tags.get(ATTEMPT, ""),
             run.status.value,
             "\n".join(k.to_user_string() for k in sorted(run.asset_selection or [])),
         )

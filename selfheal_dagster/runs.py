@@ -20,13 +20,21 @@ import dagster as dg
 
 from selfheal_dagster.adapters.settings import season_start
 from selfheal_dagster.core import healing, planner
-from selfheal_dagster.core.dates import now_utc, partition_tags, today_et
+from selfheal_dagster.core.dates import PARTITION_TAG, now_utc, partition_tags, tag_span, today_et
 from selfheal_dagster.core.errors import error_summary
 from selfheal_dagster.core.healing import BACKFILL, BACKFILL_STEP
 from selfheal_dagster.core.history import Outcome
+from selfheal_dagster.core.names import (
+    DAILY_JOB,
+    HEAL_JOB,
+    HEAL_SENSOR,
+    HOST_TAG,
+    SWEEP_JOB,
+    SWEEP_TAG,
+)
 from selfheal_dagster.defs.resources import initialized
-from selfheal_dagster.instance import heal_loop, origin_runs
-from selfheal_dagster.instance.orphans import HOST_TAG
+from selfheal_dagster.instance import heal_loop
+from selfheal_dagster.instance.origin_runs import QUIET, execute
 from selfheal_dagster.tables import BY_KEY, Table, execution_order
 
 DEFAULT_DAGSTER_HOME = ".selfheal/dagster_home"
@@ -44,12 +52,10 @@ run_monitoring:
   start_timeout_seconds: 180
   poll_interval_seconds: 30
 """
-DAILY_JOB = "daily_job"
 # Runs made here execute in this process: the run reaper judges them only on this machine.
 HERE = {HOST_TAG: socket.gethostname()}
 # The CLI prints its own progress and one line per failed step; a run's own console output
 # (step failures come with a stack trace) stays in the instance's event log, in the UI.
-QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def instance() -> dg.DagsterInstance:
@@ -98,22 +104,6 @@ def definitions() -> dg.Definitions:
     from selfheal_dagster.definitions import defs  # loads the code location: only when asked
 
     return defs()
-
-
-def execute(
-    job: dg.JobDefinition,
-    dagster_instance: dg.DagsterInstance,
-    *,
-    tags: Mapping[str, str],
-    asset_selection: Iterable[dg.AssetKey] | None = None,
-    run_config: Mapping[str, object] | None = None,
-):
-    """A run of ``job`` with the code location's origin, executed in this process
-    (``instance/origin_runs.py``); quiet console logs unless ``run_config`` says otherwise."""
-    config = dict(run_config if run_config is not None else QUIET)
-    return origin_runs.execute(
-        job, dagster_instance, tags=tags, asset_selection=asset_selection, run_config=config
-    )
 
 
 @dataclass(frozen=True)
@@ -276,10 +266,7 @@ def _grouped(want: Mapping[date, set[str]], empty: Callable[[str, date], bool]) 
 
 def request_span(request: dg.RunRequest) -> str:
     """The date, or first..last dates, a run request computes."""
-    if request.partition_key:
-        return request.partition_key
-    first = request.tags["dagster/asset_partition_range_start"]
-    return f"{first}..{request.tags['dagster/asset_partition_range_end']}"
+    return request.partition_key or tag_span(request.tags)
 
 
 @dataclass(frozen=True)
@@ -301,7 +288,7 @@ class LocalLoop:
     def __init__(self, defs: dg.Definitions, dagster_instance: dg.DagsterInstance) -> None:
         self.defs = defs
         self.instance = dagster_instance
-        self.sensor = defs.resolve_sensor_def("heal_sensor")
+        self.sensor = defs.resolve_sensor_def(HEAL_SENSOR)
         self.resources = initialized(
             {name: defs.resources[name] for name in ("warehouse", "alerts", "source")}
         )
@@ -313,10 +300,10 @@ class LocalLoop:
 
     def sweep(self, **config: object) -> dict[str, object]:
         result = execute(
-            self.defs.resolve_job_def("sweep_job"),
+            self.defs.resolve_job_def(SWEEP_JOB),
             self.instance,
             run_config={"ops": {"sweep_checks": {"config": config}}, **QUIET},
-            tags={"selfheal/sweep": "true", **HERE},
+            tags={SWEEP_TAG: "true", **HERE},
         )
         [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
         return {k: v.value for k, v in output.step_output_data.metadata.items()}
@@ -347,10 +334,10 @@ class LocalLoop:
     def execute(self, request: dg.RunRequest, sensor: str | None = None):
         """The requested run, as the daemon would launch it (``sensor`` names the sensor
         whose tick requested it: the run is listed on that sensor's page)."""
-        partition = {"dagster/partition": request.partition_key} if request.partition_key else {}
+        partition = {PARTITION_TAG: request.partition_key} if request.partition_key else {}
         by = {"dagster/sensor_name": sensor} if sensor else {}
         return execute(
-            self.defs.resolve_job_def(request.job_name or "heal_job"),
+            self.defs.resolve_job_def(request.job_name or HEAL_JOB),
             self.instance,
             asset_selection=list(request.asset_selection or []),
             tags={**request.tags, **partition, "dagster/run_key": request.run_key, **by, **HERE},
@@ -392,7 +379,7 @@ class HealBusy(RuntimeError):
 
 @dataclass
 class ManualHeal:
-    plan: object  # lib.planner.Plan
+    plan: planner.Plan
     runs: list[HealRun]
     skipped: list[str]
 
@@ -409,22 +396,12 @@ def heal_now(
     check outcomes, as a person asked: no attempt limit, but never under a run in flight
     that writes what the plan writes."""
     now = now_utc()
-    today = today_et(now)
     loop = LocalLoop(defs, dagster_instance)
-    warehouse = loop.resources["warehouse"].open()
-    calendar = loop.resources["source"].scheduled_games
     failures = [
         healing.Failure(i, o.table.key, o.day, o.check, o.reason, now)
         for i, o in enumerate(failing)
     ]
-    view = heal_loop.WarehouseView.read(warehouse, [f.day for f in failures], today, calendar)
-    plan = planner.plan(
-        {(f.asset, f.day) for f in failures},
-        heal_loop.planner_graph(defs.resolve_asset_graph()),
-        view.exists,
-        today,
-        view.broken,
-    )
+    plan = _manual_plan(loop, failures, now)
     result = ManualHeal(plan=plan, runs=[], skipped=[])
     if on_plan:
         on_plan(plan)
@@ -438,13 +415,43 @@ def heal_now(
     launches, records = healing.plan_runs(
         plan, heal=failures, attempts={}, phases=heal_loop.PHASES, now=now, cid=cid, batch=cid[:8]
     )
+    warehouse = loop.resources["warehouse"].open()
     warehouse.insert_histories(records)
     loop.deliver()
+    _run_in_order(loop, launches, cid, result, on_run)
+    if failures:  # every run of the heal ended: its incident is over
+        first = failures[0]
+        warehouse.insert_history(
+            healing.closed_record(cid, first.asset, first.day, heal_loop.PHASES, now_utc())
+        )
+        loop.deliver()
+    return result
+
+
+def _manual_plan(loop: LocalLoop, failures: list[healing.Failure], now) -> planner.Plan:
+    """The heal planner's plan for a person's failures, on one read of the warehouse."""
+    today = today_et(now)
+    warehouse = loop.resources["warehouse"].open()
+    calendar = loop.resources["source"].scheduled_games
+    view = heal_loop.WarehouseView.read(warehouse, [f.day for f in failures], today, calendar)
+    return planner.plan(
+        {(f.asset, f.day) for f in failures},
+        heal_loop.planner_graph(loop.defs.resolve_asset_graph()),
+        view.exists,
+        today,
+        view.broken,
+    )
+
+
+def _run_in_order(loop: LocalLoop, launches, cid: str, result: ManualHeal, on_run) -> None:
+    """Execute each planned run once its prerequisites healed; a run whose prerequisite did
+    not is skipped, its records resolved as the heal loop resolves a dropped run's."""
+    warehouse = loop.resources["warehouse"].open()
     broken: set[str] = set()
     for launch, after in ((p.launch, p.after) for p in launches):
-        phases = sorted({heal_loop.PHASES[a] for a in launch.assets})
         if broken & set(after):
             broken.add(launch.run_key)
+            phases = sorted({heal_loop.PHASES[a] for a in launch.assets})
             reason = healing.SKIPPED_REASON
             for day in launch.days:
                 heal_loop.resolve(warehouse, day, cid, Outcome.SKIPPED, reason, phases)
@@ -459,10 +466,3 @@ def heal_now(
             on_run(result.runs[-1])
         if outcome != "healed":
             broken.add(launch.run_key)
-    if failures:  # every run of the heal ended: its incident is over
-        first = failures[0]
-        warehouse.insert_history(
-            healing.closed_record(cid, first.asset, first.day, heal_loop.PHASES, now_utc())
-        )
-        loop.deliver()
-    return result

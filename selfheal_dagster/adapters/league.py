@@ -253,29 +253,46 @@ def season_games(seed: int, year: int) -> tuple[Game, ...]:
     """
     rng = random.Random(f"{seed}:schedule:{year}")
     days = game_days(year)
-    pool: dict[str, dict[str, list[tuple[str, str]]]] = {t.abbr: {} for t in TEAMS}
-    for home, away in _matchups(rng):
-        pool[home].setdefault(away, []).append((home, away))
-        pool[away].setdefault(home, []).append((home, away))
-    left = {t.abbr: GAMES_PER_TEAM for t in TEAMS}
-    played: dict[str, list[date]] = {t.abbr: [] for t in TEAMS}
+    season = _Placing(rng)
     weights = [_WEEKDAY_WEIGHT[d.weekday()] * rng.uniform(0.85, 1.15) for d in days]
-    placed: list[tuple[date, str, str]] = []
-
-    def take(day: date, home: str, away: str) -> None:
-        pool[home][away].remove((home, away))
-        pool[away][home].remove((home, away))
-        for t in (home, away):
-            left[t] -= 1
-            played[t].append(day)
-        placed.append((day, home, away))
-
     for i, day in enumerate(days):
-        remaining_games = sum(left.values()) // 2
-        share = remaining_games * weights[i] / sum(weights[i:])
+        share = (sum(season.left.values()) // 2) * weights[i] / sum(weights[i:])
         target = 2 if i == 0 else (5 if (day.month, day.day) == (12, 25) else round(share))
-        target = max(1, min(15, target))
-        days_left = len(days) - i
+        season.fill(day, max(1, min(15, target)), days_left=len(days) - i)
+    pool = season.pool
+    leftovers = [g for t in pool for games in pool[t].values() for g in games if g[0] == t]
+    for home, away in leftovers:
+        played = season.played
+        day = next(d for d in reversed(days) if d not in played[home] and d not in played[away])
+        season.take(day, home, away)
+    return _tipoffs(sorted(season.placed, key=lambda p: (p[0], p[1])), rng, year)
+
+
+class _Placing:
+    """The schedule as it is placed: matchups left per team pair, games left per team, the
+    dates each team played, and the games placed."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.pool: dict[str, dict[str, list[tuple[str, str]]]] = {t.abbr: {} for t in TEAMS}
+        for home, away in _matchups(rng):
+            self.pool[home].setdefault(away, []).append((home, away))
+            self.pool[away].setdefault(home, []).append((home, away))
+        self.left = {t.abbr: GAMES_PER_TEAM for t in TEAMS}
+        self.played: dict[str, list[date]] = {t.abbr: [] for t in TEAMS}
+        self.placed: list[tuple[date, str, str]] = []
+
+    def take(self, day: date, home: str, away: str) -> None:
+        self.pool[home][away].remove((home, away))
+        self.pool[away][home].remove((home, away))
+        for t in (home, away):
+            self.left[t] -= 1
+            self.played[t].append(day)
+        self.placed.append((day, home, away))
+
+    def fill(self, day: date, target: int, days_left: int) -> None:
+        """Up to ``target`` games on ``day``, the most urgent teams first."""
+        rng, left, played, pool = self.rng, self.left, self.played, self.pool
         busy: set[str] = set()
         tired = {
             t
@@ -284,7 +301,7 @@ def season_games(seed: int, year: int) -> tuple[Game, ...]:
         }
         yesterday = day - timedelta(1)
 
-        def urgency(t: str, yesterday=yesterday, days_left=days_left) -> tuple[float, float]:
+        def urgency(t: str) -> tuple[float, float]:
             rested = 0.6 if played[t] and played[t][-1] == yesterday else 1.0
             return (rested * left[t] / days_left, rng.random())
 
@@ -301,16 +318,15 @@ def season_games(seed: int, year: int) -> tuple[Game, ...]:
                     break
             if chosen is None:
                 break
-            take(day, *chosen)
+            self.take(day, *chosen)
             busy.update(chosen)
             count += 1
 
-    leftovers = [g for t in pool for games in pool[t].values() for g in games if g[0] == t]
-    for home, away in leftovers:
-        day = next(d for d in reversed(days) if d not in played[home] and d not in played[away])
-        take(day, home, away)
 
-    placed.sort(key=lambda p: (p[0], p[1]))
+def _tipoffs(
+    placed: list[tuple[date, str, str]], rng: random.Random, year: int
+) -> tuple[Game, ...]:
+    """The placed games, numbered in date order, each with a tip-off time and TV flag."""
     games: list[Game] = []
     for n, (day, home, away) in enumerate(placed, start=1):
         hour, minute = rng.choice(((19, 0), (19, 30), (20, 0), (20, 30), (22, 0)))

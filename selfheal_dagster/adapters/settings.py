@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -88,85 +89,108 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
-        env = environ.get("SELFHEAL_ENV", "local").strip().lower() or "local"
-        if env not in ENVIRONMENTS:
-            raise SettingsError(f"SELFHEAL_ENV='{env}' is not valid: expected local or prod")
-        outages = environ.get("SELFHEAL_LEAGUE_OUTAGES", "")
-        short = environ.get("SELFHEAL_LEAGUE_SHORT", "")
-        slow = environ.get("SELFHEAL_LEAGUE_SLOW", "")
-        for name, value, parse in (
-            ("SELFHEAL_LEAGUE_OUTAGES", outages, parse_outages),
-            ("SELFHEAL_LEAGUE_SHORT", short, parse_short),
-            ("SELFHEAL_LEAGUE_SLOW", slow, parse_slow),
-        ):
-            try:
-                parse(value)
-            except (ValueError, BadDateError) as exc:
-                raise SettingsError(f"{name}: {exc}") from None
-        interval = _int(environ, "SELFHEAL_SWEEP_INTERVAL_SECONDS", 300)
-        heal_interval = _int(environ, "SELFHEAL_HEAL_INTERVAL_SECONDS", 30)
-        for name, value in (
-            ("SELFHEAL_SWEEP_INTERVAL_SECONDS", interval),
-            ("SELFHEAL_HEAL_INTERVAL_SECONDS", heal_interval),
-        ):
-            if value < 5:
-                raise SettingsError(f"{name}={value}: expected >= 5 (seconds)")
-        bot, channel = environ.get("SLACK_BOT_TOKEN", ""), environ.get("SLACK_CHANNEL", "")
-        if bool(bot) != bool(channel):
-            missing = "SLACK_CHANNEL" if bot else "SLACK_BOT_TOKEN"
-            raise SettingsError(
-                f"{missing} is not set: a Slack bot needs both a token and a channel"
-            )
-        webhook = _url(environ, "SLACK_WEBHOOK_URL", required=False)
-        slack = "bot" if bot else ("webhook" if webhook else "log")
-        ui_url = _url(environ, "SELFHEAL_UI_URL", required=False)
-        slack_api_url = _url(environ, "SELFHEAL_SLACK_API_URL", required=False)
-        alerts = environ.get("SELFHEAL_ALERTS", "all").strip().lower() or "all"
-        if alerts not in ALERT_MODES:
-            raise SettingsError(f"SELFHEAL_ALERTS='{alerts}' is not valid: expected all or pages")
-        attempts = _int(environ, "SELFHEAL_HEAL_MAX_ATTEMPTS", 3)
-        if attempts < 1:
-            raise SettingsError(f"SELFHEAL_HEAL_MAX_ATTEMPTS={attempts}: expected >= 1")
-        raw_path = environ.get("SELFHEAL_DUCKDB_PATH", "").strip() or ".selfheal/warehouse.duckdb"
-        prod = _prod(environ) if env == "prod" else {}
-        duckdb_path = Path(raw_path).expanduser().resolve()
-        if env == "local":
-            _writable(duckdb_path, "SELFHEAL_DUCKDB_PATH")
-        windows = {
-            name: _int(environ, name, default)
-            for name, default in (
-                ("SELFHEAL_SWEEP_REASSERT_MINUTES", 30),
-                ("SELFHEAL_SWEEP_PHASE2_DAYS", 3),
-                ("SELFHEAL_SWEEP_PHASE4_DAYS", 1),
-                ("SELFHEAL_HEAL_BACKOFF_SECONDS", 300),
-                ("SELFHEAL_HEAL_GROUP_WAIT_SECONDS", 60),
-            )
-        }
-        for name, value in windows.items():
-            if value < 0:
-                raise SettingsError(f"{name}={value}: expected >= 0")
-        return cls(
-            **prod,
-            env=env,
-            duckdb_path=duckdb_path,
-            league_seed=_int(environ, "SELFHEAL_LEAGUE_SEED", DEFAULT_SEED),
-            league_outages=outages,
-            league_short=short,
-            league_slow=slow,
-            season=season_from_env(environ),
-            sweep_interval_seconds=interval,
-            sweep_reassert_minutes=windows["SELFHEAL_SWEEP_REASSERT_MINUTES"],
-            sweep_phase2_days=windows["SELFHEAL_SWEEP_PHASE2_DAYS"],
-            sweep_phase4_days=windows["SELFHEAL_SWEEP_PHASE4_DAYS"],
-            heal_interval_seconds=heal_interval,
-            heal_max_attempts=attempts,
-            heal_backoff_seconds=windows["SELFHEAL_HEAL_BACKOFF_SECONDS"],
-            slack=slack,
-            ui_url=ui_url.rstrip("/"),
-            alerts=alerts,
-            slack_api_url=slack_api_url,
-            heal_group_wait_seconds=windows["SELFHEAL_HEAL_GROUP_WAIT_SECONDS"],
+        """Every setting, validated; one clear line (``SettingsError``) for a bad one. Read
+        once per distinct environment: a code-location load asks from several modules."""
+        return _settings(tuple(sorted(environ.items())))
+
+
+@cache
+def _settings(items: tuple[tuple[str, str], ...]) -> Settings:
+    environ = dict(items)
+    env = environ.get("SELFHEAL_ENV", "local").strip().lower() or "local"
+    if env not in ENVIRONMENTS:
+        raise SettingsError(f"SELFHEAL_ENV='{env}' is not valid: expected local or prod")
+    league = _league(environ)
+    intervals = _intervals(environ)
+    slack = _slack(environ)
+    attempts = _int(environ, "SELFHEAL_HEAL_MAX_ATTEMPTS", 3)
+    if attempts < 1:
+        raise SettingsError(f"SELFHEAL_HEAL_MAX_ATTEMPTS={attempts}: expected >= 1")
+    raw_path = environ.get("SELFHEAL_DUCKDB_PATH", "").strip() or ".selfheal/warehouse.duckdb"
+    prod = _prod(environ) if env == "prod" else {}
+    duckdb_path = Path(raw_path).expanduser().resolve()
+    if env == "local":
+        _writable(duckdb_path, "SELFHEAL_DUCKDB_PATH")
+    return Settings(
+        **prod,
+        **league,
+        **intervals,
+        **slack,
+        **_windows(environ),
+        env=env,
+        duckdb_path=duckdb_path,
+        season=season_from_env(environ),
+        heal_max_attempts=attempts,
+    )
+
+
+def _league(environ: Mapping[str, str]) -> dict[str, object]:
+    """The simulated league's seed and its scripted faults, each parsed to check it."""
+    found = {
+        "league_outages": environ.get("SELFHEAL_LEAGUE_OUTAGES", ""),
+        "league_short": environ.get("SELFHEAL_LEAGUE_SHORT", ""),
+        "league_slow": environ.get("SELFHEAL_LEAGUE_SLOW", ""),
+    }
+    for (field_name, value), parse in zip(
+        found.items(), (parse_outages, parse_short, parse_slow), strict=True
+    ):
+        try:
+            parse(value)
+        except (ValueError, BadDateError) as exc:
+            name = "SELFHEAL_" + field_name.upper()
+            raise SettingsError(f"{name}: {exc}") from None
+    return {**found, "league_seed": _int(environ, "SELFHEAL_LEAGUE_SEED", DEFAULT_SEED)}
+
+
+def _intervals(environ: Mapping[str, str]) -> dict[str, int]:
+    """How often the sweep and the heal sensor tick."""
+    found = {
+        "sweep_interval_seconds": _int(environ, "SELFHEAL_SWEEP_INTERVAL_SECONDS", 300),
+        "heal_interval_seconds": _int(environ, "SELFHEAL_HEAL_INTERVAL_SECONDS", 30),
+    }
+    for field_name, value in found.items():
+        if value < 5:
+            name = "SELFHEAL_" + field_name.upper()
+            raise SettingsError(f"{name}={value}: expected >= 5 (seconds)")
+    return found
+
+
+def _slack(environ: Mapping[str, str]) -> dict[str, str]:
+    """Where alerts go (a bot needs a token and a channel), the UI's links, the alert mode."""
+    bot, channel = environ.get("SLACK_BOT_TOKEN", ""), environ.get("SLACK_CHANNEL", "")
+    if bool(bot) != bool(channel):
+        missing = "SLACK_CHANNEL" if bot else "SLACK_BOT_TOKEN"
+        raise SettingsError(f"{missing} is not set: a Slack bot needs both a token and a channel")
+    webhook = _url(environ, "SLACK_WEBHOOK_URL", required=False)
+    ui_url = _url(environ, "SELFHEAL_UI_URL", required=False)
+    slack_api_url = _url(environ, "SELFHEAL_SLACK_API_URL", required=False)
+    alerts = environ.get("SELFHEAL_ALERTS", "all").strip().lower() or "all"
+    if alerts not in ALERT_MODES:
+        raise SettingsError(f"SELFHEAL_ALERTS='{alerts}' is not valid: expected all or pages")
+    return {
+        "slack": "bot" if bot else ("webhook" if webhook else "log"),
+        "ui_url": ui_url.rstrip("/"),
+        "slack_api_url": slack_api_url,
+        "alerts": alerts,
+    }
+
+
+def _windows(environ: Mapping[str, str]) -> dict[str, int]:
+    """The sweep's windows and the heal loop's waits (non-negative)."""
+    found = {
+        field_name: _int(environ, "SELFHEAL_" + field_name.upper(), default)
+        for field_name, default in (
+            ("sweep_reassert_minutes", 30),
+            ("sweep_phase2_days", 3),
+            ("sweep_phase4_days", 1),
+            ("heal_backoff_seconds", 300),
+            ("heal_group_wait_seconds", 60),
         )
+    }
+    for field_name, value in found.items():
+        if value < 0:
+            raise SettingsError(f"SELFHEAL_{field_name.upper()}={value}: expected >= 0")
+    return found
 
 
 def _url(environ: Mapping[str, str], name: str, required: bool) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from selfheal_dagster.core.calendar import opening_night, season_of
 from selfheal_dagster.core.coverage import Window
 from selfheal_dagster.core.dates import eastern, first_last, span_text
+from selfheal_dagster.core.text import listed
 from selfheal_dagster.tables import BY_KEY, BY_NAME, SCHEDULE, TABLES, Table, in_phase
 
 CHECKS = ("row_count", "freshness")
@@ -318,7 +319,7 @@ def missing_inputs_line(table: Table, problems: Mapping[date, Sequence[Broken]])
                 n = len(days)
                 said.append(f"{n} game day{'s' if n > 1 else ''} {what}, {first_last(days)}")
         parts.append(f"{key}: {'; '.join(said)}")
-    shown = "; ".join(parts[:3]) + (f"; and {len(parts) - 3} more tables" if len(parts) > 3 else "")
+    shown = listed(parts, 3, noun="tables")
     return f"{table.key} {span_text(problems)} not computed, its inputs are broken: {shown}"
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+from selfheal_dagster.core.text import listed
 
 EASTERN = ZoneInfo("America/New_York")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -57,7 +59,7 @@ def span_text(days: Iterable[date]) -> str:
     """``2026-11-22..2026-12-02, 11 dates`` (or one date, or up to three spans)."""
     days = sorted(set(days))
     parts = [f"{a}" if a == b else f"{a}..{b}" for a, b in day_spans(days)]
-    text = ", ".join(parts[:3]) + (f" and {len(parts) - 3} more spans" if len(parts) > 3 else "")
+    text = listed(parts, 3, ", ", then=" ", noun="spans")
     return text if len(days) == 1 else f"{text}, {len(days)} dates"
 
 
@@ -67,13 +69,33 @@ def first_last(days: Iterable[date]) -> str:
     return str(days[0]) if days[0] == days[-1] else f"{days[0]}..{days[-1]}"
 
 
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
 def partition_tags(days: Sequence[date]) -> dict[str, str]:
     """The Dagster run tags that say which partitions a run computes: one key, or a range
     (assets with a single-run backfill policy compute the range in one run)."""
     first, last = min(days), max(days)
     if first == last:
-        return {"dagster/partition": first.isoformat()}
-    return {
-        "dagster/asset_partition_range_start": first.isoformat(),
-        "dagster/asset_partition_range_end": last.isoformat(),
-    }
+        return {PARTITION_TAG: first.isoformat()}
+    return {RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()}
+
+
+def tag_days(tags: Mapping[str, str]) -> list[date]:
+    """The dates a run computes, from its tags (``partition_tags`` read back); none for an
+    unpartitioned run."""
+    if PARTITION_TAG in tags:
+        return [date.fromisoformat(tags[PARTITION_TAG])]
+    if RANGE_START_TAG in tags:
+        start = date.fromisoformat(tags[RANGE_START_TAG])
+        return date_range(start, date.fromisoformat(tags[RANGE_END_TAG]))
+    return []
+
+
+def tag_span(tags: Mapping[str, str]) -> str:
+    """The date, or ``first..last`` dates, a run's tags say it computes."""
+    if PARTITION_TAG in tags:
+        return tags[PARTITION_TAG]
+    return f"{tags[RANGE_START_TAG]}..{tags[RANGE_END_TAG]}"

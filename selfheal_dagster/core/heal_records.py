@@ -12,6 +12,14 @@ from itertools import product
 from selfheal_dagster.core import planner
 from selfheal_dagster.core.dates import day_spans
 from selfheal_dagster.core.heal_state import (
+    Failure,
+    Launch,
+    Partition,
+    Target,
+    World,
+)
+from selfheal_dagster.core.history import HealingResult, HealRecord, Outcome
+from selfheal_dagster.core.names import (
     ATTEMPT,
     CORRELATION_ID,
     DETECTED_AT,
@@ -20,13 +28,7 @@ from selfheal_dagster.core.heal_state import (
     RUN_KEY,
     TARGET_DATE,
     TARGET_LAST,
-    Failure,
-    Launch,
-    Partition,
-    Target,
-    World,
 )
-from selfheal_dagster.core.history import HealingResult, HealRecord, Outcome
 from selfheal_dagster.tables import table_name
 
 _NAMESPACE = uuid.UUID("5e1f4ea1-0000-4000-8000-00000000da75")

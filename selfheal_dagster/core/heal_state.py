@@ -22,20 +22,6 @@ from selfheal_dagster.core.history import HealRecord, Outcome
 
 Partition = planner.Partition
 
-# Run tags: what every heal run says of itself.
-CORRELATION_ID = "selfheal/correlation_id"
-ATTEMPT = "selfheal/attempt"
-PHASE = "selfheal/phase"
-TARGET_DATE = "selfheal/target_date"
-TARGET_LAST = "selfheal/target_last"  # a ranged heal run: its last date
-RUN_KEY = "selfheal/run_key"
-FAILED = "selfheal/failed"
-DETECTED_AT = "selfheal/detected_at"
-BACKFILL = "selfheal/backfill"  # "YYYY-MM-DD..YYYY-MM-DD": a manual backfill's whole range
-BACKFILL_STEP = "selfheal/backfill_step"  # "k/n": this run is the k-th of the backfill's n
-OUTCOME_TAG = "selfheal/outcome"
-REASON_TAG = "selfheal/outcome_reason"
-
 
 class TargetState(StrEnum):
     OPEN = "open"

@@ -34,18 +34,6 @@ from selfheal_dagster.core.heal_records import (
     closed as closed_record,
 )
 from selfheal_dagster.core.heal_state import (
-    ATTEMPT,
-    BACKFILL,
-    BACKFILL_STEP,
-    CORRELATION_ID,
-    DETECTED_AT,
-    FAILED,
-    OUTCOME_TAG,
-    PHASE,
-    REASON_TAG,
-    RUN_KEY,
-    TARGET_DATE,
-    TARGET_LAST,
     Decision,
     Failure,
     GaveUp,
@@ -66,6 +54,20 @@ from selfheal_dagster.core.heal_state import (
     target_key,
 )
 from selfheal_dagster.core.history import Outcome
+from selfheal_dagster.core.names import (
+    ATTEMPT,
+    BACKFILL,
+    BACKFILL_STEP,
+    CORRELATION_ID,
+    DETECTED_AT,
+    FAILED,
+    OUTCOME_TAG,
+    PHASE,
+    REASON_TAG,
+    RUN_KEY,
+    TARGET_DATE,
+    TARGET_LAST,
+)
 
 __all__ = [
     "ATTEMPT",

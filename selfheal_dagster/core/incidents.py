@@ -16,13 +16,9 @@ from datetime import date, datetime, timedelta
 
 from selfheal_dagster.core.dates import span_text
 from selfheal_dagster.core.history import FINAL, HealRecord, Outcome
-from selfheal_dagster.tables import PHASE_OWNERS
+from selfheal_dagster.tables import PHASE_OWNERS, table_name
 
 MAX_LINES = 8  # lines of one kind in a message before "… and N more"
-
-
-def short(asset: str) -> str:
-    return asset.rsplit("/", 1)[-1]
 
 
 def first_lines(lines: Sequence[str], limit: int = MAX_LINES) -> list[str]:
@@ -269,7 +265,7 @@ def held_lines(record: HealRecord) -> list[str]:
             a + timedelta(days=i) for i in range((b - a).days + 1)
         )
     for asset, days in by_table.items():
-        lines.append(f"held (reads it, not refreshed): {short(asset)} {span_text(days)}")
+        lines.append(f"held (reads it, not refreshed): {table_name(asset)} {span_text(days)}")
     return first_lines(lines, 12)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from selfheal_dagster.core.healing import WAITED_REASON
 from selfheal_dagster.core.history import HealRecord, Outcome
 from selfheal_dagster.core.incidents import Incident, Launch, first_lines, held_lines, owner
+from selfheal_dagster.core.text import listed
 
 ORANGE = "#FFA500"
 COLORS = {
@@ -93,12 +94,11 @@ def reply(
 ) -> Message:
     """How one attempt went; its runs at the end."""
     runs = sorted({run for r in launch.records for run in r.run_ids})
-    more = f" and {len(runs) - 3} more" if len(runs) > 3 else ""
-    shown = ", ".join(run_link(r) for r in runs[:3])
+    shown = listed([run_link(r) for r in runs], 3, ", ", then=" ")
     return Message(
         kind="reply",
         title=incident.attempt_title(launch, max_attempts),
-        lines=(*incident.attempt_lines(launch), *([f"Runs: {shown}{more}"] if runs else [])),
+        lines=(*incident.attempt_lines(launch), *([f"Runs: {shown}"] if runs else [])),
     )
 
 

@@ -15,8 +15,10 @@ date's outage never fails another date's repair. No Dagster import: the graph is
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+
+from selfheal_dagster.core.dates import date_range
 
 Partition = tuple[str, date]
 
@@ -66,8 +68,7 @@ class PlannedRun:
 
     @property
     def days(self) -> list[date]:
-        last = self.last or self.day
-        return [self.day + timedelta(days=i) for i in range((last - self.day).days + 1)]
+        return date_range(self.day, self.last or self.day)
 
     @property
     def key(self) -> str:
@@ -219,14 +220,33 @@ def _merge_ranges(
     same rows) and no other run of the plan writes them (two runs of one plan writing one
     partition would race, or write it twice), else the range ends there.
     """
+    depth_of = _depths(runs)
+    groups = _ranges(runs, depth_of, rank, may_write)
+    groups += [([r], r.assets) for r in runs if r.failed]
+    return _ranged_runs(groups, depth_of)
+
+
+def _depths(runs: list[PlannedRun]) -> Callable[[str], int]:
+    """A run's depth by key: the longest chain of runs of the plan it waits for."""
     by_key = {r.key: r for r in runs}
-    planned = {p for r in runs for p in r.partitions}
     depth: dict[str, int] = {}
 
     def depth_of(key: str) -> int:
         if key not in depth:
             depth[key] = 1 + max((depth_of(k) for k in by_key[key].after), default=-1)
         return depth[key]
+
+    return depth_of
+
+
+def _ranges(
+    runs: list[PlannedRun],
+    depth_of: Callable[[str], int],
+    rank: Mapping[str, int],
+    may_write: Callable[[str, date], bool],
+) -> list[tuple[list[PlannedRun], tuple[str, ...]]]:
+    """The refresh runs grouped into ranges of consecutive dates, each with its assets."""
+    planned = {p for r in runs for p in r.partitions}
 
     def union(
         group: list[PlannedRun], assets: tuple[str, ...], run: PlannedRun
@@ -238,8 +258,7 @@ def _merge_ranges(
             return joined
         return None
 
-    merged: list[list[PlannedRun]] = []
-    assets_of: list[tuple[str, ...]] = []
+    groups: list[tuple[list[PlannedRun], tuple[str, ...]]] = []
     refresh = sorted(
         (r for r in runs if not r.failed), key=lambda r: (depth_of(r.key), r.day, r.part)
     )
@@ -248,25 +267,29 @@ def _merge_ranges(
         # the run extends one that ended the day before, at its depth, its own assets first.
         ends = [
             i
-            for i, group in enumerate(merged)
+            for i, (group, _) in enumerate(groups)
             if depth_of(group[-1].key) == depth_of(run.key) and (run.day - group[-1].day).days == 1
         ]
-        ends.sort(key=lambda i: assets_of[i] != run.assets)
+        ends.sort(key=lambda i: groups[i][1] != run.assets)
         for i in ends:
-            joined = union(merged[i], assets_of[i], run)
+            joined = union(*groups[i], run)
             if joined is not None:
-                merged[i].append(run)
-                assets_of[i] = joined
+                groups[i] = ([*groups[i][0], run], joined)
                 break
         else:
-            merged.append([run])
-            assets_of.append(run.assets)
-    merged += [[r] for r in runs if r.failed]
-    assets_of += [r.assets for r in runs if r.failed]
+            groups.append(([run], run.assets))
+    return groups
+
+
+def _ranged_runs(
+    groups: list[tuple[list[PlannedRun], tuple[str, ...]]], depth_of: Callable[[str], int]
+) -> list[PlannedRun]:
+    """One run per group (a group of several: one ranged run), waits renamed to match,
+    each run after every run it waits for (merged runs keep their members' depth)."""
     renamed: dict[str, str] = {}
     first_key: dict[str, str] = {}
     out = []
-    for group, assets in zip(merged, assets_of, strict=True):
+    for group, assets in groups:
         first = group[0]
         if len(group) == 1:
             out.append(first)
@@ -285,18 +308,7 @@ def _merge_ranges(
         renamed.update({k: ranged.key for k in members})
         first_key[ranged.key] = first.key
         out.append(ranged)
-    out = [
-        PlannedRun(
-            day=r.day,
-            assets=r.assets,
-            failed=r.failed,
-            after=tuple(sorted({renamed.get(k, k) for k in r.after})),
-            part=r.part,
-            last=r.last,
-        )
-        for r in out
-    ]
-    # Each run after every run it waits for: merged runs keep their members' depth.
+    out = [replace(r, after=tuple(sorted({renamed.get(k, k) for k in r.after}))) for r in out]
     return sorted(out, key=lambda r: (depth_of(first_key[r.key]), r.day, r.part))
 
 

@@ -4,7 +4,6 @@ They run in the same run that materialises a partition (a freshly written short 
 flagged at once); the sweep (sweep.py) evaluates the same logic over a watch window.
 """
 
-import warnings
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
@@ -21,6 +20,7 @@ from selfheal_dagster.core.checks import (
     window_start,
 )
 from selfheal_dagster.core.dates import now_utc
+from selfheal_dagster.defs.accepted import accepted
 from selfheal_dagster.defs.partitions import daily_partitions
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
 from selfheal_dagster.instance import check_records
@@ -88,8 +88,7 @@ def partition_check(table: Table, name: str) -> dg.AssetChecksDefinition:
     # results in the UI, so we accept the preview and silence its warning here only.
     # A short partition that a later step of the same run reads stops the run there.
     decorate_blocking = name == "row_count" and read_same_date(table)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)
+    with accepted(dg.PreviewWarning):
         decorate = dg.asset_check(
             asset=dg.AssetKey(table.key_path),
             name=name,
@@ -126,8 +125,7 @@ def partition_check(table: Table, name: str) -> dg.AssetChecksDefinition:
             )
         return None
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)
+    with accepted(dg.PreviewWarning):
         return decorate(_check)
 
 

@@ -3,23 +3,24 @@
 The heal sensor is the loop of ``instance/heal_loop.py``: gather (new check results, the heal runs
 it owns, every run in flight), decide (``core/healing.py``: each failing target open ->
 healing -> healed | failed -> back-off -> ... -> gave up, or superseded), apply (history,
-alerts, run requests). The run-status sensors record each heal run's outcome as it ends.
-Every side effect is keyed so that a re-run tick repeats nothing.
+run tags, run requests). The alerts sensor sends what the history owes, off that path. The
+run-status sensors record each heal run's outcome as it ends. Every side effect is keyed so
+that a re-run tick repeats nothing.
 """
-
-import warnings
 
 import dagster as dg
 
 from selfheal_dagster.adapters.settings import Settings
 from selfheal_dagster.core import healing
 from selfheal_dagster.core.dates import now_utc, today_et
+from selfheal_dagster.core.names import ALERTS_SENSOR, HEAL_JOB, HEAL_SENSOR, OUTCOME_SENSORS
+from selfheal_dagster.defs.accepted import accepted
 from selfheal_dagster.defs.resources import (
     AlertsResource,
     Phase1SourceResource,
     WarehouseResource,
 )
-from selfheal_dagster.instance.heal_loop import HEAL_JOB, planner_graph, tick, verify
+from selfheal_dagster.instance.heal_loop import planner_graph, tick, verify
 from selfheal_dagster.tables import PHASE_GROUPS
 
 heal_job = dg.define_asset_job(
@@ -84,10 +85,9 @@ def heal_sensor(interval_seconds: int, policy: healing.Policy) -> dg.SensorDefin
     ):
         return heal_tick(context, warehouse.open(), policy, calendar=source.scheduled_games)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
+    with accepted(dg.BetaWarning):
         return dg.sensor(
-            name="heal_sensor",
+            name=HEAL_SENSOR,
             jobs=[heal_job],
             minimum_interval_seconds=interval_seconds,
             default_status=dg.DefaultSensorStatus.RUNNING,
@@ -103,7 +103,7 @@ ALERT_BUDGET_SECONDS = 40  # within Dagster's 60 s sensor deadline, whatever Sla
 
 
 @dg.sensor(
-    name="alerts_sensor",
+    name=ALERTS_SENSOR,
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
@@ -131,9 +131,10 @@ def defs() -> dg.Definitions:
         jobs=[heal_job],
         sensors=[
             heal_sensor(settings.heal_interval_seconds, policy),
-            _verify_sensor("heal_outcome_success", dg.DagsterRunStatus.SUCCESS),
-            _verify_sensor("heal_outcome_failure", dg.DagsterRunStatus.FAILURE),
-            _verify_sensor("heal_outcome_canceled", dg.DagsterRunStatus.CANCELED),
+            *(
+                _verify_sensor(name, dg.DagsterRunStatus[status])
+                for status, name in OUTCOME_SENSORS.items()
+            ),
             alerts_sensor,
         ],
     )

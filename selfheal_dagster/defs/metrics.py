@@ -14,9 +14,9 @@ import dagster as dg
 from selfheal_dagster.core import history
 from selfheal_dagster.core.dates import EASTERN, eastern, now_utc, today_et
 from selfheal_dagster.core.history import HealRecord, summarize
+from selfheal_dagster.core.names import METRICS_JOB
 from selfheal_dagster.defs.partitions import daily_partitions
 from selfheal_dagster.defs.resources import WarehouseResource
-from selfheal_dagster.instance.heal_loop import METRICS_JOB
 from selfheal_dagster.tables import PHASE_OWNERS, TABLES
 
 HEAL_HISTORY = dg.AssetKey(["selfheal", "heal_history"])

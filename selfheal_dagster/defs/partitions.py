@@ -1,12 +1,13 @@
 """Game-date partitions and the partition mappings derived from the registry."""
 
-import warnings
 from datetime import date
 
 import dagster as dg
 
 from selfheal_dagster.adapters.settings import season_start
 from selfheal_dagster.adapters.warehouse import WriteResult
+from selfheal_dagster.core.names import PHASE
+from selfheal_dagster.defs.accepted import accepted
 from selfheal_dagster.tables import (
     BY_NAME,
     PHASE_GROUPS,
@@ -30,8 +31,7 @@ def partition_mapping(upstream: Upstream) -> dg.PartitionMapping | None:
     if not upstream.is_lookback:
         return None
     # The first days of the season look back before the first partition; that is expected.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
+    with accepted(dg.BetaWarning):
         return dg.TimeWindowPartitionMapping(
             start_offset=-upstream.lookback_days,
             end_offset=-1,
@@ -46,26 +46,33 @@ def asset_deps(table: Table) -> list[dg.AssetDep]:
     ]
 
 
-def asset_options(table: Table, kinds: set[str]) -> dict[str, object]:
-    """What every table's asset declares, from the registry: key, group, partitions, lineage."""
-    return {
-        "key": table.key_path,
-        "group_name": PHASE_GROUPS[table.phase],
-        "partitions_def": daily_partitions,
-        "deps": asset_deps(table),
-        "kinds": kinds,
-        "description": description(table),
-        "metadata": asset_metadata(table),
-        "owners": [PHASE_OWNERS[table.phase]],
-        "tags": {"selfheal/phase": str(table.phase)},
-        "backfill_policy": BACKFILL_POLICY,
-    }
+def asset_spec(table: Table, kinds: set[str]) -> dg.AssetSpec:
+    """What every table's asset declares, typed, from the registry: key, group, partitions,
+    lineage with its partition mappings, kinds, owners, tags, description and metadata."""
+    return dg.AssetSpec(
+        key=table.key_path,
+        group_name=PHASE_GROUPS[table.phase],
+        partitions_def=daily_partitions,
+        deps=asset_deps(table),
+        kinds=kinds,
+        description=description(table),
+        metadata=asset_metadata(table),
+        owners=[PHASE_OWNERS[table.phase]],
+        tags={PHASE: str(table.phase)},
+    )
+
+
+def table_asset(table: Table, kinds: set[str]):
+    """The decorator of a table's asset: its spec, its op named as ``@dg.asset`` names one
+    (``nba_raw__bdl_player_boxscores``), a range of dates computed in one run."""
+    spec = asset_spec(table, kinds)
+    return dg.multi_asset(
+        specs=[spec], name=spec.key.to_python_identifier(), backfill_policy=BACKFILL_POLICY
+    )
 
 
 # `backfill_policy` is beta in Dagster 1.13 and warns on every asset definition; it is what
-# `--partition-range` and ranged runs need, so it is accepted here knowingly.
-warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
-
+# `--partition-range` and ranged runs need: accepted knowingly (``defs/accepted.py``).
 # Every asset computes a range of dates in one run (one load, one SQL statement): a backfill
 # or heal of N dates is one run, not N. Selected together, Phase 2 then Phase 4 of the range.
 BACKFILL_POLICY = dg.BackfillPolicy.single_run()
@@ -140,6 +147,25 @@ def written(result: WriteResult, games: dict[date, int], days: list[date]) -> dg
             "loaded_at": dg.MetadataValue.timestamp(result.loaded_at),
         }
     )
+
+
+def finished(
+    context: dg.AssetExecutionContext,
+    table: Table,
+    result: WriteResult | None,
+    *,
+    games: dict[date, int],
+    days: list[date],
+    done: list[date],
+    error: Exception | None,
+) -> dg.MaterializeResult:
+    """A step's end: its result; or, with ``error``, the dates it wrote (``done``)
+    materialised first, then the error, so only the other dates show as failed."""
+    if error is not None:
+        written_before_failure(context, table, result, games, done)
+        raise error
+    assert result is not None
+    return written(result, games, days)
 
 
 def written_before_failure(

@@ -8,14 +8,8 @@ the failure holds up only what reads that date.
 import dagster as dg
 
 from selfheal_dagster.adapters.settings import Settings
-from selfheal_dagster.defs.partitions import (
-    asset_options,
-    games_by_day,
-    partition_days,
-    span,
-    written,
-    written_before_failure,
-)
+from selfheal_dagster.core.text import listed
+from selfheal_dagster.defs import partitions
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
 from selfheal_dagster.tables import Table, in_phase
 
@@ -25,33 +19,35 @@ class SourceFailed(RuntimeError):
 
 
 def phase2_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
-    @dg.asset(**asset_options(table, {warehouse_kind, "python"}))
+    @partitions.table_asset(table, {warehouse_kind, "python"})
     def _load(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
         source: Phase1SourceResource,
     ) -> dg.MaterializeResult:
-        days = partition_days(context)
+        days = partitions.partition_days(context)
         wh = warehouse.open()
         if len(days) == 1:  # one date: exactly one load, its error raised as it is
             result = source.load(table, days[0], wh)
             context.log.info(f"{table.key} {days[0]}: {result.rows} rows loaded")
-            return written(result, games_by_day(wh, days), days)
+            return partitions.written(result, partitions.games_by_day(wh, days), days)
         loaded = source.load_range(table, days, wh)
         done = [d for d in days if d not in loaded.failed]
-        games = games_by_day(wh, days)
+        games = partitions.games_by_day(wh, days)
         if loaded.written is not None:
-            context.log.info(f"{table.key} {span(done)}: {loaded.written.rows} rows loaded")
-        if loaded.failed:
-            written_before_failure(context, table, loaded.written, games, done)
-            first = sorted(loaded.failed.items())
-            raise SourceFailed(
-                f"{table.key}: {len(first)} of {len(days)} dates not loaded: "
-                + "; ".join(f"{d}: {why}" for d, why in first[:5])
-                + (f"; and {len(first) - 5} more" if len(first) > 5 else "")
+            context.log.info(
+                f"{table.key} {partitions.span(done)}: {loaded.written.rows} rows loaded"
             )
-        assert loaded.written is not None
-        return written(loaded.written, games, days)
+        error = None
+        if loaded.failed:
+            first = sorted(loaded.failed.items())
+            error = SourceFailed(
+                f"{table.key}: {len(first)} of {len(days)} dates not loaded: "
+                + listed([f"{d}: {why}" for d, why in first], 5)
+            )
+        return partitions.finished(
+            context, table, loaded.written, games=games, days=days, done=done, error=error
+        )
 
     return _load
 

@@ -18,14 +18,7 @@ from selfheal_dagster.core.checks import (
     missing_inputs_detail,
     missing_inputs_line,
 )
-from selfheal_dagster.defs.partitions import (
-    asset_options,
-    games_by_day,
-    partition_days,
-    span,
-    written,
-    written_before_failure,
-)
+from selfheal_dagster.defs import partitions
 from selfheal_dagster.defs.resources import (
     Phase1SourceResource,
     Phase4Resource,
@@ -35,14 +28,14 @@ from selfheal_dagster.tables import Table, execution_order, in_phase
 
 
 def phase4_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
-    @dg.asset(**asset_options(table, {warehouse_kind, "sql"}))
+    @partitions.table_asset(table, {warehouse_kind, "sql"})
     def _process(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
         phase4: Phase4Resource,
         source: Phase1SourceResource,
     ) -> dg.MaterializeResult:
-        days = partition_days(context)
+        days = partitions.partition_days(context)
         wh = warehouse.open()
         start, tables = input_window(table, days[0])
         window = read_window(wh, start, days[-1], tables)
@@ -55,14 +48,17 @@ def phase4_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
         result = None
         if ready:
             result, via = phase4.run(table, ready, wh)
-            context.log.info(f"{table.key} {span(ready)}: {result.rows} rows computed by {via}")
-        games = games_by_day(wh, days)
+            context.log.info(
+                f"{table.key} {partitions.span(ready)}: {result.rows} rows computed by {via}"
+            )
+        games = partitions.games_by_day(wh, days)
+        error = None
         if problems:
-            written_before_failure(context, table, result, games, ready)
             context.log.warning(missing_inputs_detail(table, problems))  # every date, kept
-            raise MissingInput(missing_inputs_line(table, problems))
-        assert result is not None
-        return written(result, games, days)
+            error = MissingInput(missing_inputs_line(table, problems))
+        return partitions.finished(
+            context, table, result, games=games, days=days, done=ready, error=error
+        )
 
     return _process
 

@@ -8,13 +8,14 @@ the outcome sensors close its heal records and the heal loop retries it as an at
 
 import dagster as dg
 
+from selfheal_dagster.core.names import RUN_REAPER
 from selfheal_dagster.instance import orphans
 
 INTERVAL_SECONDS = 30
 
 
 @dg.sensor(
-    name="run_reaper",
+    name=RUN_REAPER,
     minimum_interval_seconds=INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(

@@ -7,7 +7,6 @@ whose outcome changed, or that has not been re-asserted for ``reassert_minutes``
 failure is seen again without flooding the event log.
 """
 
-import warnings
 from datetime import date, datetime, timedelta
 
 import dagster as dg
@@ -17,11 +16,13 @@ from selfheal_dagster.adapters.settings import Settings
 from selfheal_dagster.adapters.warehouse import read_window
 from selfheal_dagster.core.checks import CHECKS, Outcome, evaluate, window_start
 from selfheal_dagster.core.dates import date_range, now_utc, today_et
+from selfheal_dagster.core.names import SWEEP_JOB, SWEEP_SENSOR, SWEEP_TAG
+from selfheal_dagster.defs.accepted import accepted
 from selfheal_dagster.defs.checks import check_evaluation, check_key
 from selfheal_dagster.defs.partitions import daily_partitions, partition_days
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
 from selfheal_dagster.instance import check_records
-from selfheal_dagster.instance.heal_loop import IN_FLIGHT, SWEEP_JOB
+from selfheal_dagster.instance.heal_loop import IN_FLIGHT
 from selfheal_dagster.tables import TABLES, Table
 
 
@@ -150,13 +151,12 @@ def sweep_sensor(interval_seconds: int, config: SweepConfig) -> dg.SensorDefinit
         return dg.RunRequest(
             run_key=f"sweep-{bucket}",
             run_config=dg.RunConfig(ops={"sweep_checks": config}),
-            tags={"selfheal/sweep": "true"},
+            tags={SWEEP_TAG: "true"},
         )
 
-    with warnings.catch_warnings():  # Dagster's own sensor constructor warns about `owners`
-        warnings.simplefilter("ignore", dg.BetaWarning)
+    with accepted(dg.BetaWarning):  # Dagster's own sensor constructor warns about `owners`
         return dg.sensor(
-            name="sweep_sensor",
+            name=SWEEP_SENSOR,
             job=sweep_job,
             minimum_interval_seconds=interval_seconds,
             default_status=dg.DefaultSensorStatus.RUNNING,

@@ -1,10 +1,12 @@
 """The heal loop's I/O around the pure decision (``core/healing.py``): gather, then apply.
 
-``gather`` does every read of the instance and the warehouse a tick needs; ``apply`` does every
-side effect of a decision (history records) and returns the run requests; alerts leave later,
-from the history, through ``Notifier.deliver``. The heal
-sensor, ``selfheal heal`` (``runs.py``) and the outcome sensors all go through here, so the
-flow is written once.
+``gather`` does every read of the instance and the warehouse a tick needs, and changes
+nothing; ``apply`` is the only function that writes a decision's effects (history records,
+resolved outcomes, gave-up run tags) and returns the run requests; the cursor is written by
+Dagster from what ``tick`` returns. Alerts leave later, from the history, through
+``Notifier.deliver``. The outcome sensors record a finished run's verdict (``verify``, with
+the rules of ``core/verdicts.py``); ``selfheal heal`` (``runs.heal_now``) uses the same
+planner, records, run requests and ``verify``, run by run in this process.
 """
 
 from __future__ import annotations
@@ -17,25 +19,31 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from selfheal_dagster.adapters.warehouse import Warehouse, read_window
-from selfheal_dagster.core import healing, planner
+from selfheal_dagster.core import claims, healing, planner, results, verdicts
 from selfheal_dagster.core.checks import (
     CHECKS,
     EVALUATORS,
-    HEALABLE,
     HISTORY_DAYS,
     READ_AT,
     Calendar,
-    MissingInput,
     broken_inputs,
 )
 from selfheal_dagster.core.coverage import Window
-from selfheal_dagster.core.dates import date_range, partition_tags
+from selfheal_dagster.core.dates import partition_tags, tag_days
 from selfheal_dagster.core.errors import error_summary
 from selfheal_dagster.core.history import FINAL, OUTCOME_COLUMNS, Outcome
+from selfheal_dagster.core.names import (
+    DAGSTER_RUN_KEY,
+    HEAL_JOB,
+    OUTCOME_TAG,
+    REASON_TAG,
+    SWEEP_JOB,
+    WRITE_NO_TABLE,
+)
+from selfheal_dagster.core.text import LINE_LIMIT, one_line
 from selfheal_dagster.instance import check_records
 from selfheal_dagster.tables import BY_KEY, TABLES, execution_order
 
-HEAL_JOB = "heal_job"
 PHASES = {t.key: t.phase for t in TABLES}
 CHECK_KEYS = [dg.AssetCheckKey(dg.AssetKey(t.key_path), name) for t in TABLES for name in CHECKS]
 IN_FLIGHT = (
@@ -112,8 +120,8 @@ class WarehouseView:
 
 @dataclass(frozen=True)
 class Results:
-    """What the check records since the cursor say: new healable failures, the newest new
-    pass per (asset, date, check), and how far the cursor may advance."""
+    """What the check records since the cursor say (judged by ``core/results.py``): new
+    healable failures, the newest new pass per (asset, date, check), the cursor's advance."""
 
     failures: list[healing.Failure]
     passes: dict[tuple[str, date, str], datetime]
@@ -121,18 +129,35 @@ class Results:
     seen: tuple[int, ...]
 
 
+def check_result(record: check_records.AssetCheckExecutionRecord) -> results.CheckResult | None:
+    """A finished record's partitioned evaluation, as the loop judges it (None: nothing to
+    heal from it)."""
+    evaluation = check_records.evaluation(record)
+    if evaluation is None or evaluation.partition is None:
+        return None
+    at = datetime.fromtimestamp(record.event.timestamp, UTC)
+    status = evaluation.metadata.get("status")
+    read = evaluation.metadata.get(READ_AT)
+    return results.CheckResult(
+        record_id=record.id,
+        asset=evaluation.asset_key.to_user_string(),
+        day=date.fromisoformat(evaluation.partition),
+        check=evaluation.check_name,
+        passed=evaluation.passed,
+        status=status.value if status is not None else None,
+        reason=evaluation.description or (status.value if status else "failed"),
+        at=at,
+        read_at=datetime.fromtimestamp(read.value, UTC) if read is not None else at,
+    )
+
+
 def read_results(
     instance: dg.DagsterInstance,
     state: healing.State,
     view_for: Callable[[set[date]], WarehouseView],
 ) -> tuple[Results, WarehouseView]:
-    """New healable failures and new passes since the cursor, and the next watermark.
-
-    A failure computed from a read that started before the partition's last write is not a
-    new failure (the write may have fixed it; the loop owns the write's outcome). A check
-    record gets its id when the check is planned and its result later, in place, so the
-    watermark stays below any record still planned in a run in flight.
-    """
+    """The check records since the cursor, judged (``core/results.py``), and one warehouse
+    read over the dates they and the loop's targets concern."""
     seen = set(state.seen)
     fresh = [
         r
@@ -145,63 +170,18 @@ def read_results(
         runs = instance.get_run_records(dg.RunsFilter(run_ids=sorted({r.run_id for r in planned})))
         running = {r.dagster_run.run_id for r in runs if r.dagster_run.status in IN_FLIGHT}
     floor = min((r.id for r in planned if r.run_id in running), default=None)
-    candidates, passes, handled = [], {}, []
-    for record in fresh:
-        if check_records.is_planned(record):
-            if record.run_id not in running:
-                handled.append(record.id)  # its run ended without evaluating it
-            continue
-        handled.append(record.id)
-        evaluation = check_records.evaluation(record)
-        if evaluation is None or evaluation.partition is None:
-            continue
-        asset, day = evaluation.asset_key.to_user_string(), date.fromisoformat(evaluation.partition)
-        at = datetime.fromtimestamp(record.event.timestamp, UTC)
-        status = evaluation.metadata.get("status")
-        if evaluation.passed:
-            key = (asset, day, evaluation.check_name)
-            passes[key] = max(at, passes.get(key, at))
-        elif status is None or status.value in HEALABLE:
-            read = evaluation.metadata.get(READ_AT)
-            read_at = datetime.fromtimestamp(read.value, UTC) if read is not None else at
-            candidates.append((record.id, asset, day, evaluation, at, read_at))
-    view = view_for({d for _, _, d, *_ in candidates} | state.days())
-    failures = []
-    for record_id, asset, day, evaluation, at, read_at in candidates:
-        written = view.loaded_at(asset, day)
-        if written is not None and written > read_at:
-            continue  # computed from a read older than the partition's last write
-        newer = passes.get((asset, day, evaluation.check_name))
-        if newer is not None and newer > at:
-            continue  # a newer result of the same check already says it passes
-        status = evaluation.metadata.get("status")
-        failures.append(
-            healing.Failure(
-                record_id=record_id,
-                asset=asset,
-                day=day,
-                check=evaluation.check_name,
-                reason=evaluation.description or (status.value if status else "failed"),
-                detected_at=at,
-            )
-        )
-    top = max([state.watermark or 0, *handled])
-    watermark = top if floor is None else min(top, floor - 1)
-    above = tuple(sorted(i for i in {*state.seen, *handled} if i > watermark))
-    return Results(failures, passes, watermark, above), view
+    # A planned record whose run ended without evaluating it is handled too.
+    handled = [r.id for r in fresh if not check_records.is_planned(r) or r.run_id not in running]
+    found = [c for r in fresh if not check_records.is_planned(r) and (c := check_result(r))]
+    view = view_for({r.day for r in found if r.healable} | state.days())
+    watermark, above = results.advance(state.watermark, state.seen, handled, floor)
+    failures = results.new_failures(found, view.loaded_at)
+    return Results(failures, results.newest_passes(found), watermark, above), view
 
 
 def run_days(run: dg.DagsterRun) -> list[date]:
     """The dates a run computes: its partition, or its partition range."""
-    tags = run.tags
-    if "dagster/partition" in tags:
-        return [date.fromisoformat(tags["dagster/partition"])]
-    if "dagster/asset_partition_range_start" in tags:
-        return date_range(
-            date.fromisoformat(tags["dagster/asset_partition_range_start"]),
-            date.fromisoformat(tags["dagster/asset_partition_range_end"]),
-        )
-    return []
+    return tag_days(run.tags)
 
 
 def healed_partitions(
@@ -268,52 +248,22 @@ def run_statuses(
     return out
 
 
+def run_info(run: dg.DagsterRun) -> claims.RunInfo:
+    assets = tuple(k.to_user_string() for k in run.asset_selection or ())
+    return claims.RunInfo(run.run_id, run.job_name, run.tags, assets)
+
+
 def busy_partitions(instance: dg.DagsterInstance, now: datetime) -> dict[planner.Partition, str]:
     """Every (asset, date) a run in flight will write, whatever launched it: heals, the
     materialising CLI, backfills (their whole range, also between two of their runs)."""
-    records = list(instance.get_run_records(dg.RunsFilter(statuses=list(IN_FLIGHT))))
-    latest: dict[str, dg.RunRecord] = {}  # a backfill between two of its runs: its last run
-    for r in instance.get_run_records(dg.RunsFilter(updated_after=now - BACKFILL_GAP)):
-        tags = r.dagster_run.tags
-        if healing.BACKFILL in tags and _step(r) > _step(latest.get(tags[healing.BACKFILL])):
-            latest[tags[healing.BACKFILL]] = r
-    records += [r for r in latest.values() if _more_to_come(r.dagster_run.tags)]
-    out: dict[planner.Partition, str] = {}
-    for record in records:
-        run = record.dagster_run
-        tags = run.tags
-        if run.job_name in WRITE_NO_TABLE:
-            continue
-        if healing.BACKFILL in tags:
-            first, _, last = tags[healing.BACKFILL].partition("..")
-            days = date_range(date.fromisoformat(first), date.fromisoformat(last or first))
-        elif "dagster/partition" in tags:
-            days = [date.fromisoformat(tags["dagster/partition"])]
-        elif "dagster/asset_partition_range_start" in tags:
-            days = date_range(
-                date.fromisoformat(tags["dagster/asset_partition_range_start"]),
-                date.fromisoformat(tags["dagster/asset_partition_range_end"]),
-            )
-        else:
-            continue  # unpartitioned (the sweep): writes no table
-        assets = (
-            [k.to_user_string() for k in run.asset_selection]
-            if run.asset_selection
-            else [t.key for t in TABLES]
-        )
-        out.update({(a, d): run.run_id for a in assets if a in BY_KEY for d in days})
-    return out
-
-
-def _step(record: dg.RunRecord | None) -> int:
-    if record is None:
-        return 0
-    return int(record.dagster_run.tags.get(healing.BACKFILL_STEP, "1/1").partition("/")[0])
-
-
-def _more_to_come(tags: dict[str, str]) -> bool:
-    step, _, total = tags.get(healing.BACKFILL_STEP, "1/1").partition("/")
-    return step != total
+    in_flight = instance.get_run_records(dg.RunsFilter(statuses=list(IN_FLIGHT)))
+    recent = instance.get_run_records(dg.RunsFilter(updated_after=now - BACKFILL_GAP))
+    between = claims.between_steps(run_info(r.dagster_run) for r in recent)
+    return claims.claims(
+        [*(run_info(r.dagster_run) for r in in_flight), *between],
+        tables=[t.key for t in TABLES],
+        write_no_table=WRITE_NO_TABLE,
+    )
 
 
 def gather(
@@ -344,35 +294,38 @@ def gather(
 
 
 def judge(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[Outcome, str]:
-    """Healed when the run succeeded and every check it ran passes."""
-    if run.status != dg.DagsterRunStatus.SUCCESS:
+    """The run's verdict (``core/verdicts.py``) from its event log."""
+    return verdicts.verdict(run_events(instance, run))
+
+
+def run_events(instance: dg.DagsterInstance, run: dg.DagsterRun) -> verdicts.RunEvents:
+    """What a finished run's event log says, as ``verdicts.verdict`` reads it."""
+    succeeded = run.status == dg.DagsterRunStatus.SUCCESS
+    if not succeeded:
         failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
         errors = [
             f"{e.step_key}: {error_summary(e.dagster_event.step_failure_data.error)}"
             for e in failures
             if e.dagster_event and e.dagster_event.step_failure_data.error
         ]
-        if errors and all(f"{MissingInput.__name__}:" in e for e in errors):
-            # Nothing was computed on a missing input: held, not failed (the loop waits for
-            # that input; a person is told what holds it).
-            return Outcome.SKIPPED, "held: " + "; ".join(errors)
-        if not errors:  # failed or canceled from outside: the run's own failure message
+        messages = []
+        if not errors:
             ended = instance.all_logs(
                 run.run_id,
                 of_type={dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED},
             )
-            errors = [e.dagster_event.message for e in ended[-1:] if e.dagster_event]
-        said = "; ".join(e for e in errors if e)
-        return Outcome.FAILED, said or f"run {run.status.value.lower()}"
-    results = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-    still = []
-    for entry in results:
-        ev = entry.dagster_event.event_specific_data
-        if not ev.passed:
-            still.append(f"{ev.asset_key.to_user_string()} {ev.check_name}: {ev.description}")
-    if still:
-        return Outcome.FAILED, "run succeeded but checks still fail: " + "; ".join(still)
-    return Outcome.HEALED, f"{len(results)} check result(s) in the run, none failing"
+            messages = [e.dagster_event.message for e in ended[-1:] if e.dagster_event]
+        return verdicts.RunEvents(False, run.status.value, errors, messages)
+    checks = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    evaluations = [entry.dagster_event.event_specific_data for entry in checks]
+    failing = [
+        f"{ev.asset_key.to_user_string()} {ev.check_name}: {ev.description}"
+        for ev in evaluations
+        if not ev.passed
+    ]
+    return verdicts.RunEvents(
+        True, run.status.value, failing_checks=failing, check_results=len(checks)
+    )
 
 
 def resolve(
@@ -400,21 +353,6 @@ def resolve(
     return done
 
 
-OUTCOME_TAG = healing.OUTCOME_TAG
-REASON_TAG = healing.REASON_TAG
-RUN_KEY_TAG = "dagster/run_key"
-SWEEP_JOB = "sweep_job"  # defined in defs/sweep.py
-METRICS_JOB = "heal_metrics_job"  # defined in defs/metrics.py
-# Jobs that write no table: the sweep (and a person's re-check of dates), the heal figures.
-WRITE_NO_TABLE = frozenset({SWEEP_JOB, METRICS_JOB})
-SHORT = 120  # characters: a run tag and a sensor tick's skip reason stay one readable line
-
-
-def one_line(text: str, limit: int = SHORT) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def tag_outcome(instance: dg.DagsterInstance, run_id: str, outcome: Outcome, reason: str) -> None:
     """The heal's outcome on its run, so the UI's run list filters on it
     (``selfheal/outcome: failed``) and the run's page says what happened."""
@@ -424,7 +362,7 @@ def tag_outcome(instance: dg.DagsterInstance, run_id: str, outcome: Outcome, rea
 def tag_gave_up(instance: dg.DagsterInstance, run_keys: Iterable[str]) -> None:
     """The last attempt of a target given up on: its run says so."""
     for key in run_keys:
-        for run in instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: key}), limit=5):
+        for run in instance.get_runs(dg.RunsFilter(tags={DAGSTER_RUN_KEY: key}), limit=5):
             reason = run.tags.get(REASON_TAG, "")
             tag_outcome(instance, run.run_id, Outcome.GAVE_UP, f"last attempt; {reason}")
 
@@ -432,33 +370,28 @@ def tag_gave_up(instance: dg.DagsterInstance, run_keys: Iterable[str]) -> None:
 def verify(
     instance: dg.DagsterInstance, run: dg.DagsterRun, warehouse: Warehouse
 ) -> tuple[Outcome, str, list] | None:
-    """Record a finished heal run's outcome on its open history records (the alerts sensor
-    announces them); None for runs no heal launched."""
+    """Record a finished heal run's outcome on its open history records, per date and phase
+    (``verdicts.per_phase``), and on its tags; the alerts sensor announces them. None for
+    runs no heal launched."""
     cid = run.tags.get(healing.CORRELATION_ID)
     if not cid:
         return None
-    outcome, reason = judge(instance, run)
-    days = run_days(run) or [date.fromisoformat(run.tags[healing.TARGET_DATE])]
+    said = judge(instance, run)
     attempt = int(run.tags[healing.ATTEMPT]) if healing.ATTEMPT in run.tags else None
-    assets = [k.to_user_string() for k in run.asset_selection or ()]
     healed, _ = healed_partitions(instance, run)
+    phase_outcomes = verdicts.per_phase(
+        said,
+        days=run_days(run) or [date.fromisoformat(run.tags[healing.TARGET_DATE])],
+        assets=[k.to_user_string() for k in run.asset_selection or ()],
+        healed=healed,
+        phases=PHASES,
+    )
     records = []
-    # Per date and phase: a run whose Phase 2 step hit an outage may still have healed its
-    # Phase 4, and a ranged run that failed on one date may have healed the others.
-    for day in days:
-        for phase in sorted({PHASES[a] for a in assets}):
-            mine = {(a, day) for a in assets if PHASES[a] == phase}
-            if outcome is not Outcome.HEALED and mine <= healed:
-                said = (Outcome.HEALED, f"{len(mine)} table(s) written, their checks passing")
-            else:
-                said = (outcome, reason)
-            records += resolve(warehouse, day, cid, *said, [phase], run.run_id, attempt=attempt)
-    if (
-        outcome is not Outcome.HEALED
-        and records
-        and all(r.outcome is Outcome.HEALED for r in records)
-    ):
-        outcome, reason = Outcome.HEALED, "every date's tables written, their checks passing"
+    for day, phase, outcome, reason in phase_outcomes:
+        records += resolve(
+            warehouse, day, cid, outcome, reason, [phase], run.run_id, attempt=attempt
+        )
+    outcome, reason = verdicts.overall(said, [r.outcome for r in records])
     tag_outcome(instance, run.run_id, outcome, reason)
     return outcome, reason, records
 
@@ -507,7 +440,7 @@ def summary(decision: healing.Decision) -> str:
     if decision.skipped:
         more = len(decision.skipped) - 1
         suffix = f" (+{more} more)" if more else ""
-        return one_line(decision.skipped[0], SHORT - len(suffix)) + suffix
+        return one_line(decision.skipped[0], LINE_LIMIT - len(suffix)) + suffix
     if decision.escalations:
         return f"{len(decision.escalations)} target(s) given up"
     return one_line("; ".join(decision.closed)) or "no new failed checks"

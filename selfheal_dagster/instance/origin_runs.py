@@ -29,6 +29,7 @@ from dagster._core.remote_origin import (
 )
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # the default config
 LOCATION = "selfheal_dagster"  # the name workspace.yaml and [tool.dagster] give the location
 DEFS_MODULE = "selfheal_dagster.definitions"
 
@@ -59,7 +60,8 @@ def execute(
     run_config: Mapping[str, object] | None = None,
 ):
     """Create a run of ``job`` with the code location's origin and execute it in this process
-    (as a run worker would); the run's partition comes from ``tags``.
+    (as a run worker would); the run's partition comes from ``tags``, its console logs are
+    quiet unless ``run_config`` says otherwise.
 
     Why not ``execute_in_process``: its runs have no origin, so the UI's job and sensor views
     omit them. Why not the run launcher: a new process per run costs an import of the code
@@ -67,7 +69,7 @@ def execute(
     """
     selection = frozenset(asset_selection) if asset_selection else None
     subset = job.get_subset(asset_selection=selection) if selection else job
-    config = dict(run_config or {})
+    config = dict(run_config if run_config is not None else QUIET)
     remote, python = _origins(job.name)
     plan = create_execution_plan(
         InMemoryJob(subset),

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from selfheal_dagster.core.names import HOST_TAG
+
 # A run is judged only once it has been STARTED this long: its worker has had time to log.
 GRACE_SECONDS = 20.0
-HOST_TAG = "selfheal/host"  # set on CLI runs; daemon runs are judged by their worker's pid
 
 
 @dataclass(frozen=True)

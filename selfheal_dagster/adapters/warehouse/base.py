@@ -57,6 +57,17 @@ def processor_sql(table: Table) -> str:
     )
 
 
+@dataclass(frozen=True)
+class HistoryFilter:
+    """Which heal records to read: all that match every field given."""
+
+    day: date | None = None  # target date
+    correlation_id: str | None = None  # a prefix, matched literally
+    limit: int = 500
+    since: datetime | None = None  # recorded at or after
+    until: datetime | None = None  # recorded before
+
+
 class Warehouse(ABC):
     """Partition-level storage for the registry's tables.
 
@@ -127,17 +138,14 @@ class Warehouse(ABC):
     def note_alert(self, record_id: str, note: Mapping[str, Any]) -> None:
         """Append ``note`` to the record's alerts, atomically."""
 
+    def history(self, **where: Any) -> list[HealRecord]:
+        """Heal records, newest first, filtered by ``HistoryFilter``'s keywords: target date,
+        correlation ID (a prefix) and/or when recorded (``since`` <= timestamp < ``until``)."""
+        return self.read_history(HistoryFilter(**where))
+
     @abstractmethod
-    def history(
-        self,
-        day: date | None = None,
-        correlation_id: str | None = None,
-        limit: int = 500,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[HealRecord]:
-        """Heal records, newest first, filtered by target date, correlation ID (a prefix)
-        and/or when they were recorded (``since`` <= timestamp < ``until``)."""
+    def read_history(self, where: HistoryFilter) -> list[HealRecord]:
+        """``history``, in this warehouse's SQL."""
 
     @abstractmethod
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:

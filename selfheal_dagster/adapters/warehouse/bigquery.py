@@ -32,16 +32,11 @@ from typing import Any
 import sqlglot
 from google.cloud import bigquery
 
-from selfheal_dagster.adapters.warehouse.base import (
-    PartitionStats,
-    Warehouse,
-    WarehouseError,
-    WriteResult,
-    processor_params,
-    processor_sql,
-)
+from selfheal_dagster.adapters.warehouse import base
+from selfheal_dagster.adapters.warehouse.base import PartitionStats, WarehouseError, WriteResult
 from selfheal_dagster.core import history
 from selfheal_dagster.core.dates import now_utc
+from selfheal_dagster.core.errors import error_line
 from selfheal_dagster.tables import BY_NAME, LOADED_AT, TABLES, Table
 
 TYPES = {
@@ -108,11 +103,11 @@ def _transpiled(project: str, name: str) -> str:
     table = BY_NAME[name]
     # One quoted identifier per table (`project.dataset.table`), as quote() writes them.
     refs = {n: f'"{project}.{t.dataset}.{n}"' for n, t in BY_NAME.items()}
-    duckdb_sql = processor_sql(table).format_map(refs)
+    duckdb_sql = base.processor_sql(table).format_map(refs)
     return sqlglot.transpile(duckdb_sql, read="duckdb", write="bigquery", comments=False)[0]
 
 
-class BigQueryWarehouse(Warehouse):
+class BigQueryWarehouse(base.Warehouse):
     kind = "bigquery"
 
     def __init__(
@@ -192,7 +187,7 @@ class BigQueryWarehouse(Warehouse):
                 job = client.query(sql, job_config=job_config, location=self.location)
                 result = job.result()
         except Exception as exc:
-            raise WarehouseError(f"BigQuery job failed: {_one_line(exc)}") from exc
+            raise WarehouseError(f"BigQuery job failed: {error_line(exc)}") from exc
         return job, result
 
     def ensure_tables(self, tables: Sequence[Table] = TABLES) -> None:
@@ -243,7 +238,7 @@ class BigQueryWarehouse(Warehouse):
                 ).result()
         except Exception as exc:
             raise WarehouseError(
-                f"replace {table.key} {day} failed; the previous rows stay: {_one_line(exc)}"
+                f"replace {table.key} {day} failed; the previous rows stay: {error_line(exc)}"
             ) from exc
         return WriteResult(rows=len(rows), loaded_at=loaded_at)
 
@@ -304,7 +299,7 @@ class BigQueryWarehouse(Warehouse):
         except Exception as exc:
             raise WarehouseError(
                 f"staging {table.key} {days[0]}..{days[-1]} failed; nothing replaced: "
-                f"{_one_line(exc)}"
+                f"{error_line(exc)}"
             ) from exc
         try:
             self._query(
@@ -321,7 +316,7 @@ class BigQueryWarehouse(Warehouse):
         return WriteResult(rows=sum(by_day.values()), loaded_at=loaded_at, by_day=by_day)
 
     def run_processor(self, table: Table, days: Sequence[date]) -> WriteResult:
-        params = processor_params(table, [_check_day(d) for d in days])
+        params = base.processor_params(table, [_check_day(d) for d in days])
         loaded_at = now_utc()
         spine = params["days"]
         if len(spine) > 1:
@@ -462,28 +457,21 @@ class BigQueryWarehouse(Warehouse):
         )
         self._query(sql, {"note": json.dumps(dict(note), sort_keys=True), "id": record_id})
 
-    def history(
-        self,
-        day: date | None = None,
-        correlation_id: str | None = None,
-        limit: int = 500,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[history.HealRecord]:
-        where, params = [], {"limit": int(limit)}
-        if day is not None:
-            where.append("target_date = @day")
-            params["day"] = _check_day(day)
-        if correlation_id is not None:
-            where.append("STARTS_WITH(correlation_id, @cid)")
-            params["cid"] = correlation_id
-        for name, bound, op in (("since", since, ">="), ("until", until, "<")):
+    def read_history(self, where: base.HistoryFilter) -> list[history.HealRecord]:
+        clauses, params = [], {"limit": int(where.limit)}
+        if where.day is not None:
+            clauses.append("target_date = @day")
+            params["day"] = _check_day(where.day)
+        if where.correlation_id is not None:
+            clauses.append("STARTS_WITH(correlation_id, @cid)")
+            params["cid"] = where.correlation_id
+        for name, bound, op in (("since", where.since, ">="), ("until", where.until, "<")):
             if bound is not None:  # recorded in [since, until)
-                where.append(f"timestamp {op} @{name}")
+                clauses.append(f"timestamp {op} @{name}")
                 params[name] = bound
         sql = f"SELECT * FROM {self._history_ref()}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY timestamp DESC, id LIMIT @limit"
         _, rows = self._query(sql, params)
         return [history.HealRecord.from_row(dict(r.items())) for r in rows]
@@ -491,8 +479,3 @@ class BigQueryWarehouse(Warehouse):
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         _, rows = self._query(sql, params)
         return [dict(r.items()) for r in rows]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

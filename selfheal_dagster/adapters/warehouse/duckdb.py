@@ -22,16 +22,11 @@ from typing import Any
 
 import duckdb
 
-from selfheal_dagster.adapters.warehouse.base import (
-    PartitionStats,
-    Warehouse,
-    WarehouseError,
-    WriteResult,
-    processor_params,
-    processor_sql,
-)
+from selfheal_dagster.adapters.warehouse import base
+from selfheal_dagster.adapters.warehouse.base import PartitionStats, WarehouseError, WriteResult
 from selfheal_dagster.core import history
 from selfheal_dagster.core.dates import now_utc
+from selfheal_dagster.core.errors import error_line
 from selfheal_dagster.tables import LOADED_AT, TABLES, Table
 
 _TYPES = {
@@ -60,10 +55,6 @@ def _holder(exc: BaseException) -> str:
     return f" (pid {found.group(1)})" if found else ""
 
 
-def _one_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 def _in_list(column: str, param: str = "?") -> str:
     return f"{column} IN (SELECT UNNEST({param}))"
 
@@ -79,7 +70,7 @@ def _naive_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None)
 
 
-class DuckDBWarehouse(Warehouse):
+class DuckDBWarehouse(base.Warehouse):
     kind = "duckdb"
 
     def __init__(self, path: str | os.PathLike[str], lock_timeout: float = 120.0) -> None:
@@ -107,7 +98,7 @@ class DuckDBWarehouse(Warehouse):
                         f"still locked by another process{_holder(exc)} after "
                         f"{self.lock_timeout:.0f}s"
                         if locked
-                        else _one_line(exc)
+                        else error_line(exc)
                     )
                     raise WarehouseError(
                         f"cannot open the DuckDB warehouse {self.path}: {why}"
@@ -173,7 +164,7 @@ class DuckDBWarehouse(Warehouse):
             # If the transaction is already aborted there is nothing to undo.
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
-            raise WarehouseError(f"{what} failed and was rolled back: {_one_line(exc)}") from exc
+            raise WarehouseError(f"{what} failed and was rolled back: {error_line(exc)}") from exc
 
     def replace_partition(
         self, table: Table, day: date, rows: Sequence[Mapping[str, Any]]
@@ -208,11 +199,11 @@ class DuckDBWarehouse(Warehouse):
         return WriteResult(rows=len(rows), loaded_at=loaded_at, by_day=by_day)
 
     def run_processor(self, table: Table, days: Sequence[date]) -> WriteResult:
-        select = self.render(processor_sql(table))
+        select = self.render(base.processor_sql(table))
         cols = ", ".join(quote(c) for c in table.column_names)
         loaded_at = now_utc()
         pc = quote(table.partition_column)
-        params = processor_params(table, days)
+        params = base.processor_params(table, days)
         params = {k: v for k, v in params.items() if f"${k}" in select}
         spine = params["days"]
         what = f"processor {table.key} {_span(spine)}"
@@ -342,29 +333,22 @@ class DuckDBWarehouse(Warehouse):
                 [json.dumps(noted, sort_keys=True), record_id],
             )
 
-    def history(
-        self,
-        day: date | None = None,
-        correlation_id: str | None = None,
-        limit: int = 500,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[history.HealRecord]:
-        where, params = [], []
-        if day is not None:
-            where.append(f"{quote('target_date')} = ?")
-            params.append(day)
-        if correlation_id is not None:  # a prefix, matched literally (no LIKE wildcards)
-            where.append(f"starts_with({quote('correlation_id')}, ?)")
-            params.append(correlation_id)
-        for bound, op in ((since, ">="), (until, "<")):  # recorded in [since, until)
-            if bound is not None:
-                where.append(f"{quote('timestamp')} {op} ?")
+    def read_history(self, where: base.HistoryFilter) -> list[history.HealRecord]:
+        clauses, params = [], []
+        if where.day is not None:
+            clauses.append(f"{quote('target_date')} = ?")
+            params.append(where.day)
+        if where.correlation_id is not None:  # a prefix, matched literally (no LIKE wildcards)
+            clauses.append(f"starts_with({quote('correlation_id')}, ?)")
+            params.append(where.correlation_id)
+        for bound, op in ((where.since, ">="), (where.until, "<")):
+            if bound is not None:  # recorded in [since, until)
+                clauses.append(f"{quote('timestamp')} {op} ?")
                 params.append(bound.astimezone(UTC).replace(tzinfo=None))
         sql = f"SELECT * FROM {self._history_ref()}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {quote('timestamp')} DESC, {quote('id')} LIMIT {int(limit)}"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY {quote('timestamp')} DESC, {quote('id')} LIMIT {int(where.limit)}"
         with self.connect() as con:
             cur = self._exec(con, sql, params)
             names = [d[0] for d in cur.description]

@@ -1,0 +1,25 @@
+"""Text that must stay one readable line: run tags, a sensor tick's reason, long lists."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+LINE_LIMIT = 120  # characters: a run tag and a sensor tick's skip reason stay one line
+
+
+def one_line(text: str, limit: int = LINE_LIMIT) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def listed(
+    items: Sequence[str], limit: int, sep: str = "; ", then: str | None = None, noun: str = ""
+) -> str:
+    """The first ``limit`` items joined by ``sep``, then ``and N more [noun]`` after ``then``
+    (``sep`` unless given): ``a; b; c; and 2 more tables``."""
+    rest = len(items) - limit
+    shown = sep.join(items[:limit])
+    if rest <= 0:
+        return shown
+    return f"{shown}{sep if then is None else then}and {rest} more" + (f" {noun}" if noun else "")
