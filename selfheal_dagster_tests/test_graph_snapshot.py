@@ -4,7 +4,6 @@ backfill policies. A change to any of them shows in review as a change to
 ``snapshots/asset_graph.json``; regenerate it with ``SELFHEAL_UPDATE_SNAPSHOT=1 pytest
 selfheal_dagster_tests/test_graph_snapshot.py`` and read the diff."""
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -94,21 +93,40 @@ def test_the_asset_graph_matches_its_reviewed_snapshot(defs):
     assert differences(reviewed, current) == []
 
 
-def test_a_changed_mapping_or_blocking_flag_shows_as_a_difference(defs):
-    reviewed = snapshot(defs.resolve_asset_graph())
-    [lookback] = [
-        (asset, parent)
-        for asset, spec in reviewed.items()
-        for parent, mapping in spec["deps"].items()
-        if mapping.startswith("time window")
-    ][:1]
-    changed = copy.deepcopy(reviewed)
-    changed[lookback[0]]["deps"][lookback[1]] = "time window -7..-1"
-    [asset_with_checks] = [a for a, spec in reviewed.items() if spec["checks"]][:1]
-    name = sorted(changed[asset_with_checks]["checks"])[0]
-    blocking = changed[asset_with_checks]["checks"][name]["blocking"]
-    changed[asset_with_checks]["checks"][name]["blocking"] = not blocking
-    found = differences(reviewed, changed)
-    assert len(found) == 2
-    assert any(f"{lookback[0]}/deps/{lookback[1]}:" in line for line in found)
-    assert any(f"{asset_with_checks}/checks/{name}/blocking:" in line for line in found)
+def tables_graph(resources):
+    """The tables' assets and checks built again by the product's own factories."""
+    from selfheal_dagster.core.checks import CHECKS
+    from selfheal_dagster.defs import checks, phase2, phase4
+    from selfheal_dagster.tables import TABLES, execution_order, in_phase
+
+    assets = [phase2.phase2_asset(t, "duckdb") for t in in_phase(2)]
+    assets += [phase4.phase4_asset(t, "duckdb") for t in execution_order(in_phase(4))]
+    found = [checks.partition_check(t, name) for t in TABLES for name in CHECKS]
+    return dg.Definitions(
+        assets=assets, asset_checks=found, resources=resources
+    ).resolve_asset_graph()
+
+
+def test_a_changed_mapping_or_blocking_flag_fails_the_snapshot(defs, monkeypatch):
+    from selfheal_dagster.defs import checks, partitions
+
+    reviewed = json.loads(SNAPSHOT.read_text())
+    reviewed = {k: v for k, v in reviewed.items() if k in snapshot(tables_graph(defs.resources))}
+    assert differences(reviewed, snapshot(tables_graph(defs.resources))) == []
+    # A lookback of 7 dates instead of the registry's: every lookback dependency shows.
+    original = partitions.partition_mapping
+
+    def week(upstream):
+        mapping = original(upstream)
+        return dg.TimeWindowPartitionMapping(-7, -1) if mapping is not None else None
+
+    with monkeypatch.context() as m:
+        m.setattr(partitions, "partition_mapping", week)
+        changed = differences(reviewed, snapshot(tables_graph(defs.resources)))
+    assert changed and all("/deps/" in line and "time window -7..-1" in line for line in changed)
+    # The row-count check blocking on every table instead of on those read the same date.
+    with monkeypatch.context() as m:
+        m.setattr(checks, "read_same_date", lambda table: True)
+        changed = differences(reviewed, snapshot(tables_graph(defs.resources)))
+    assert changed and all(line.endswith("/blocking: False -> True") for line in changed)
+    assert all("/checks/row_count/" in line for line in changed)
