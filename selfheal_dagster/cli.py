@@ -1,4 +1,4 @@
-"""The ``selfheal`` command: demo, backfill, check, status, heal, gap.
+"""The ``selfheal`` command: demo, init, doctor, backfill, check, status, heal, history, gap.
 
 Every error a person can cause (a bad date, an unknown table, a missing setting) is printed as
 one line on stderr with exit code 2; a command that ran but found or left a problem exits 1.
@@ -177,9 +177,31 @@ def gap(table: Table, day: date, keep: float) -> int:
 @cli.command()
 def init() -> int:
     """Create the registry's datasets and tables, and the heal history (idempotent)."""
-    warehouse = report.warehouse()
-    warehouse.ensure_tables()
-    console.print(f"{warehouse.kind}: datasets and tables are in place")
+    with report.warehouse() as warehouse:
+        warehouse.ensure_tables()
+    console.print(
+        f"{warehouse.kind}: datasets and tables are in place (an existing table is left as "
+        "it is: selfheal doctor checks it)"
+    )
+    return 0
+
+
+@cli.command()
+@click.option("--date", "day", type=DATE, help="Date of the dry-run statements (yesterday).")
+def doctor(day: date | None) -> int:
+    """Check the setup, one line per item: credentials, datasets and tables, every statement
+    (a free BigQuery dry run), the services and Slack. Exit 0 only when all pass."""
+    # import cost: the doctor's checks (Google and Slack clients) only when asked
+    from selfheal_dagster import doctor as checkup
+
+    failed = 0
+    for line in checkup.run(Settings.from_env(), day):
+        console.print(line.render(), highlight=False, soft_wrap=True)
+        failed += line.ok is False
+    if failed:
+        console.print(f"[red]{failed} problem(s)[/]: fix the ✗ lines and run selfheal doctor again")
+        return 1
+    console.print("[green]all checks passed[/]")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, timedelta
 from pathlib import Path
 
@@ -180,3 +181,108 @@ def zetasql():
             pytest.fail(f"zetasql is not installed (a dev dependency): {exc}")
         pytest.skip(f"zetasql is not installed (pip install -e '.[dev]'): {exc}")
     return ZetaSQL(ZETASQL_CACHE)
+
+
+BQ_PROJECT = "nba-props-prod"
+BQ_LOCATION = "EU"
+_ZETA_TYPES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+
+
+def zeta_params(types: dict[str, str]) -> dict:
+    """Query parameter types as the double reads them off a job (``DATE``, ``INTEGER``,
+    ``ARRAY<DATE>``…), as ZetaSQL types."""
+    from selfheal_dagster_tests.zetasql_engine import array, scalar
+
+    def one(kind: str):
+        return scalar(_ZETA_TYPES.get(kind, kind))
+
+    return {
+        name: array(_ZETA_TYPES.get(k[6:-1], k[6:-1])) if k.startswith("ARRAY<") else one(k)
+        for name, k in types.items()
+    }
+
+
+class ZetaSQLAnalyser:
+    """The strict BigQuery double's analyser: each statement it receives, analysed by
+    ZetaSQL against the double's own catalog with the job's parameter types (a statement
+    already analysed with the same types is not analysed again). ``kinds``: the resolved
+    kinds of statement seen; ``count``: statements analysed."""
+
+    def __init__(self, zetasql) -> None:
+        self.zetasql = zetasql
+        self.kinds: set[str] = set()
+        self.count = 0
+        self._seen: set[tuple[str, tuple]] = set()
+
+    def __call__(self, sql, catalog, types) -> None:
+        from selfheal_dagster_tests.zetasql_engine import Table
+
+        key = (sql, tuple(sorted(types.items())))
+        if key in self._seen:
+            return
+        tables = [
+            Table(name, tuple((c, _ZETA_TYPES.get(k, k)) for c, k in columns))
+            for name, columns in catalog
+        ]
+        found = self.zetasql.analyze_script(sql, tables, zeta_params(types))
+        self.kinds |= {kind for kind, _ in found}
+        self.count += len(found)
+        self._seen.add(key)
+
+
+def zetasql_analyser(zetasql) -> ZetaSQLAnalyser:
+    return ZetaSQLAnalyser(zetasql)
+
+
+@contextmanager
+def bigquery_double(key_dir: Path, zetasql=None, **options) -> Iterator:
+    """The strict BigQuery double on 127.0.0.1, with a service-account key whose token
+    endpoint it is, reached by the real client (``BIGQUERY_EMULATOR_HOST``); with
+    ``zetasql``, every statement it receives is analysed by ZetaSQL."""
+    import json
+
+    from selfheal_dagster_tests.bigquery_double import BigQueryDouble, service_account_key
+
+    analyser = zetasql_analyser(zetasql) if zetasql is not None else None
+    double = BigQueryDouble(BQ_PROJECT, BQ_LOCATION, analyser=analyser, **options)
+    with double.serve(), pytest.MonkeyPatch.context() as patch:
+        key = key_dir / "service-account.json"
+        key.write_text(json.dumps(service_account_key(double.url, BQ_PROJECT)))
+        patch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+        patch.setenv("BIGQUERY_EMULATOR_HOST", double.url)
+        yield double
+
+
+@pytest.fixture
+def bigquery(tmp_path: Path, zetasql):
+    """The strict BigQuery double for one test (see ``bigquery_double``)."""
+    with bigquery_double(tmp_path, zetasql) as double:
+        yield double
+
+
+PROD_RUN_ID = "5f0c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
+PROD_CID = "a1b2c3d4-0000-4000-8000-000000000000"
+
+
+@pytest.fixture(scope="session")
+def prod_day(tmp_path_factory, zetasql):
+    """A day of production work (``prod_scenario.run``) against one strict double, every
+    statement analysed by ZetaSQL; its jobs labelled as a heal run's would be. Shared: the
+    tests read what the double received and holds, and change nothing."""
+    from selfheal_dagster.adapters.league import League
+    from selfheal_dagster_tests import prod_scenario
+
+    with bigquery_double(tmp_path_factory.mktemp("bq-day"), zetasql) as double:
+        job = {"asset": "x", "run_id": PROD_RUN_ID, "correlation_id": PROD_CID, "attempt": 2}
+        with bigquery_warehouse("asset", **job) as wh:
+            prod_scenario.run(wh, League(DEFAULT_SEED))
+        yield double
+
+
+def bigquery_warehouse(component: str = "cli", **job):
+    """The production warehouse against the double (labels from a job context)."""
+    from selfheal_dagster.core.job_context import JobContext
+    from selfheal_dagster.defs.resources import BigQueryWarehouseResource
+
+    resource = BigQueryWarehouseResource(project=BQ_PROJECT, location=BQ_LOCATION)
+    return resource.open(JobContext(component, **job))

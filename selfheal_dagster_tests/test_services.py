@@ -1,18 +1,22 @@
 """The platform services client against a real HTTP server on 127.0.0.1."""
 
 import logging
+import socket
+import threading
 import time
 
 import pytest
 from werkzeug import Response
 
 from selfheal_dagster.adapters.services import ServiceClient, ServiceError
+from selfheal_dagster.core.job_context import JobContext
 from selfheal_dagster.defs.resources import Phase4Resource, ScraperServiceResource, ServiceConfig
 from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.conftest import GAME_DAY, bound
 
 BOX = BY_NAME["bdl_player_boxscores"]
 TOKEN = "eyJ-google-id-token-never-logged"
+CID = "a1b2c3d4-0000-4000-8000-000000000000"
 
 
 def client(httpserver, **kw):
@@ -53,22 +57,98 @@ def test_a_400_fails_fast_with_the_body_in_the_error(httpserver):
     assert "\n" not in str(info.value)
 
 
-def test_a_timeout_is_bounded(httpserver):
+def test_after_a_read_timeout_the_call_is_not_sent_again(httpserver):
+    """The service may still be loading: a second POST would run the work twice. One POST
+    per attempt; the heal loop's next attempt (a new run) calls again."""
+
     def slow(request):
         time.sleep(1.5)
         return Response("late", status=200)
 
     httpserver.expect_request("/bdl_player_boxscores").respond_with_handler(slow)
-    with pytest.raises(ServiceError, match="after 2 attempts: no answer within 0.3s"):
-        client(httpserver, timeout_seconds=0.3, attempts=2).post(
+    with pytest.raises(ServiceError, match=r"no answer within 0.3s; not sent again") as info:
+        client(httpserver, timeout_seconds=0.3, attempts=3).post(
             "bdl_player_boxscores", {"game_date": "2026-01-20"}
         )
-    # The server is still sleeping on the calls the client gave up on: let them finish here,
-    # or they land in the next test's request log (a failure that depended on test order).
+    assert "Idempotency-Key" in str(info.value) and "\n" not in str(info.value)
+    # The server is still sleeping on the call the client gave up on: let it finish here, or
+    # it lands in the next test's request log (a failure that depended on test order).
     end = time.monotonic() + bound(30)
-    while len(httpserver.log) < 2 and time.monotonic() < end:
+    while not httpserver.log and time.monotonic() < end:
         time.sleep(0.1)
-    assert [r.path for r, _ in httpserver.log] == ["/bdl_player_boxscores"] * 2
+    time.sleep(0.5)
+    assert [r.path for r, _ in httpserver.log] == ["/bdl_player_boxscores"]
+
+
+def test_retries_of_one_call_carry_one_key_and_the_heal_they_serve(httpserver):
+    for _ in range(2):
+        httpserver.expect_ordered_request("/nbac_schedule").respond_with_data("busy", status=503)
+    httpserver.expect_ordered_request("/nbac_schedule").respond_with_json({"rows": 8})
+    job = JobContext("asset", asset="nbac_schedule", run_id="run-1", correlation_id=CID)
+    assert client(httpserver).post("nbac_schedule", {"game_date": "2026-01-20"}, job) == {"rows": 8}
+    calls = [request for request, _ in httpserver.log]
+    keys = {r.headers["Idempotency-Key"] for r in calls}
+    assert len(calls) == 3 and len(keys) == 1
+    assert {r.headers["X-Correlation-ID"] for r in calls} == {CID}
+    assert {r.headers["X-Dagster-Run-ID"] for r in calls} == {"run-1"}
+    # The next attempt is a new run: a new key (the service may do the work again).
+    again = JobContext("asset", asset="nbac_schedule", run_id="run-2", correlation_id=CID)
+    assert again.idempotency_key("x") != job.idempotency_key("x")
+    assert job.idempotency_key("x") == job.idempotency_key("x")
+
+
+def test_retry_after_is_honoured_and_bounded(httpserver):
+    httpserver.expect_ordered_request("/x").respond_with_data(
+        "slow down", status=429, headers={"Retry-After": "7"}
+    )
+    httpserver.expect_ordered_request("/x").respond_with_data(
+        "maintenance", status=503, headers={"Retry-After": "86400"}
+    )
+    httpserver.expect_ordered_request("/x").respond_with_json({"ok": True})
+    slept: list[float] = []
+    found = client(httpserver, sleep=slept.append, max_retry_after_seconds=60).post("x", {})
+    assert found == {"ok": True}
+    assert slept == [7.0, 60.0]  # as asked; then capped, not a day
+
+
+def test_a_refused_connection_is_retried_it_never_reached_the_service():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the block ends: nothing listens there
+    slept: list[float] = []
+    service = ServiceClient(
+        name="scraper service", base_url=f"http://127.0.0.1:{port}/", sleep=slept.append
+    )
+    with pytest.raises(ServiceError, match="after 3 attempts: connection failed"):
+        service.post("x", {})
+    assert len(slept) == 2
+
+
+def test_a_connection_lost_mid_call_is_not_sent_again():
+    """The request reached the service, then the connection dropped: it may be running."""
+    received: list[bytes] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            received.append(conn.recv(65536))
+            conn.close()  # no answer
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = listener.getsockname()[1]
+    try:
+        service = ServiceClient(name="scraper service", base_url=f"http://127.0.0.1:{port}/")
+        with pytest.raises(ServiceError, match="connection lost mid-call; not sent again"):
+            service.post("x", {"game_date": "2026-01-20"})
+    finally:
+        listener.close()
+    assert len(received) == 1
 
 
 def test_an_id_token_is_sent_but_never_shown(httpserver, caplog):

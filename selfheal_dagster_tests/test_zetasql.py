@@ -1,18 +1,20 @@
 """Production SQL checked by BigQuery's own front end (ZetaSQL), offline.
 
-1. Every statement a production scenario sends through ``BigQueryWarehouse`` — DDL, Phase 2
-   loads, one-date and ranged Phase 4 writes, the sweep's ``INFORMATION_SCHEMA.PARTITIONS``
-   reads and their fallback, heal-history writes and reads — is analysed against a catalog
-   built from the registry, each query parameter with the BigQuery type production declares.
-   Planted mistakes (a wrong column, an unknown function, a parameter of the wrong type) are
+1. Every statement a production scenario sends through ``BigQueryWarehouse`` to the strict
+   BigQuery double (``prod_scenario.run``: DDL, Phase 2 loads, one-date and ranged Phase 4
+   writes, the sweep's ``INFORMATION_SCHEMA.PARTITIONS`` reads, the checks' counts,
+   heal-history writes and reads, a gap) is analysed as the double receives it, against the
+   double's catalog, each query parameter with the BigQuery type the job declares. Planted
+   mistakes (a wrong column, an unknown function, a parameter of the wrong type) are
    rejected.
 2. The five Phase 4 processors, as production sends them (transpiled, with its parameters),
    run on ZetaSQL's reference evaluator over 35 days of the simulated league around a season's
    opening night (no-game days among them); their rows equal DuckDB's. A control with one
    input value changed must differ.
-3. The DML the evaluator executes (the range DELETE, the INSERT from staging, the history
-   UPDATE) runs with the rows expected afterwards. MERGE and multi-statement scripts are
-   analysed only; the evaluator does not execute them.
+3. The DML the evaluator executes (an empty date's DELETE, the history's alert UPDATE) runs
+   with the rows expected afterwards. MERGE is analysed only here (the evaluator does not
+   execute it); the double executes every MERGE the scenario sends, and its Phase 4 rows are
+   compared with DuckDB's in test_bigquery.py.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ import json
 import math
 import re
 from contextlib import nullcontext
-from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import pytest
 from google.cloud import bigquery
@@ -34,9 +35,14 @@ from selfheal_dagster.adapters.warehouse.bigquery import TYPES, BigQueryWarehous
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.core import history
 from selfheal_dagster.core.calendar import opening_night
-from selfheal_dagster.core.history import HealingResult, HealRecord
 from selfheal_dagster.tables import BY_NAME, LOADED_AT, TABLES, execution_order, in_phase
-from selfheal_dagster_tests.test_bigquery import PROJECT, RecordingClient
+from selfheal_dagster_tests import prod_scenario
+from selfheal_dagster_tests.conftest import (
+    BQ_PROJECT as PROJECT,
+)
+from selfheal_dagster_tests.conftest import (
+    zeta_params,
+)
 
 BOX = BY_NAME["bdl_player_boxscores"]
 DAY = date(2026, 1, 20)
@@ -69,115 +75,55 @@ def catalog(sql: str = ""):
     return out
 
 
-def param_types(config) -> dict:
-    from selfheal_dagster_tests.zetasql_engine import array, scalar
-
-    out = {}
-    for p in config.query_parameters:
-        if isinstance(p, bigquery.ArrayQueryParameter):
-            out[p.name] = array(p.array_type)
-        else:
-            out[p.name] = scalar(p.type_)
-    return out
-
-
-def record(**changes) -> HealRecord:
-    base = HealRecord(
-        phase="phase2",
-        target_date=DAY,
-        missing_components=[BOX.name],
-        healing_result=HealingResult(triggered=True, reason="0 rows"),
-        correlation_id="a1b2c3d4-0000-4000-8000-000000000000",
-        timestamp=datetime(2026, 1, 21, 15, tzinfo=UTC),
-        detected_at=datetime(2026, 1, 21, 15, tzinfo=UTC),
-        assets=[BOX.key],
-        cause="bdl_player_boxscores row_count: 0 rows for 7 games (expected >= 112)",
-    )
-    return replace(base, **changes)
-
-
-def answer(sql: str, params: dict) -> list[dict]:
-    """What BigQuery would return, enough for every code path to run: one table read back
-    unpartitioned from INFORMATION_SCHEMA (so the fallback query runs too)."""
-    if "INFORMATION_SCHEMA" in sql:
-        return [
-            {"table_name": n, "partition_id": None, "total_rows": 1, "last_modified_time": None}
-            for n in params["tables"][:1]
-        ]
-    if "COUNT(*) AS n" in sql:
-        return [{"n": 10, "day": DAY, "loaded": None}]
-    return []
-
-
 @pytest.fixture(scope="module")
-def scenario():
-    """Every statement production sends in a day's work, with its job configuration."""
-    league = League(DEFAULT_SEED)
-    client = RecordingClient(answer)
-    wh = BigQueryWarehouse(PROJECT, "US", client=lambda: nullcontext(client))
-    wh.ensure_tables()
-    wh.replace_partition(BOX, DAY, [])  # a date with no rows: one DELETE
-    wh.replace_partition(BOX, DAY, league.feed(BOX.name, DAY))  # a load job, no SQL
-    span = [DAY - timedelta(days=2), DAY - timedelta(days=1)]
-    wh.replace_partitions(BOX, {d: league.feed(BOX.name, d) for d in span})  # staged range
-    for table in execution_order(in_phase(4)):
-        wh.run_processor(table, [DAY])
-        wh.run_processor(table, [DAY - timedelta(days=i) for i in range(3)])
-    wh.window_stats(TABLES, DAY - timedelta(days=3), DAY)  # the sweep's read, and fallback
-    wh.punch_gap(BOX, DAY)
-    wh.punch_gap(BOX, DAY, keep=0.5)
-    mine = record()
-    wh.insert_history(mine)
-    wh.insert_histories([mine, record(target_date=DAY + timedelta(days=1), attempt=2)])
-    wh.update_history(mine.resolved(history.Outcome.HEALED, mine.timestamp, "healed", "r1"))
-    wh.update_history(mine, columns=history.OUTCOME_COLUMNS)
-    wh.note_alert(mine.id, {"kind": "parent", "key": "parent", "delivered": True, "ts": "1.1"})
-    wh.history(day=DAY, correlation_id="a1b2", since=mine.timestamp, until=mine.timestamp)
-    wh.history()
-    return client.queries
+def scenario(prod_day):
+    """Every statement production sends in a day's work, with its parameters' types, as the
+    double received (and ZetaSQL analysed) it; and the double."""
+    from selfheal_dagster_tests.bigquery_double import _params
+
+    statements = [
+        (job.sql, _params(job.config["query"])[1])
+        for job in prod_day.received
+        if job.kind == "query"
+    ]
+    return statements, prod_day
 
 
-def analyse(zetasql, queries, mutate=None):
-    """(statements analysed, [(statement, ZetaSQL's message)] rejected, the resolved kinds
-    of statement). With ``mutate``, only the statements it changes are analysed (the others
-    are the ones the unmutated run analyses)."""
+def analyse(zetasql, statements, mutate=None):
+    """(statements analysed, [(statement, ZetaSQL's message)] rejected). With ``mutate``,
+    only the statements it changes are analysed again."""
     from selfheal_dagster_tests.zetasql_engine import Rejected
 
-    count, rejected, kinds = 0, [], set()
-    for sql, config, _ in queries:
-        types = param_types(config)
+    count, rejected = 0, []
+    for sql, types in statements:
+        types = zeta_params(types)
         if mutate is not None:
             changed = mutate(sql, types)
             if changed == (sql, types):
                 continue
             sql, types = changed
         try:
-            found = zetasql.analyze_script(sql, catalog(sql), types)
+            count += len(zetasql.analyze_script(sql, catalog(sql), types))
         except Rejected as exc:
             rejected.append((sql[:120], str(exc)))
-            continue
-        count += len(found)
-        kinds |= {kind for kind, _ in found}
-    return count, rejected, kinds
+    return count, rejected
 
 
-def test_every_statement_production_sends_is_analysed_by_bigquerys_front_end(zetasql, scenario):
-    count, rejected, kinds = analyse(zetasql, scenario)
-    print(f"{count} statements analysed, {len(rejected)} rejected")
-    assert rejected == [], "\n".join(message for _, message in rejected)
+def test_every_statement_production_sends_is_analysed_by_bigquerys_front_end(scenario):
+    statements, double = scenario
+    analyser = double.analyser
+    print(f"{analyser.count} statements analysed, {len(double.refused)} refused")
+    assert double.refused == [], [j.error for j in double.refused]
     assert {
         "resolved_create_statement_node",  # CREATE SCHEMA / TABLE
-        "resolved_alter_object_stmt_node",  # the history's added columns
+        "resolved_alter_object_stmt_node",  # the history's added columns, staging expiry
         "resolved_query_stmt_node",
         "resolved_delete_stmt_node",
-        "resolved_insert_stmt_node",  # in the range scripts
-        "resolved_merge_stmt_node",
+        "resolved_merge_stmt_node",  # every write of dates, and the history
         "resolved_update_stmt_node",
-        "resolved_begin_stmt_node",
-        "resolved_commit_stmt_node",
         "resolved_drop_stmt_node",
-    } <= kinds
-    assert count >= len(scenario) + 3 * 6  # every range script is four statements
+    } <= analyser.kinds
+    assert analyser.count >= len({sql for sql, _ in statements}) - 1
 
 
 def _wrong_param(sql: str, types: dict):
@@ -197,7 +143,7 @@ MUTANTS = {
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=list(MUTANTS))
 def test_a_planted_mistake_is_rejected_naming_the_statement(zetasql, scenario, mutant):
-    _, rejected, _ = analyse(zetasql, scenario, MUTANTS[mutant])
+    _, rejected = analyse(zetasql, scenario[0], MUTANTS[mutant])
     assert rejected, f"{mutant}: nothing rejected"
     said = " ".join(message for _, message in rejected)
     expected = {
@@ -312,45 +258,39 @@ def statements(zetasql, sql, types):
     return [text for _, text in zetasql.analyze_script(sql, catalog(sql), types)]
 
 
-def test_the_range_delete_and_the_insert_from_staging_leave_the_rows_expected(zetasql, league_rows):
-    from selfheal_dagster_tests.zetasql_engine import Table, array, scalar
+def test_an_empty_dates_delete_removes_exactly_that_date(zetasql, league_rows):
+    from selfheal_dagster_tests.zetasql_engine import Table
 
-    bq = BigQueryWarehouse(PROJECT, "US", client=lambda: nullcontext(None))
-    days = SPAN[20:23]  # a range of the box scores
-    staging = ident(BOX.dataset, "_stage_bdl_player_boxscores_0123456789ab")
-    script = bq.range_script(BOX, f"SELECT * FROM `{staging}`")
-    types = {"days": array("DATE"), "loaded_at": scalar("TIMESTAMP")}
-    _, delete, insert, _ = statements(zetasql, script, types)
-    params = {"days": ("ARRAY<DATE>", days), "loaded_at": ("TIMESTAMP", datetime.now(UTC))}
+    wh = BigQueryWarehouse(PROJECT, "US", client=lambda: nullcontext(None))
+    day = SPAN[21]
+    sent = []
+    wh._query = lambda sql, params=None, what="": sent.append((sql, params))  # noqa: SLF001
+    wh.replace_partition(BOX, day, [])
+    [(sql, params)] = sent
     target = ident(BOX.dataset, BOX.name)
     stored = [{**r, "_row": i} for i, r in enumerate(league_rows[BOX.name])]
     keyed = Table(target, (("_row", "INT64"), *columns(BOX)), tuple(stored), key="_row")
-    gone = zetasql.modify(delete, [keyed], params)
+    gone = zetasql.modify(sql, [keyed], {"d": ("DATE", params["d"])})
     assert {op for op, _ in gone} == {"DELETE"}
     assert sorted(r["_row"] for _, r in gone) == [
-        r["_row"] for r in stored if r["game_date"] in days
+        r["_row"] for r in stored if r["game_date"] == day
     ]
-    # The staged rows go in with the run's load time; nothing else is written.
-    fresh = [
-        dict(r, points=r["points"] + 1) for r in league_rows[BOX.name] if r["game_date"] in days
-    ]
-    kept = tuple(r for r in league_rows[BOX.name] if r["game_date"] not in days)
-    tables = [Table(target, columns(BOX), kept), Table(staging, columns(BOX), tuple(fresh))]
-    added = zetasql.modify(insert, tables, params)
-    assert {op for op, _ in added} == {"INSERT"} and len(added) == len(fresh)
-    at = params["loaded_at"][1]
-    assert all(abs((r[LOADED_AT] - at).total_seconds()) < 1e-3 for _, r in added)
-    assert same([r for _, r in added], fresh)
+    assert gone
+
+
+def record(**changes):
+    return prod_scenario.record(**changes)
 
 
 def test_the_history_alert_note_update_appends_to_the_json_list(zetasql):
     from selfheal_dagster_tests.zetasql_engine import Table
 
-    client = RecordingClient()
-    bq = BigQueryWarehouse(PROJECT, "US", client=lambda: nullcontext(client))
+    bq = BigQueryWarehouse(PROJECT, "US", client=lambda: nullcontext(None))
+    captured = []
+    bq._query = lambda sql, params=None, what="": captured.append((sql, params))  # noqa: SLF001
     note = {"kind": "parent", "key": "parent", "delivered": True, "ts": "1.1"}
     bq.note_alert(record().id, note)
-    [(sql, config, sent)] = client.queries
+    [(sql, sent)] = captured
     row = {**record().to_row(), "alerts": json.dumps([{"kind": "open", "key": "open"}])}
     other = {**record(target_date=DAY + timedelta(days=1)).to_row(), "alerts": "[]"}
     table = Table(ident(history.DATASET, history.TABLE), HISTORY_COLUMNS, (row, other), key="id")

@@ -24,6 +24,12 @@ from selfheal_dagster.tables import in_phase
 DEFAULT_SEED = 20251021
 DEFAULT_SEASON = 2024  # the 2024-25 season
 ENVIRONMENTS = ("local", "prod")
+# Every BigQuery query is capped: a one-date heal reads megabytes and a season's backfill a few
+# hundred; 10 GiB (about $0.06 on demand) stops a runaway query long before it costs money.
+DEFAULT_MAX_BYTES_BILLED = 10 * 1024**3
+MIN_BYTES_BILLED = 10 * 1024**2  # BigQuery bills at least 10 MB per table a query reads
+# A BigQuery job that runs longer is cancelled (by BigQuery, and by the step waiting on it).
+DEFAULT_JOB_TIMEOUT_SECONDS = 900
 ALERT_MODES = ("all", "pages")
 
 
@@ -76,6 +82,8 @@ class Settings:
     slack_api_url: str = ""  # Slack's Web API base URL, when not Slack's own (a proxy, tests)
     heal_group_wait_seconds: int = 60
     bq_location: str = ""
+    bq_max_bytes_billed: int = DEFAULT_MAX_BYTES_BILLED
+    bq_job_timeout_seconds: int = DEFAULT_JOB_TIMEOUT_SECONDS
     phase4_via_service: tuple[str, ...] = ()  # Phase 4 tables computed by the Phase 4 service
     service_auth: str = "id_token"  # "id_token" | "none"
 
@@ -260,7 +268,24 @@ def _prod(environ: Mapping[str, str]) -> dict[str, object]:
             f"SELFHEAL_SERVICE_AUTH='{auth}' is not valid: expected id_token or none"
         )
     return {
-        "bq_location": environ.get("SELFHEAL_BQ_LOCATION", "").strip(),
+        **_bigquery_limits(environ),
+        # BigQuery's own default location, said out loud: datasets are created there and
+        # every job runs there.
+        "bq_location": environ.get("SELFHEAL_BQ_LOCATION", "").strip() or "US",
         "phase4_via_service": tuple(via),
         "service_auth": auth,
     }
+
+
+def _bigquery_limits(environ: Mapping[str, str]) -> dict[str, int]:
+    """The byte cap and the timeout every BigQuery job carries."""
+    cap = _int(environ, "SELFHEAL_BQ_MAX_BYTES_BILLED", DEFAULT_MAX_BYTES_BILLED)
+    if cap < MIN_BYTES_BILLED:
+        raise SettingsError(
+            f"SELFHEAL_BQ_MAX_BYTES_BILLED={cap} is below BigQuery's 10 MB minimum per table "
+            f"read: expected >= {MIN_BYTES_BILLED} (default {DEFAULT_MAX_BYTES_BILLED})"
+        )
+    timeout = _int(environ, "SELFHEAL_BQ_JOB_TIMEOUT_SECONDS", DEFAULT_JOB_TIMEOUT_SECONDS)
+    if timeout < 10:
+        raise SettingsError(f"SELFHEAL_BQ_JOB_TIMEOUT_SECONDS={timeout}: expected >= 10 (seconds)")
+    return {"bq_max_bytes_billed": cap, "bq_job_timeout_seconds": timeout}

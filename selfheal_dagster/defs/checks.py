@@ -21,7 +21,7 @@ from selfheal_dagster.core.checks import (
 )
 from selfheal_dagster.core.dates import now_utc
 from selfheal_dagster.defs.accepted import accepted
-from selfheal_dagster.defs.partitions import daily_partitions
+from selfheal_dagster.defs.partitions import daily_partitions, job_context
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
 from selfheal_dagster.instance import check_records
 from selfheal_dagster.tables import TABLES, Table, read_same_date
@@ -105,7 +105,9 @@ def partition_check(table: Table, name: str) -> dg.AssetChecksDefinition:
         op_context = context.op_execution_context
         days = [date.fromisoformat(k) for k in op_context.partition_keys]
         read_at = now_utc()
-        window = read_window(warehouse.open(), window_start(days), days[-1], tables_for(table))
+        job = job_context(op_context, "check", table)
+        with warehouse.open(job) as wh:  # rows counted in the tables, not metadata
+            window = read_window(wh, window_start(days), days[-1], tables_for(table))
         outcomes = [
             EVALUATORS[name](table, day, window, read_at, source.scheduled_games) for day in days
         ]

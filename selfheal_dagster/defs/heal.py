@@ -13,6 +13,7 @@ import dagster as dg
 from selfheal_dagster.adapters.settings import Settings
 from selfheal_dagster.core import healing
 from selfheal_dagster.core.dates import now_utc, today_et
+from selfheal_dagster.core.job_context import JobContext
 from selfheal_dagster.core.names import ALERTS_SENSOR, HEAL_JOB, HEAL_SENSOR, OUTCOME_SENSORS
 from selfheal_dagster.defs.accepted import accepted
 from selfheal_dagster.defs.resources import (
@@ -67,7 +68,8 @@ def _verify_sensor(name: str, status: dg.DagsterRunStatus) -> dg.RunStatusSensor
         description=f"Record the outcome of heal runs that end in {status.value}.",
     )
     def _sensor(context: dg.RunStatusSensorContext, warehouse: WarehouseResource):
-        result = verify(context.instance, context.dagster_run, warehouse.open())
+        with warehouse.open(JobContext("verify")) as wh:
+            result = verify(context.instance, context.dagster_run, wh)
         if result is None:
             return dg.SkipReason(f"run {context.dagster_run.run_id} is not a sensor heal")
         outcome, reason, _ = result
@@ -83,7 +85,8 @@ def heal_sensor(interval_seconds: int, policy: healing.Policy) -> dg.SensorDefin
         warehouse: WarehouseResource,
         source: Phase1SourceResource,
     ):
-        return heal_tick(context, warehouse.open(), policy, calendar=source.scheduled_games)
+        with warehouse.open(JobContext("heal")) as wh:
+            return heal_tick(context, wh, policy, calendar=source.scheduled_games)
 
     with accepted(dg.BetaWarning):
         return dg.sensor(
@@ -114,8 +117,10 @@ ALERT_BUDGET_SECONDS = 40  # within Dagster's 60 s sensor deadline, whatever Sla
 def alerts_sensor(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource, alerts: AlertsResource
 ) -> dg.SkipReason:
-    notifier = alerts.notifier(warehouse.open(), echo=context.log.info)
-    sent = notifier.deliver(budget_seconds=ALERT_BUDGET_SECONDS)
+    with warehouse.open(JobContext("alerts")) as wh:
+        sent = alerts.notifier(wh, echo=context.log.info).deliver(
+            budget_seconds=ALERT_BUDGET_SECONDS
+        )
     return dg.SkipReason(f"{len(sent)} alert(s) sent" if sent else "no alerts owed")
 
 

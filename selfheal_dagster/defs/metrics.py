@@ -15,7 +15,7 @@ from selfheal_dagster.core import history
 from selfheal_dagster.core.dates import EASTERN, eastern, now_utc, today_et
 from selfheal_dagster.core.history import HealRecord, summarize
 from selfheal_dagster.core.names import METRICS_JOB
-from selfheal_dagster.defs.partitions import daily_partitions
+from selfheal_dagster.defs.partitions import daily_partitions, job_context
 from selfheal_dagster.defs.resources import WarehouseResource
 from selfheal_dagster.tables import PHASE_OWNERS, TABLES
 
@@ -80,7 +80,8 @@ def heal_history(
 ) -> dg.MaterializeResult:
     day = date.fromisoformat(context.partition_key)
     since, until = day_bounds(day)
-    records = warehouse.open().history(since=since, until=until, limit=DAY_LIMIT)
+    with warehouse.open(job_context(context, "metrics")) as wh:
+        records = wh.history(since=since, until=until, limit=DAY_LIMIT)
     figures = day_figures(records)
     context.log.info(f"heal history {day}: {figures}")
     return dg.MaterializeResult(metadata=_metadata(figures))

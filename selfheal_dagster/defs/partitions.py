@@ -6,7 +6,8 @@ import dagster as dg
 
 from selfheal_dagster.adapters.settings import season_start
 from selfheal_dagster.adapters.warehouse import WriteResult
-from selfheal_dagster.core.names import PHASE
+from selfheal_dagster.core.job_context import JobContext
+from selfheal_dagster.core.names import ATTEMPT, CORRELATION_ID, PHASE
 from selfheal_dagster.defs.accepted import accepted
 from selfheal_dagster.tables import (
     BY_NAME,
@@ -83,6 +84,23 @@ def partition_days(context: dg.AssetExecutionContext | dg.OpExecutionContext) ->
     return [date.fromisoformat(k) for k in context.partition_keys]
 
 
+def job_context(
+    context: dg.AssetExecutionContext | dg.OpExecutionContext,
+    component: str,
+    table: Table | None = None,
+) -> JobContext:
+    """Whom a run's warehouse jobs and service calls serve: its table, run, heal, attempt."""
+    tags = context.run.tags
+    attempt = tags.get(ATTEMPT, "")
+    return JobContext(
+        component=component,
+        asset=table.name if table else "",
+        run_id=context.run.run_id,
+        correlation_id=tags.get(CORRELATION_ID, ""),
+        attempt=int(attempt) if attempt.isdigit() else 0,
+    )
+
+
 def games_by_day(warehouse, days: list[date]) -> dict[date, int]:
     """Games per date as the warehouse's schedule has them: one query for the whole range."""
     stats = warehouse.partition_stats(SCHEDULE, days[0], days[-1])
@@ -120,12 +138,16 @@ def asset_metadata(table: Table) -> dict[str, object]:
     }
 
 
+def _when(loaded_at) -> dg.MetadataValue:
+    return dg.MetadataValue.timestamp(loaded_at) if loaded_at else dg.MetadataValue.null()
+
+
 def day_metadata(rows: int, games: int, loaded_at) -> dict[str, object]:
     """What a person wants to see on one date's write: rows, games that day, load time."""
     return {
         "dagster/row_count": rows,
         "games": games,
-        "loaded_at": dg.MetadataValue.timestamp(loaded_at),
+        "loaded_at": _when(loaded_at),
     }
 
 
@@ -144,7 +166,7 @@ def written(result: WriteResult, games: dict[date, int], days: list[date]) -> dg
             "range": span(days),
             "dates": len(days),
             "range_rows": result.rows,
-            "loaded_at": dg.MetadataValue.timestamp(result.loaded_at),
+            "loaded_at": _when(result.loaded_at),
         }
     )
 

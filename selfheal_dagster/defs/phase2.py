@@ -26,14 +26,15 @@ def phase2_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
         source: Phase1SourceResource,
     ) -> dg.MaterializeResult:
         days = partitions.partition_days(context)
-        wh = warehouse.open()
-        if len(days) == 1:  # one date: exactly one load, its error raised as it is
-            result = source.load(table, days[0], wh)
-            context.log.info(f"{table.key} {days[0]}: {result.rows} rows loaded")
-            return partitions.written(result, partitions.games_by_day(wh, days), days)
-        loaded = source.load_range(table, days, wh)
+        job = partitions.job_context(context, "asset", table)
+        with warehouse.open(job) as wh:
+            if len(days) == 1:  # one date: exactly one load, its error raised as it is
+                result = source.load(table, days[0], wh, job)
+                context.log.info(f"{table.key} {days[0]}: {result.rows} rows loaded")
+                return partitions.written(result, partitions.games_by_day(wh, days), days)
+            loaded = source.load_range(table, days, wh, job)
+            games = partitions.games_by_day(wh, days)
         done = [d for d in days if d not in loaded.failed]
-        games = partitions.games_by_day(wh, days)
         if loaded.written is not None:
             context.log.info(
                 f"{table.key} {partitions.span(done)}: {loaded.written.rows} rows loaded"

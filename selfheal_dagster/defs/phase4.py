@@ -36,22 +36,25 @@ def phase4_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
         source: Phase1SourceResource,
     ) -> dg.MaterializeResult:
         days = partitions.partition_days(context)
-        wh = warehouse.open()
-        start, tables = input_window(table, days[0])
-        window = read_window(wh, start, days[-1], tables)
-        problems = {
-            day: found
-            for day in days
-            if (found := broken_inputs(table, day, window, source.scheduled_games))
-        }
-        ready = [d for d in days if d not in problems]
-        result = None
-        if ready:
-            result, via = phase4.run(table, ready, wh)
-            context.log.info(
-                f"{table.key} {partitions.span(ready)}: {result.rows} rows computed by {via}"
-            )
-        games = partitions.games_by_day(wh, days)
+        job = partitions.job_context(context, "asset", table)
+        with warehouse.open(job) as wh:
+            start, tables = input_window(table, days[0])
+            # The inputs' rows counted in the tables (not metadata): a partition written a
+            # moment ago is there.
+            window = read_window(wh, start, days[-1], tables)
+            problems = {
+                day: found
+                for day in days
+                if (found := broken_inputs(table, day, window, source.scheduled_games))
+            }
+            ready = [d for d in days if d not in problems]
+            result = None
+            if ready:
+                result, via = phase4.run(table, ready, wh, job)
+                context.log.info(
+                    f"{table.key} {partitions.span(ready)}: {result.rows} rows computed by {via}"
+                )
+            games = partitions.games_by_day(wh, days)
         error = None
         if problems:
             context.log.warning(missing_inputs_detail(table, problems))  # every date, kept

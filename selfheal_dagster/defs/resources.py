@@ -20,17 +20,23 @@ from selfheal_dagster.adapters.league import (
     parse_short,
     parse_slow,
 )
-from selfheal_dagster.adapters.settings import Settings
+from selfheal_dagster.adapters.settings import (
+    DEFAULT_JOB_TIMEOUT_SECONDS,
+    DEFAULT_MAX_BYTES_BILLED,
+    Settings,
+)
 from selfheal_dagster.adapters.warehouse import Warehouse, WriteResult
-from selfheal_dagster.core.dates import now_utc
 from selfheal_dagster.core.errors import error_line
+from selfheal_dagster.core.job_context import CLI, JobContext
 from selfheal_dagster.tables import Table
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """Where the tables live. Subclasses open one engine behind the same interface."""
+    """Where the tables live. Subclasses open one engine behind the same interface; ``job``
+    says whom its jobs serve (BigQuery labels them with it). Close what ``open`` returns (it
+    is a context manager)."""
 
-    def open(self) -> Warehouse:
+    def open(self, job: JobContext = CLI) -> Warehouse:
         raise NotImplementedError
 
 
@@ -41,7 +47,7 @@ class DuckDBWarehouseResource(WarehouseResource):
         description="How long to wait for another process holding the DuckDB file lock.",
     )
 
-    def open(self) -> Warehouse:
+    def open(self, job: JobContext = CLI) -> Warehouse:
         # import cost: the engine's module (and duckdb) only where it is used
         from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 
@@ -53,16 +59,31 @@ class BigQueryWarehouseResource(WarehouseResource):
     Google way: workload identity, GOOGLE_APPLICATION_CREDENTIALS, gcloud)."""
 
     project: str = Field(description="Google Cloud project holding the datasets.")
-    location: str = Field(default="", description="BigQuery location, e.g. US or EU.")
+    location: str = Field(default="US", description="BigQuery location, e.g. US or EU.")
+    max_bytes_billed: int = Field(
+        default=DEFAULT_MAX_BYTES_BILLED,
+        description="Byte cap on every query job (SELFHEAL_BQ_MAX_BYTES_BILLED).",
+    )
+    job_timeout_seconds: int = Field(
+        default=DEFAULT_JOB_TIMEOUT_SECONDS,
+        description="Every job is cancelled after this long (SELFHEAL_BQ_JOB_TIMEOUT_SECONDS).",
+    )
 
-    def open(self) -> Warehouse:
+    def open(self, job: JobContext = CLI) -> Warehouse:
         from dagster_gcp import BigQueryResource
 
         # import cost: the BigQuery client, never imported locally
         from selfheal_dagster.adapters.warehouse.bigquery import BigQueryWarehouse
 
         bigquery = BigQueryResource(project=self.project, location=self.location or None)
-        return BigQueryWarehouse(self.project, self.location or None, client=bigquery.get_client)
+        return BigQueryWarehouse(
+            self.project,
+            self.location or None,
+            client=bigquery.get_client,
+            job=job,
+            max_bytes_billed=self.max_bytes_billed,
+            timeout_seconds=self.job_timeout_seconds,
+        )
 
 
 class ServiceConfig(dg.Config):
@@ -87,11 +108,11 @@ class ServiceConfig(dg.Config):
 
 
 def verified(table: Table, day: date, warehouse: Warehouse) -> WriteResult:
-    """What a service wrote, read back from the warehouse (the service's word is not enough)."""
+    """What a service wrote, read back from the warehouse (the service's word is not enough):
+    rows counted and ``MAX(_loaded_at)`` read in the table itself; no rows, no load time."""
     found = warehouse.partition_stats(table, day, day).get(day)
     return WriteResult(
-        rows=found.rows if found else 0,
-        loaded_at=found.loaded_at if found and found.loaded_at else now_utc(),
+        rows=found.rows if found else 0, loaded_at=found.loaded_at if found else None
     )
 
 
@@ -106,10 +127,14 @@ class RangeLoad:
 class Phase1SourceResource(dg.ConfigurableResource):
     """The Phase 1 source: loads one Phase 2 table for one date into the warehouse."""
 
-    def load(self, table: Table, day: date, warehouse: Warehouse) -> WriteResult:
+    def load(
+        self, table: Table, day: date, warehouse: Warehouse, job: JobContext = CLI
+    ) -> WriteResult:
         raise NotImplementedError
 
-    def load_range(self, table: Table, days: Sequence[date], warehouse: Warehouse) -> RangeLoad:
+    def load_range(
+        self, table: Table, days: Sequence[date], warehouse: Warehouse, job: JobContext = CLI
+    ) -> RangeLoad:
         """Every date of ``days``; the default loads them one at a time (a source that writes
         the warehouse itself cannot do better). A date the source fails on is reported, not
         raised, so the other dates still load."""
@@ -118,7 +143,7 @@ class Phase1SourceResource(dg.ConfigurableResource):
         last = None
         for day in days:
             try:
-                last = self.load(table, day, warehouse)
+                last = self.load(table, day, warehouse, job)
                 by_day[day] = last.rows
             except Exception as exc:  # one date's failure is that date's, reported by the caller
                 failed[day] = error_line(exc)
@@ -154,11 +179,15 @@ class SimulatedLeagueResource(Phase1SourceResource):
     def scheduled_games(self, day: date) -> int | None:
         return _scheduled(self.seed, day)
 
-    def load(self, table: Table, day: date, warehouse: Warehouse) -> WriteResult:
+    def load(
+        self, table: Table, day: date, warehouse: Warehouse, job: JobContext = CLI
+    ) -> WriteResult:
         rows = self.league().feed(table.feed or table.name, day)
         return warehouse.replace_partition(table, day, rows)
 
-    def load_range(self, table: Table, days: Sequence[date], warehouse: Warehouse) -> RangeLoad:
+    def load_range(
+        self, table: Table, days: Sequence[date], warehouse: Warehouse, job: JobContext = CLI
+    ) -> RangeLoad:
         """Fetch every date, then write the dates fetched in ONE atomic range write."""
         league = self.league()
         rows: dict[date, list[dict]] = {}
@@ -263,9 +292,11 @@ class ScraperServiceResource(Phase1SourceResource):
 
     service: ServiceConfig = Field(description="The scraper service.")
 
-    def load(self, table: Table, day: date, warehouse: Warehouse) -> WriteResult:
+    def load(
+        self, table: Table, day: date, warehouse: Warehouse, job: JobContext = CLI
+    ) -> WriteResult:
         client = self.service.client("scraper service")
-        client.post(table.feed or table.name, {"game_date": str(day)})
+        client.post(table.feed or table.name, {"game_date": str(day)}, job)
         return verified(table, day, warehouse)
 
 
@@ -281,7 +312,7 @@ class Phase4Resource(dg.ConfigurableResource):
     )
 
     def run(
-        self, table: Table, days: Sequence[date], warehouse: Warehouse
+        self, table: Table, days: Sequence[date], warehouse: Warehouse, job: JobContext = CLI
     ) -> tuple[WriteResult, str]:
         """Compute ``days`` (one date or a range): in-warehouse SQL as one statement; the
         service, which takes one date per call, one call per date."""
@@ -289,7 +320,7 @@ class Phase4Resource(dg.ConfigurableResource):
             client = self.service.client("Phase 4 service")
             by_day, last = {}, None
             for day in days:
-                client.post(table.name, {table.partition_column: str(day)})
+                client.post(table.name, {table.partition_column: str(day)}, job)
                 last = verified(table, day, warehouse)
                 by_day[day] = last.rows
             assert last is not None
@@ -308,7 +339,10 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         return {
             "alerts": alerts_resource(settings),
             "warehouse": BigQueryWarehouseResource(
-                project=dg.EnvVar("SELFHEAL_BQ_PROJECT"), location=settings.bq_location
+                project=dg.EnvVar("SELFHEAL_BQ_PROJECT"),
+                location=settings.bq_location,
+                max_bytes_billed=settings.bq_max_bytes_billed,
+                job_timeout_seconds=settings.bq_job_timeout_seconds,
             ),
             "source": ScraperServiceResource(
                 service=ServiceConfig(base_url=dg.EnvVar("PHASE1_SCRAPER_URL"), id_token=id_token)

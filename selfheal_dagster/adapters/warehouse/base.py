@@ -21,7 +21,7 @@ class WarehouseError(RuntimeError):
 @dataclass(frozen=True)
 class WriteResult:
     rows: int
-    loaded_at: datetime
+    loaded_at: datetime | None  # None: read back and found no rows (nothing to date)
     by_day: Mapping[date, int] = field(default_factory=dict)  # rows per date of a range write
 
     def rows_on(self, day: date) -> int:
@@ -30,7 +30,9 @@ class WriteResult:
 
 def processor_params(table: Table, days: Sequence[date]) -> dict[str, Any]:
     """The parameters of a processor over the date spine ``days``: history is read from
-    ``since`` (the first date's lookback start) up to, not including, the last date."""
+    ``since`` (the first date's lookback start) up to, not including, the last date; the
+    inputs of the dates themselves from ``first`` to ``last`` (every read is bounded by its
+    partition column, so BigQuery scans only those partitions)."""
     days = sorted(set(days))
     if not days:
         raise WarehouseError(f"processor {table.key}: no dates to compute")
@@ -38,6 +40,8 @@ def processor_params(table: Table, days: Sequence[date]) -> dict[str, Any]:
         "days": days,
         "since": days[0] - timedelta(days=table.lookback_days),
         "until": days[-1],
+        "first": days[0],
+        "last": days[-1],
         "lookback": table.lookback_days,
     }
 
@@ -77,9 +81,26 @@ class Warehouse(ABC):
     """
 
     kind: ClassVar[str]
+    # Whether ``window_stats(metadata=True)`` reads the rows themselves (no lag, no commit
+    # times): true where there is no cheaper metadata to read.
+    metadata_is_exact: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.statements = 0
+
+    def close(self) -> None:  # noqa: B027 - most engines hold nothing between statements
+        """Release the engine's client or connection (idempotent)."""
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def cancel_run_jobs(self, run_id: str) -> list[str]:
+        """Cancel the engine's jobs still running for a Dagster run; their ids. An engine
+        whose writes live and die with the process (DuckDB) has none."""
+        return []
 
     @abstractmethod
     def ref(self, table: Table) -> str:
@@ -108,12 +129,15 @@ class Warehouse(ABC):
 
     @abstractmethod
     def partition_stats(self, table: Table, start: date, end: date) -> dict[date, PartitionStats]:
-        """Rows and last load time per date in [start, end], in one query for the table."""
+        """Rows and newest ``_loaded_at`` per date in [start, end], counted in the table
+        itself, in one query for the table."""
 
     def window_stats(
-        self, tables: Sequence[Table], start: date, end: date
+        self, tables: Sequence[Table], start: date, end: date, metadata: bool = False
     ) -> dict[str, dict[date, PartitionStats]]:
-        """``partition_stats`` for several tables: still one query per table."""
+        """``partition_stats`` for several tables: still one query per table. ``metadata``:
+        from the engine's partition metadata where it has some (cheap, but a commit time and
+        possibly lagging: for sweeps, never for the checks of a write)."""
         return {t.name: self.partition_stats(t, start, end) for t in tables}
 
     @abstractmethod
@@ -174,12 +198,15 @@ class Warehouse(ABC):
 
 
 def read_window(
-    warehouse: Warehouse, start: date, end: date, tables: Sequence[Table] = TABLES
+    warehouse: Warehouse,
+    start: date,
+    end: date,
+    tables: Sequence[Table] = TABLES,
+    metadata: bool = False,
 ) -> Window:
     """Every table's per-date stats over [start, end]: one query per table (the schedule
-    always, since checks read games from it)."""
+    always, since checks read games from it); ``metadata``: see ``window_stats``."""
     wanted = {t.name: t for t in tables}
     wanted.setdefault(SCHEDULE.name, SCHEDULE)
-    return Window(
-        start=start, end=end, stats=warehouse.window_stats(list(wanted.values()), start, end)
-    )
+    stats = warehouse.window_stats(list(wanted.values()), start, end, metadata=metadata)
+    return Window(start=start, end=end, stats=stats)

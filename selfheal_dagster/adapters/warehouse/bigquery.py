@@ -1,31 +1,41 @@
 """The BigQuery warehouse: production, behind the same interface as DuckDB.
 
-- A one-date write is ONE job into the partition decorator ``table$YYYYMMDD`` with
-  WRITE_TRUNCATE (a load job for Phase 2 rows, a query job for Phase 4 SQL): atomic, so a
-  crash leaves the previous rows and two runs never duplicate.
-- A range write is ONE multi-statement transaction (``BEGIN TRANSACTION; DELETE the range's
-  dates; INSERT …; COMMIT TRANSACTION``), so the whole range is replaced or none of it: a
-  failure mid-way leaves every partition as it was. Not one WRITE_TRUNCATE job per date: that
-  is atomic per date only (a failure at date 90 of 180 leaves a half-new range) and costs 180
-  jobs. Phase 2 rows reach the transaction through a staging table loaded by one load job
-  and dropped after (it also expires after a day if the drop never runs).
-- The sweep reads row counts and load times from ``INFORMATION_SCHEMA.PARTITIONS``, one
-  metadata query per dataset (no table bytes scanned), falling back to a GROUP BY on the date
-  column for a table that is not partitioned.
+Used the way BigQuery's documentation asks:
+
+- **Writes never race.** Every replacement of dates that runs SQL is ONE ``MERGE`` statement
+  (``ON FALSE``: delete the dates' rows, insert the new ones; dbt's ``insert_overwrite``
+  idiom), atomic on its own. BigQuery queues DML that mutates a table while another DML
+  statement runs on it, where it cancels one of two multi-statement transactions. A Phase 2
+  date is one load job into the partition decorator ``table$YYYYMMDD`` with WRITE_TRUNCATE;
+  a Phase 2 range is one load into a staging table, then one MERGE. A write that still meets
+  a concurrent update is retried here, within the step, so it never spends a heal attempt.
+- **Reads prune.** Tables are created with ``require_partition_filter``; every read of one
+  filters its partition column by query parameters (the Phase 4 SQL too).
+- **Guard rails.** Every job carries labels (component, asset, run, correlation ID, attempt),
+  ``maximum_bytes_billed`` (queries) and a timeout, both at BigQuery (``job_timeout_ms``) and
+  here; a job still running when its step is interrupted, or at the timeout, is cancelled.
+- **Rows, not metadata, for a write's checks.** ``partition_stats`` counts rows and reads
+  ``MAX(_loaded_at)`` in the table (one pruned query); ``INFORMATION_SCHEMA.PARTITIONS``
+  (commit times, lagging, no row for an empty partition) is read only by sweeps.
+- **One client per warehouse object**, opened on first use and closed by ``close()``.
 - Values are always query parameters; identifiers come only from the registry and are
-  validated and backtick-quoted.
-- The Phase 4 SQL is the same source as DuckDB's, transpiled with sqlglot.
+  validated and backtick-quoted. The Phase 4 SQL is the DuckDB source, transpiled by sqlglot.
 
 Imported only in production: it pulls in the Google client libraries.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import logging
 import re
+import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
-from datetime import UTC, date, datetime
+from contextlib import AbstractContextManager, ExitStack, suppress
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -37,7 +47,10 @@ from selfheal_dagster.adapters.warehouse.base import PartitionStats, WarehouseEr
 from selfheal_dagster.core import history
 from selfheal_dagster.core.dates import now_utc
 from selfheal_dagster.core.errors import error_line
+from selfheal_dagster.core.job_context import CLI, JobContext, label
 from selfheal_dagster.tables import BY_NAME, LOADED_AT, TABLES, Table
+
+log = logging.getLogger("selfheal.bigquery")
 
 TYPES = {
     "DATE": "DATE",
@@ -47,8 +60,14 @@ TYPES = {
     "BOOL": "BOOL",
     "TIMESTAMP": "TIMESTAMP",
 }
+# What tables.get reports for each of them (BigQuery's legacy names).
+REPORTED = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}
 _IDENT = re.compile(r"^([a-z_][a-z0-9_]*|INFORMATION_SCHEMA|PARTITIONS)$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_LOCATION = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}$")
+_CONFLICT = re.compile(r"concurrent update|could not serialize access", re.I)
+CONFLICT_ATTEMPTS = 5
+CONFLICT_BACKOFF_SECONDS = 2.0
 
 
 def quote(project: str, *parts: str) -> str:
@@ -98,6 +117,17 @@ def _json(value: Any) -> Any:
     return value
 
 
+def _used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The parameters ``sql`` names (``@d`` is not ``@days``)."""
+    return {k: v for k, v in (params or {}).items() if re.search(rf"@{k}\b", sql)}
+
+
+def _message(exc: BaseException) -> str:
+    """BigQuery's own words: the API error's message, not the request line around it."""
+    text = getattr(exc, "message", None) or str(exc)
+    return error_line(RuntimeError(text))
+
+
 @cache
 def _transpiled(project: str, name: str) -> str:
     table = BY_NAME[name]
@@ -107,20 +137,154 @@ def _transpiled(project: str, name: str) -> str:
     return sqlglot.transpile(duckdb_sql, read="duckdb", write="bigquery", comments=False)[0]
 
 
+def schema(table: Table) -> list[bigquery.SchemaField]:
+    """The table's columns as BigQuery holds them: every one NULLABLE, so a query's result
+    (whose columns are always NULLABLE) can be written into it."""
+    fields = [bigquery.SchemaField(c.name, TYPES[c.type]) for c in table.columns]
+    return [*fields, bigquery.SchemaField(LOADED_AT, "TIMESTAMP")]
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A statement the warehouse sends: its name, SQL, parameters for one date, the tables
+    (asset keys) it touches; ``heal``: read by a one-date heal."""
+
+    name: str
+    sql: str
+    params: dict[str, Any]
+    tables: tuple[str, ...] = ()
+    heal: bool = False
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How a table is declared in BigQuery, as tables.get reports it."""
+
+    partition: str | None
+    clustering: tuple[str, ...]
+    require_filter: bool
+    columns: dict[str, tuple[str, str]]  # name -> (type, mode)
+
+
+def expected_shape(table: Table) -> Shape:
+    return Shape(
+        partition=table.partition_column,
+        clustering=tuple(table.cluster_by),
+        require_filter=True,
+        columns={
+            f.name: (REPORTED.get(f.field_type, f.field_type), "NULLABLE") for f in schema(table)
+        },
+    )
+
+
+def shape_problems(table: Table, found: Shape) -> list[str]:
+    """What differs between a table in BigQuery and the registry, each with the fix."""
+    want, ref = expected_shape(table), f"{table.dataset}.{table.name}"
+    out = []
+    if found.partition != want.partition:
+        out.append(
+            f"{ref} is partitioned by {found.partition or 'nothing'}, not {want.partition}: "
+            f"recreate it with PARTITION BY {want.partition} (copy the rows over)"
+        )
+    if not found.require_filter:
+        out.append(
+            f"{ref} does not require a partition filter: ALTER TABLE {ref} SET OPTIONS "
+            "(require_partition_filter = TRUE)"
+        )
+    for name, (kind, _) in want.columns.items():
+        have = found.columns.get(name)
+        if have is None:
+            out.append(f"{ref} lacks column {name}: ALTER TABLE {ref} ADD COLUMN {name} {kind}")
+        elif have[0] != kind:
+            out.append(f"{ref}.{name} is {have[0]}, not {kind}: the registry and table disagree")
+        elif have[1] == "REQUIRED":
+            out.append(
+                f"{ref}.{name} is REQUIRED, which a query's result cannot fill: ALTER TABLE "
+                f"{ref} ALTER COLUMN {name} DROP NOT NULL"
+            )
+    if found.clustering != want.clustering:
+        have = ", ".join(found.clustering) or "nothing"
+        out.append(
+            f"{ref} is clustered by {have}, not {', '.join(want.clustering)}: ALTER TABLE "
+            f"{ref} SET OPTIONS is not enough; update its clustering with bq update "
+            f"--clustering_fields={','.join(want.clustering)}"
+        )
+    return out
+
+
+HISTORY_CLUSTERING = ("correlation_id", "target_date")
+
+
+def history_problems(found: Shape) -> list[str]:
+    """What differs between the heal history in BigQuery and the table this version writes."""
+    ref = f"{history.DATASET}.{history.TABLE}"
+    out = []
+    for name, kind in history.COLUMNS.items():
+        want = REPORTED.get(TYPES[kind], TYPES[kind])
+        have = found.columns.get(name)
+        if have is None:
+            out.append(f"{ref} lacks column {name}: run selfheal init (it adds it)")
+        elif have[0] != want:
+            out.append(f"{ref}.{name} is {have[0]}, not {want}")
+    if found.require_filter:
+        out.append(
+            f"{ref} requires a partition filter, but is read by correlation ID: ALTER TABLE "
+            f"{ref} SET OPTIONS (require_partition_filter = FALSE)"
+        )
+    return out
+
+
 class BigQueryWarehouse(base.Warehouse):
     kind = "bigquery"
+    metadata_is_exact = False
 
     def __init__(
         self,
         project: str,
         location: str | None,
         client: Callable[[], AbstractContextManager[bigquery.Client]],
+        *,
+        job: JobContext = CLI,
+        max_bytes_billed: int = 10 * 1024**3,
+        timeout_seconds: float = 900.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__()
         quote(project)  # validates
+        if location is not None and not _LOCATION.match(location):
+            raise WarehouseError(f"refusing BigQuery location '{location}'")
         self.project = project
-        self.location = location
-        self._client = client
+        self.location = location or "US"
+        self.job = job
+        self.max_bytes_billed = int(max_bytes_billed)
+        self.timeout_seconds = float(timeout_seconds)
+        self._open = client
+        self._sleep = sleep
+        self._stack: ExitStack | None = None
+        self._client: bigquery.Client | None = None
+
+    # --- the client ---------------------------------------------------------------------------
+
+    def client(self) -> bigquery.Client:
+        """This object's one client, opened on first use."""
+        if self._client is None:
+            stack = ExitStack()
+            try:
+                self._client = stack.enter_context(self._open())
+            except Exception as exc:
+                stack.close()
+                raise WarehouseError(f"cannot reach BigQuery: {_message(exc)}") from exc
+            self._stack = stack
+        return self._client
+
+    def close(self) -> None:
+        client, stack = self._client, self._stack
+        self._client, self._stack = None, None
+        if client is not None:
+            with suppress(Exception):
+                client.close()
+        if stack is not None:
+            stack.close()
 
     # --- statements -------------------------------------------------------------------------
 
@@ -136,14 +300,16 @@ class BigQueryWarehouse(base.Warehouse):
         return f"{self.project}.{table.dataset}.{table.name}${_check_day(day):%Y%m%d}"
 
     def ddl(self, tables: Sequence[Table] = TABLES) -> list[str]:
-        """Datasets and tables from the registry (the job's location places the datasets)."""
+        """Datasets (in the configured location) and tables (partitioned, clustered, requiring
+        a partition filter) from the registry, and the heal history."""
         out = [
-            f"CREATE SCHEMA IF NOT EXISTS {quote(self.project, dataset)}"
+            f"CREATE SCHEMA IF NOT EXISTS {quote(self.project, dataset)} "
+            f"OPTIONS (location = '{self.location}')"
             for dataset in sorted({t.dataset for t in tables} | {history.DATASET})
         ]
         for t in tables:
             cols = [f"{c.name} {TYPES[c.type]}" for c in t.columns]
-            cols.append(f"{LOADED_AT} TIMESTAMP NOT NULL")
+            cols.append(f"{LOADED_AT} TIMESTAMP")
             for name in [t.partition_column, *t.cluster_by]:
                 quote(self.project, name)
             sql = (
@@ -152,11 +318,14 @@ class BigQueryWarehouse(base.Warehouse):
             )
             if t.cluster_by:
                 sql += f" CLUSTER BY {', '.join(t.cluster_by)}"
-            out.append(sql)
+            out.append(sql + " OPTIONS (require_partition_filter = TRUE)")
+        # The history is small (a few thousand records a season) and read by correlation ID
+        # as often as by date: clustered, not partitioned (BigQuery advises clustering for
+        # tables under about 10 GB).
         cols = ", ".join(f"{c} {TYPES[k]}" for c, k in history.COLUMNS.items())
         out.append(
             f"CREATE TABLE IF NOT EXISTS {self._history_ref()} ({cols}) "
-            "PARTITION BY target_date CLUSTER BY correlation_id"
+            f"CLUSTER BY {', '.join(HISTORY_CLUSTERING)}"
         )
         # A history table from an older version gains the columns added since.
         added = ", ".join(
@@ -169,43 +338,110 @@ class BigQueryWarehouse(base.Warehouse):
         """The processor's SELECT, transpiled from the one DuckDB-dialect source."""
         return _transpiled(self.project, table.name)
 
+    def replace_sql(self, table: Table, select: str) -> str:
+        """ONE MERGE that makes ``select``'s rows the whole content of the dates ``@days``:
+        atomic, queued behind other DML on the table instead of cancelled, and pruned by
+        ``@days`` on the target (dbt's insert_overwrite statement)."""
+        cols = ", ".join(table.column_names)
+        values = ", ".join(f"source.{c}" for c in [*table.column_names, LOADED_AT])
+        return (
+            f"MERGE {self.ref(table)} AS target USING "
+            f"(SELECT {cols}, @loaded_at AS {LOADED_AT} FROM ({select}) AS processed) AS source "
+            "ON FALSE "
+            f"WHEN NOT MATCHED BY SOURCE AND target.{table.partition_column} IN UNNEST(@days) "
+            "THEN DELETE "
+            f"WHEN NOT MATCHED THEN INSERT ({cols}, {LOADED_AT}) VALUES ({values})"
+        )
+
     # --- running ----------------------------------------------------------------------------
 
-    def _query(
-        self,
-        sql: str,
-        params: Mapping[str, Any] | None = None,
-        **config: Any,
-    ) -> Any:
-        self.statements += 1
-        used = {k: v for k, v in (params or {}).items() if f"@{k}" in sql}
-        job_config = bigquery.QueryJobConfig(
-            query_parameters=[_param(k, v) for k, v in used.items()], **config
+    def _labels(self) -> dict[str, str]:
+        return self.job.labels()
+
+    def query_config(self, params: Mapping[str, Any] | None = None, **config: Any):
+        """A query job's configuration: its parameters, labels, byte cap and timeout."""
+        return bigquery.QueryJobConfig(
+            query_parameters=[_param(k, v) for k, v in (params or {}).items()],
+            labels=self._labels(),
+            maximum_bytes_billed=self.max_bytes_billed,
+            job_timeout_ms=int(self.timeout_seconds * 1000),
+            **config,
         )
+
+    def _load_config(self, table: Table, **config: Any) -> bigquery.LoadJobConfig:
+        return bigquery.LoadJobConfig(
+            schema=schema(table),
+            source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+            labels=self._labels(),
+            job_timeout_ms=int(self.timeout_seconds * 1000),
+            **config,
+        )
+
+    def _run(self, what: str, start: Callable[[bigquery.Client], Any]) -> tuple[Any, Any]:
+        """Start a job and wait for it, bounded. A concurrent update is retried here (it
+        costs no heal attempt); a timeout or an interrupted step (a terminated run) cancels
+        the job, so it cannot write later."""
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            self.statements += 1
+            job = None
+            try:
+                job = start(self.client())
+                return job, job.result(timeout=self.timeout_seconds)
+            except concurrent.futures.TimeoutError:
+                self._cancel(job)
+                raise WarehouseError(
+                    f"{what}: BigQuery job {getattr(job, 'job_id', '?')} still running after "
+                    f"{self.timeout_seconds:g}s; cancelled"
+                ) from None
+            except WarehouseError:
+                raise
+            except Exception as exc:
+                if _CONFLICT.search(_message(exc)) and attempt < CONFLICT_ATTEMPTS:
+                    wait = CONFLICT_BACKOFF_SECONDS * 2 ** (attempt - 1)
+                    log.warning(
+                        "%s met a concurrent update (attempt %d/%d); retrying in %.0fs",
+                        what,
+                        attempt,
+                        CONFLICT_ATTEMPTS,
+                        wait,
+                    )
+                    self._sleep(wait)
+                    continue
+                raise WarehouseError(f"{what}: {_message(exc)}") from exc
+            except BaseException:  # the step is interrupted: the run was terminated
+                self._cancel(job)
+                raise
+        raise AssertionError("unreachable")
+
+    def _cancel(self, job: Any) -> None:
+        if job is None or self._client is None:
+            return
+        with suppress(Exception):
+            self._client.cancel_job(job.job_id, location=job.location)
+            log.warning("cancelled BigQuery job %s", job.job_id)
+
+    def _query(
+        self, sql: str, params: Mapping[str, Any] | None = None, what: str = "BigQuery job"
+    ) -> Any:
+        used = _used(sql, params)
+        config = self.query_config(used)
+        return self._run(what, lambda c: c.query(sql, job_config=config, location=self.location))
+
+    def dry_run(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+        """Bytes a statement would process: BigQuery's free dry run, which also checks its
+        SQL, names and permissions (raises ``WarehouseError`` with BigQuery's message)."""
+        used = _used(sql, params)
+        config = self.query_config(used, dry_run=True, use_query_cache=False)
+        self.statements += 1
         try:
-            with self._client() as client:
-                job = client.query(sql, job_config=job_config, location=self.location)
-                result = job.result()
+            job = self.client().query(sql, job_config=config, location=self.location)
         except Exception as exc:
-            raise WarehouseError(f"BigQuery job failed: {error_line(exc)}") from exc
-        return job, result
+            raise WarehouseError(_message(exc)) from exc
+        return int(job.total_bytes_processed or 0)
 
     def ensure_tables(self, tables: Sequence[Table] = TABLES) -> None:
         for sql in self.ddl(tables):
-            self._query(sql)
-
-    def _partitioning(self, table: Table) -> dict[str, Any]:
-        return {
-            "write_disposition": bigquery.WriteDisposition.WRITE_TRUNCATE,
-            "time_partitioning": bigquery.TimePartitioning(
-                type_=bigquery.TimePartitioningType.DAY, field=table.partition_column
-            ),
-            "clustering_fields": list(table.cluster_by) or None,
-        }
-
-    def schema(self, table: Table) -> list[bigquery.SchemaField]:
-        fields = [bigquery.SchemaField(c.name, TYPES[c.type]) for c in table.columns]
-        return [*fields, bigquery.SchemaField(LOADED_AT, "TIMESTAMP", mode="REQUIRED")]
+            self._query(sql, what="create datasets and tables")
 
     def replace_partition(
         self, table: Table, day: date, rows: Sequence[Mapping[str, Any]]
@@ -213,52 +449,33 @@ class BigQueryWarehouse(base.Warehouse):
         _check_day(day)
         self.check_rows(table, day, rows)
         loaded_at = now_utc()
-        if not rows:  # nothing to load: one DML job empties the partition
-            self._query(
-                f"DELETE FROM {self.ref(table)} WHERE {table.partition_column} = @d", {"d": day}
-            )
+        if not rows:  # nothing to load: one DML statement empties the partition
+            self._query(self._empty_sql(table), {"d": day}, what=f"empty {table.key} {day}")
             return WriteResult(rows=0, loaded_at=loaded_at)
         payload = [
             {**{c: _json(row[c]) for c in table.column_names}, LOADED_AT: _json(loaded_at)}
             for row in rows
         ]
-        job_config = bigquery.LoadJobConfig(
-            schema=self.schema(table),
-            source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-            **self._partitioning(table),
+        config = self._load_config(
+            table,
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+            time_partitioning=bigquery.TimePartitioning(
+                type_=bigquery.TimePartitioningType.DAY, field=table.partition_column
+            ),
+            clustering_fields=list(table.cluster_by) or None,
         )
-        self.statements += 1
-        try:
-            with self._client() as client:
-                client.load_table_from_json(
-                    payload,
-                    self._decorated(table, day),
-                    job_config=job_config,
-                    location=self.location,
-                ).result()
-        except Exception as exc:
-            raise WarehouseError(
-                f"replace {table.key} {day} failed; the previous rows stay: {error_line(exc)}"
-            ) from exc
+        self._run(
+            f"replace {table.key} {day} (the previous rows stay)",
+            lambda c: c.load_table_from_json(
+                payload, self._decorated(table, day), job_config=config, location=self.location
+            ),
+        )
         return WriteResult(rows=len(rows), loaded_at=loaded_at)
 
     def _staging(self, table: Table) -> str:
         """A run-private staging table next to ``table`` (validated parts, random suffix)."""
-        import uuid
-
         name = f"_stage_{table.name}_{uuid.uuid4().hex[:12]}"
         return quote(self.project, table.dataset, name)
-
-    def range_script(self, table: Table, select: str) -> str:
-        """Replace the dates ``@days`` with ``select``'s rows: one transaction, all or none."""
-        cols = ", ".join(table.column_names)
-        return (
-            "BEGIN TRANSACTION;\n"
-            f"DELETE FROM {self.ref(table)} WHERE {table.partition_column} IN UNNEST(@days);\n"
-            f"INSERT INTO {self.ref(table)} ({cols}, {LOADED_AT}) "
-            f"SELECT {cols}, @loaded_at FROM ({select}) AS processed;\n"
-            "COMMIT TRANSACTION;"
-        )
 
     def _counted(self, table: Table, days: Sequence[date]) -> dict[date, int]:
         pc = table.partition_column
@@ -266,6 +483,7 @@ class BigQueryWarehouse(base.Warehouse):
             f"SELECT {pc} AS day, COUNT(*) AS n FROM {self.ref(table)} "
             f"WHERE {pc} IN UNNEST(@days) GROUP BY {pc}",
             {"days": list(days)},
+            what=f"count {table.key}",
         )
         found = {r["day"]: int(r["n"]) for r in rows}
         return {day: found.get(day, 0) for day in days}
@@ -273,6 +491,8 @@ class BigQueryWarehouse(base.Warehouse):
     def replace_partitions(
         self, table: Table, rows_by_day: Mapping[date, Sequence[Mapping[str, Any]]]
     ) -> WriteResult:
+        """A range: one load into a staging table (it expires after a day if the drop never
+        runs), then one MERGE of the whole range, then the drop."""
         days = sorted(_check_day(d) for d in rows_by_day)
         if len(days) == 1:
             return self.replace_partition(table, days[0], rows_by_day[days[0]])
@@ -285,64 +505,99 @@ class BigQueryWarehouse(base.Warehouse):
             for day in days
             for row in rows_by_day[day]
         ]
-        self.statements += 1
-        try:
-            with self._client() as client:
-                job_config = bigquery.LoadJobConfig(
-                    schema=self.schema(table),
-                    source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-                    write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-                )
-                client.load_table_from_json(
-                    payload, staging.strip("`"), job_config=job_config, location=self.location
-                ).result()
-        except Exception as exc:
-            raise WarehouseError(
-                f"staging {table.key} {days[0]}..{days[-1]} failed; nothing replaced: "
-                f"{error_line(exc)}"
-            ) from exc
+        span = f"{table.key} {days[0]}..{days[-1]}"
+        config = self._load_config(
+            table, write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE
+        )
+        self._run(
+            f"stage {span} (nothing replaced)",
+            lambda c: c.load_table_from_json(
+                payload, staging.strip("`"), job_config=config, location=self.location
+            ),
+        )
         try:
             self._query(
                 f"ALTER TABLE {staging} SET OPTIONS "
-                "(expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))"
+                "(expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))",
+                what=f"expire the staging table of {span}",
             )
+            cols = ", ".join(table.column_names)
             self._query(
-                self.range_script(table, f"SELECT * FROM {staging}"),
+                self.replace_sql(table, f"SELECT {cols} FROM {staging}"),
                 {"days": days, "loaded_at": loaded_at},
+                what=f"replace {span} (the previous rows stay)",
             )
         finally:
-            self._query(f"DROP TABLE IF EXISTS {staging}")
+            with suppress(WarehouseError):
+                self._query(f"DROP TABLE IF EXISTS {staging}", what=f"drop {staging}")
         by_day = {day: len(rows_by_day[day]) for day in days}
         return WriteResult(rows=sum(by_day.values()), loaded_at=loaded_at, by_day=by_day)
 
     def run_processor(self, table: Table, days: Sequence[date]) -> WriteResult:
+        """One MERGE computes and replaces every date of ``days`` (one or a range)."""
         params = base.processor_params(table, [_check_day(d) for d in days])
         loaded_at = now_utc()
         spine = params["days"]
-        if len(spine) > 1:
-            self._query(
-                self.range_script(table, self.phase4_sql(table)),
-                {**params, "loaded_at": loaded_at},
-            )
-            by_day = self._counted(table, spine)
-            return WriteResult(rows=sum(by_day.values()), loaded_at=loaded_at, by_day=by_day)
-        cols = ", ".join(table.column_names)
-        sql = (
-            f"SELECT {cols}, @loaded_at AS {LOADED_AT} FROM ({self.phase4_sql(table)}) AS processed"
-        )
-        _, result = self._query(
-            sql,
+        span = str(spine[0]) if len(spine) == 1 else f"{spine[0]}..{spine[-1]}"
+        self._query(
+            self.replace_sql(table, self.phase4_sql(table)),
             {**params, "loaded_at": loaded_at},
-            destination=self._decorated(table, spine[0]),
-            **self._partitioning(table),
+            what=f"processor {table.key} {span} (the previous rows stay)",
         )
-        rows = int(result.total_rows or 0)
-        return WriteResult(rows=rows, loaded_at=loaded_at, by_day={spine[0]: rows})
+        by_day = self._counted(table, spine)
+        return WriteResult(rows=sum(by_day.values()), loaded_at=loaded_at, by_day=by_day)
+
+    def _empty_sql(self, table: Table) -> str:
+        return f"DELETE FROM {self.ref(table)} WHERE {table.partition_column} = @d"
+
+    def _stats_sql(self, table: Table) -> str:
+        pc = table.partition_column
+        # Not "AS at": AT is a reserved keyword in BigQuery (found by ZetaSQL).
+        return (
+            f"SELECT {pc} AS day, COUNT(*) AS n, MAX({LOADED_AT}) AS loaded "
+            f"FROM {self.ref(table)} WHERE {pc} BETWEEN @start AND @end GROUP BY {pc}"
+        )
+
+    def _metadata_sql(self, dataset: str) -> str:
+        return (
+            "SELECT table_name, partition_id, total_rows, last_modified_time "
+            f"FROM {quote(self.project, dataset, 'INFORMATION_SCHEMA', 'PARTITIONS')} "
+            "WHERE table_name IN UNNEST(@tables) "
+            "AND (partition_id IS NULL OR partition_id BETWEEN @first AND @last)"
+        )
+
+    def _gap_sql(self, table: Table) -> str:
+        """Keep the first ``@keep`` rows of the date ``@d`` (in column order), drop the rest."""
+        order = ", ".join(table.column_names)
+        return self.replace_sql(
+            table,
+            f"SELECT * FROM {self.ref(table)} WHERE {table.partition_column} = @d "
+            f"QUALIFY ROW_NUMBER() OVER (ORDER BY {order}) <= @keep",
+        )
+
+    def partition_stats(self, table: Table, start: date, end: date) -> dict[date, PartitionStats]:
+        """Rows and ``MAX(_loaded_at)`` counted in the table: one query, pruned to the
+        window's partitions."""
+        _check_day(start)
+        _check_day(end)
+        _, rows = self._query(
+            self._stats_sql(table), {"start": start, "end": end}, what=f"count {table.key}"
+        )
+        return {
+            r["day"]: PartitionStats(
+                int(r["n"]), r["loaded"].astimezone(UTC) if r["loaded"] else None
+            )
+            for r in rows
+        }
 
     def window_stats(
-        self, tables: Sequence[Table], start: date, end: date
+        self, tables: Sequence[Table], start: date, end: date, metadata: bool = False
     ) -> dict[str, dict[date, PartitionStats]]:
-        """One ``INFORMATION_SCHEMA.PARTITIONS`` query per dataset."""
+        """Counted in each table (one pruned query per table); ``metadata``: from
+        ``INFORMATION_SCHEMA.PARTITIONS``, one query per dataset and no table bytes, its load
+        time a commit time and possibly behind the writes (what sweeps read)."""
+        if not metadata:
+            return {t.name: self.partition_stats(t, start, end) for t in tables}
         _check_day(start)
         _check_day(end)
         out: dict[str, dict[date, PartitionStats]] = {t.name: {} for t in tables}
@@ -350,11 +605,9 @@ class BigQueryWarehouse(base.Warehouse):
         for dataset in sorted({t.dataset for t in tables}):
             mine = {t.name: t for t in tables if t.dataset == dataset}
             _, rows = self._query(
-                "SELECT table_name, partition_id, total_rows, last_modified_time "
-                f"FROM {quote(self.project, dataset, 'INFORMATION_SCHEMA', 'PARTITIONS')} "
-                "WHERE table_name IN UNNEST(@tables) "
-                "AND (partition_id IS NULL OR partition_id BETWEEN @first AND @last)",
+                self._metadata_sql(dataset),
                 {"tables": sorted(mine), "first": f"{start:%Y%m%d}", "last": f"{end:%Y%m%d}"},
+                what=f"partition metadata of {dataset}",
             )
             for row in rows:
                 name, pid = row["table_name"], row["partition_id"]
@@ -367,36 +620,126 @@ class BigQueryWarehouse(base.Warehouse):
                         rows=int(row["total_rows"]),
                         loaded_at=modified.astimezone(UTC) if modified else None,
                     )
-        for t in unpartitioned:
-            _, rows = self._query(
-                # Not "AS at": AT is a reserved keyword in BigQuery (found by ZetaSQL).
-                f"SELECT {t.partition_column} AS day, COUNT(*) AS n, MAX({LOADED_AT}) AS loaded "
-                f"FROM {self.ref(t)} WHERE {t.partition_column} BETWEEN @start AND @end "
-                f"GROUP BY {t.partition_column}",
-                {"start": start, "end": end},
-            )
-            out[t.name] = {r["day"]: PartitionStats(int(r["n"]), r["loaded"]) for r in rows}
+        for t in unpartitioned:  # a platform table that is not partitioned: count its rows
+            out[t.name] = self.partition_stats(t, start, end)
         return out
-
-    def partition_stats(self, table: Table, start: date, end: date) -> dict[date, PartitionStats]:
-        return self.window_stats([table], start, end)[table.name]
 
     def punch_gap(self, table: Table, day: date, keep: float = 0.0) -> tuple[int, int]:
         _check_day(day)
-        pc, ref = table.partition_column, self.ref(table)
-        _, rows = self._query(f"SELECT COUNT(*) AS n FROM {ref} WHERE {pc} = @d", {"d": day})
-        before = int(next(iter(rows))["n"])
-        kept = int(before * keep)
+        before = self.partition_stats(table, day, day).get(day)
+        before_rows = before.rows if before else 0
+        kept = int(before_rows * keep)
+        what = f"gap {table.key} {day}"
         if kept == 0:
-            self._query(f"DELETE FROM {ref} WHERE {pc} = @d", {"d": day})
+            self._query(self._empty_sql(table), {"d": day}, what=what)
         else:
-            self._query(
-                f"SELECT * FROM {ref} WHERE {pc} = @d QUALIFY ROW_NUMBER() OVER () <= @keep",
-                {"d": day, "keep": kept},
-                destination=self._decorated(table, day),
-                **self._partitioning(table),
+            params = {"d": day, "keep": kept, "days": [day], "loaded_at": now_utc()}
+            self._query(self._gap_sql(table), params, what=what)
+        return before_rows, kept
+
+    # --- production chores: a run's jobs, and what doctor reads ----------------------------
+
+    def all_statements(self, day: date) -> list[Statement]:
+        """Every statement this warehouse sends (the loads and staged merges aside: a load
+        job cannot be dry-run), with the parameters it would send for ``day``; ``heal``: read
+        by a one-date heal of every table (its checks, input guards and processors)."""
+        _check_day(day)
+        out = []
+        for table in TABLES:
+            start = day - timedelta(days=table.lookback_days + 1)
+            out.append(
+                Statement(
+                    f"count {table.key}",
+                    self._stats_sql(table),
+                    {"start": start, "end": day},
+                    (table.key,),
+                    heal=True,
+                )
             )
-        return before, kept
+            if table.phase == 2:
+                out.append(
+                    Statement(
+                        f"empty {table.key}", self._empty_sql(table), {"d": day}, (table.key,)
+                    )
+                )
+        stamp = now_utc()
+        for table in TABLES:
+            if table.phase != 4:
+                continue
+            params = {**base.processor_params(table, [day]), "loaded_at": stamp}
+            reads = tuple(BY_NAME[u.table].key for u in table.upstream)
+            sql = self.replace_sql(table, self.phase4_sql(table))
+            out.append(
+                Statement(f"processor {table.key}", sql, params, (table.key, *reads), heal=True)
+            )
+        for dataset in sorted({t.dataset for t in TABLES}):
+            names = sorted(t.name for t in TABLES if t.dataset == dataset)
+            params = {"tables": names, "first": f"{day:%Y%m%d}", "last": f"{day:%Y%m%d}"}
+            out.append(Statement(f"sweep metadata {dataset}", self._metadata_sql(dataset), params))
+        box = next(t for t in TABLES if t.phase == 2 and t.upstream)
+        gap = {"d": day, "keep": 1, "days": [day], "loaded_at": stamp}
+        out.append(Statement(f"gap --keep {box.key}", self._gap_sql(box), gap, (box.key,)))
+        sample = history.HealRecord(
+            phase="phase2",
+            target_date=day,
+            missing_components=[],
+            healing_result=history.HealingResult(triggered=False, reason="doctor"),
+            correlation_id=str(uuid.uuid4()),
+            timestamp=stamp,
+        )
+        log_ = (f"{history.DATASET}/{history.TABLE}",)
+        out += [
+            Statement(
+                "history insert", self._merge(update=False), self._history_params(sample), log_
+            ),
+            Statement(
+                "history update", self._merge(update=True), self._history_params(sample), log_
+            ),
+            Statement(
+                "history alert note", self._note_sql(), {"note": "{}", "id": sample.id}, log_
+            ),
+            Statement("history read", *self.history_sql(base.HistoryFilter(day=day)), log_),
+        ]
+        return out
+
+    def cancel_run_jobs(self, run_id: str, since: datetime | None = None) -> list[str]:
+        """Cancel every pending or running job labelled with ``run_id`` (a run that was
+        terminated or reaped must not write later); returns their ids."""
+        wanted = label(run_id)
+        since = since or now_utc() - timedelta(days=2)
+        cancelled = []
+        client = self.client()
+        for state in ("pending", "running"):
+            for job in client.list_jobs(state_filter=state, min_creation_time=since):
+                if (job.labels or {}).get("dagster_run_id") == wanted:
+                    with suppress(Exception):
+                        client.cancel_job(job.job_id, location=job.location)
+                        cancelled.append(job.job_id)
+        return cancelled
+
+    def dataset_location(self, dataset: str) -> str | None:
+        """The dataset's location, None when it does not exist."""
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return self.client().get_dataset(f"{self.project}.{dataset}").location
+        except NotFound:
+            return None
+
+    def table_shape(self, table_id: str) -> Shape | None:
+        """How ``dataset.table`` is declared, None when it does not exist (a 403 raises)."""
+        from google.api_core.exceptions import NotFound
+
+        try:
+            found = self.client().get_table(f"{self.project}.{table_id}")
+        except NotFound:
+            return None
+        return Shape(
+            partition=found.time_partitioning.field if found.time_partitioning else None,
+            clustering=tuple(found.clustering_fields or ()),
+            require_filter=bool(found.require_partition_filter),
+            columns={f.name: (f.field_type, f.mode or "NULLABLE") for f in found.schema},
+        )
 
     # --- heal history -----------------------------------------------------------------------
 
@@ -428,7 +771,9 @@ class BigQueryWarehouse(base.Warehouse):
         )
 
     def insert_history(self, record: history.HealRecord) -> bool:
-        job, _ = self._query(self._merge(update=False), self._history_params(record))
+        job, _ = self._query(
+            self._merge(update=False), self._history_params(record), what="store a heal record"
+        )
         return bool(job.num_dml_affected_rows)
 
     def insert_histories(self, records: Sequence[history.HealRecord]) -> int:
@@ -440,24 +785,41 @@ class BigQueryWarehouse(base.Warehouse):
         params = {}
         for i, record in enumerate(unique):
             params.update(self._history_params(record, prefix=f"p{i}_"))
-        job, _ = self._query(self._merge(update=False, rows=len(unique)), params)
+        job, _ = self._query(
+            self._merge(update=False, rows=len(unique)), params, what="store heal records"
+        )
         return int(job.num_dml_affected_rows or 0)
 
     def update_history(
         self, record: history.HealRecord, columns: Sequence[str] | None = None
     ) -> None:
-        self._query(self._merge(update=True, columns=columns), self._history_params(record))
+        self._query(
+            self._merge(update=True, columns=columns),
+            self._history_params(record),
+            what="update a heal record",
+        )
 
     def note_alert(self, record_id: str, note: Mapping[str, Any]) -> None:
         """One DML statement appends to the JSON list, so it is atomic against other writers."""
-        sql = (
+        self._query(
+            self._note_sql(),
+            {"note": json.dumps(dict(note), sort_keys=True), "id": record_id},
+            what="note an alert",
+        )
+
+    def _note_sql(self) -> str:
+        return (
             f"UPDATE {self._history_ref()} SET alerts = IF(alerts IS NULL OR alerts = '[]', "
             "CONCAT('[', @note, ']'), CONCAT(SUBSTR(alerts, 1, LENGTH(alerts) - 1), ', ', "
             "@note, ']')) WHERE id = @id"
         )
-        self._query(sql, {"note": json.dumps(dict(note), sort_keys=True), "id": record_id})
 
     def read_history(self, where: base.HistoryFilter) -> list[history.HealRecord]:
+        sql, params = self.history_sql(where)
+        _, rows = self._query(sql, params, what="read the heal history")
+        return [history.HealRecord.from_row(dict(r.items())) for r in rows]
+
+    def history_sql(self, where: base.HistoryFilter) -> tuple[str, dict[str, Any]]:
         clauses, params = [], {"limit": int(where.limit)}
         if where.day is not None:
             clauses.append("target_date = @day")
@@ -472,9 +834,7 @@ class BigQueryWarehouse(base.Warehouse):
         sql = f"SELECT * FROM {self._history_ref()}"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY timestamp DESC, id LIMIT @limit"
-        _, rows = self._query(sql, params)
-        return [history.HealRecord.from_row(dict(r.items())) for r in rows]
+        return sql + " ORDER BY timestamp DESC, id LIMIT @limit", params
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         _, rows = self._query(sql, params)

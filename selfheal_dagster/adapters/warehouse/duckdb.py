@@ -229,8 +229,9 @@ class DuckDBWarehouse(base.Warehouse):
         return self.window_stats([table], start, end)[table.name]
 
     def window_stats(
-        self, tables: Sequence[Table], start: date, end: date
+        self, tables: Sequence[Table], start: date, end: date, metadata: bool = False
     ) -> dict[str, dict[date, PartitionStats]]:
+        """Counted in the tables themselves, metadata or not (DuckDB keeps no other)."""
         out = {}
         with self.connect() as con:  # one connection, one query per table
             for table in tables:

@@ -1,8 +1,24 @@
 -- For every date d of the spine ($days) and player scheduled on d: the model's feature
 -- vector. Consensus lines average every bookmaker's line for the game on d; a game without
--- lines keeps its players with NULL lines.
+-- lines keeps its players with NULL lines. Every input is read for the spine's dates only
+-- ([$first, $last]), so BigQuery scans only those partitions.
 WITH spine AS (
     SELECT CAST(d AS DATE) AS d FROM UNNEST($days) AS t(d)
+),
+odds AS (
+    SELECT * FROM {odds_api_game_lines} WHERE game_date BETWEEN $first AND $last
+),
+cache AS (
+    SELECT * FROM {player_daily_cache} WHERE game_date BETWEEN $first AND $last
+),
+shot_zones AS (
+    SELECT * FROM {player_shot_zone_analysis} WHERE analysis_date BETWEEN $first AND $last
+),
+defense AS (
+    SELECT * FROM {team_defense_zone_analysis} WHERE analysis_date BETWEEN $first AND $last
+),
+composite AS (
+    SELECT * FROM {player_composite_factors} WHERE analysis_date BETWEEN $first AND $last
 ),
 lines AS (
     SELECT
@@ -18,7 +34,7 @@ lines AS (
             AS away_moneyline,
         COUNT(DISTINCT o.bookmaker) AS bookmakers
     FROM spine AS x
-    JOIN {odds_api_game_lines} AS o ON o.game_date = x.d
+    JOIN odds AS o ON o.game_date = x.d
     GROUP BY o.game_date, o.game_id
 )
 SELECT
@@ -49,11 +65,11 @@ SELECT
     COALESCE(l.bookmakers, 0) AS bookmakers,
     'v2' AS feature_version
 FROM spine AS x
-JOIN {player_daily_cache} AS c ON c.game_date = x.d
-LEFT JOIN {player_shot_zone_analysis} AS s
+JOIN cache AS c ON c.game_date = x.d
+LEFT JOIN shot_zones AS s
     ON s.analysis_date = c.game_date AND s.player_id = c.player_id
-LEFT JOIN {team_defense_zone_analysis} AS d
+LEFT JOIN defense AS d
     ON d.analysis_date = c.game_date AND d.team_abbr = c.opponent_abbr
-LEFT JOIN {player_composite_factors} AS f
+LEFT JOIN composite AS f
     ON f.analysis_date = c.game_date AND f.player_id = c.player_id
 LEFT JOIN lines AS l ON l.d = c.game_date AND l.game_id = c.game_id

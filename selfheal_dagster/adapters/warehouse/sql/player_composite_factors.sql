@@ -1,8 +1,18 @@
 -- For every date d of the spine ($days) and player scheduled on d: how the player's shot
 -- profile meets the opponent's zone defense (matchup), rest and minutes load (fatigue),
--- recent form, combined and clamped to [0.8, 1.2].
+-- recent form, combined and clamped to [0.8, 1.2]. Every input is read for the spine's
+-- dates only ([$first, $last]), so BigQuery scans only those partitions.
 WITH spine AS (
     SELECT CAST(d AS DATE) AS d FROM UNNEST($days) AS t(d)
+),
+cache AS (
+    SELECT * FROM {player_daily_cache} WHERE game_date BETWEEN $first AND $last
+),
+shot_zones AS (
+    SELECT * FROM {player_shot_zone_analysis} WHERE analysis_date BETWEEN $first AND $last
+),
+defense AS (
+    SELECT * FROM {team_defense_zone_analysis} WHERE analysis_date BETWEEN $first AND $last
 ),
 factors AS (
     SELECT
@@ -24,10 +34,10 @@ factors AS (
         END - CASE WHEN c.minutes_avg_last_5 > 36 THEN 0.02 ELSE 0.0 END AS fatigue_factor,
         COALESCE(c.points_avg_last_5 / NULLIF(c.points_avg_last_10, 0), 1.0) AS form_trend
     FROM spine AS x
-    JOIN {player_daily_cache} AS c ON c.game_date = x.d
-    LEFT JOIN {player_shot_zone_analysis} AS s
+    JOIN cache AS c ON c.game_date = x.d
+    LEFT JOIN shot_zones AS s
         ON s.analysis_date = c.game_date AND s.player_id = c.player_id
-    LEFT JOIN {team_defense_zone_analysis} AS d
+    LEFT JOIN defense AS d
         ON d.analysis_date = c.game_date AND d.team_abbr = c.opponent_abbr
 )
 SELECT

@@ -7,6 +7,7 @@ WITH spine AS (
 ),
 schedule AS (
     SELECT x.* FROM {nbac_schedule} AS x JOIN spine AS s ON x.game_date = s.d
+    WHERE x.game_date BETWEEN $first AND $last
 ),
 teams_today AS (
     SELECT game_date AS d, home_team AS team_abbr FROM schedule
