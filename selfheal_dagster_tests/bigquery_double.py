@@ -20,6 +20,7 @@ Not a product: it lives in the tests.
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.parser
 import email.policy
 import json
@@ -78,6 +79,8 @@ RULES = {
     # Mutating DML statements on one partition at once: BigQuery retries the loser three
     # times, then fails it ("Could not serialize access … due to concurrent update").
     "dml_conflict": DOCS + "data-manipulation-language#dml_statement_conflicts",
+    # A job that failed for BigQuery's own passing reason (planted by a test).
+    "transient": DOCS + "error-messages",
 }
 INSERT_WAIT_SECONDS = 1.0
 LONG_POLL_SECONDS = 2.0
@@ -209,6 +212,7 @@ class Job:
     schema: list[Field] | None = None
     rows: list[tuple] = field(default_factory=list)
     payload: bytes = b""
+    token: str = ""  # the bearer token of the client that inserted it
     cancelled: bool = False
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -451,6 +455,7 @@ class BigQueryDouble:
         self.jobs: dict[str, Job] = {}
         self.order: list[str] = []  # job ids in the order received
         self.cancels: list[str] = []  # job ids a client asked to cancel
+        self.cancelled_by: dict[str, str] = {}
         self.forbidden: set[tuple[str, str]] = set()
         self.tokens: set[str] = set()
         self.id_tokens: list[dict] = []  # claims of every ID token minted
@@ -464,6 +469,7 @@ class BigQueryDouble:
         # Mutating DML that meets the same partition's writer fails after BigQuery's own
         # retries ("Could not serialize access"); tests plant it: table -> times left.
         self.conflicts: dict[tuple[str, str], int] = {}
+        self._planted: list[list] = []  # [pattern, reason, message, times left]
         self._uploads: dict[str, dict] = {}
         self._server: ThreadingHTTPServer | None = None
         self.url = ""
@@ -541,7 +547,7 @@ class BigQueryDouble:
 
     # --- jobs ---------------------------------------------------------------------------------
 
-    def insert(self, resource: dict, payload: bytes = b"") -> Job:
+    def insert(self, resource: dict, payload: bytes = b"", token: str = "") -> Job:
         ref = resource.get("jobReference") or {}
         config = resource.get("configuration") or {}
         job = Job(
@@ -552,6 +558,7 @@ class BigQueryDouble:
             created=_now(),
             kind="load" if "load" in config else "query",
             payload=payload,
+            token=token,
         )
         if job.id in self.jobs:
             raise Refused("duplicate", f"Already Exists: Job {job.project}:{job.id}", "duplicate")
@@ -602,15 +609,30 @@ class BigQueryDouble:
         job.ended = _now()
         job.done.set()
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, token: str = "") -> Job:
+        """Cancel a job; ``cancelled_by`` says whether the client that started it asked
+        ("its own client") or another one did (a janitor)."""
         job = self.jobs[job_id]
         self.cancels.append(job_id)
+        self.cancelled_by.setdefault(  # the first to ask
+            job_id, "its own client" if token == job.token else "another client"
+        )
         job.cancelled = True
         return job
+
+    def fail_next(self, pattern: str, reason: str, message: str, times: int = 1) -> None:
+        """The next ``times`` jobs whose statement matches fail with BigQuery's ``reason``
+        (``backendError``: what BigQuery's troubleshooting page says to retry)."""
+        self._planted.append([re.compile(pattern, re.S), reason, message, times])
 
     def _run(self, job: Job) -> None:
         job.state = "RUNNING"
         job.started = _now()
+        for planted in self._planted:
+            if planted[3] and planted[0].search(job.sql):
+                planted[3] -= 1
+                self._fail(job, Refused("transient", planted[2], planted[1], 500))
+                return
         try:
             if job.kind == "load":
                 self._load(job)
@@ -1326,7 +1348,8 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(data)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(data)  # a client that gave up (an interrupted step) is gone
 
     def _error(self, status: int, message: str, reason: str) -> None:
         names = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
@@ -1346,6 +1369,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
+
+    def _token(self) -> str:
+        return self.headers.get("Authorization", "")[7:]
 
     def _authorised(self) -> bool:
         auth = self.headers.get("Authorization", "")
@@ -1371,7 +1397,11 @@ class _Handler(BaseHTTPRequestHandler):
                     404, f"Not found: Job {match.group(1)}:{match.group(2)}", "notFound"
                 )
             return self._send(
-                200, {"kind": "bigquery#jobCancelResponse", "job": double.cancel(job.id).resource()}
+                200,
+                {
+                    "kind": "bigquery#jobCancelResponse",
+                    "job": double.cancel(job.id, self._token()).resource(),
+                },
             )
         if match := _JOBS.match(url.path):
             upload = query.get("uploadType")
@@ -1399,7 +1429,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _insert(self, resource: dict, payload: bytes) -> None:
         try:
-            job = self.double.insert(resource, payload)
+            job = self.double.insert(resource, payload, self._token())
         except Refused as refused:
             return self._error(refused.status, refused.message, refused.reason)
         return self._send(200, job.resource())

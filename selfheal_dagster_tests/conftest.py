@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, timedelta
@@ -213,8 +214,13 @@ class ZetaSQLAnalyser:
         self.kinds: set[str] = set()
         self.count = 0
         self._seen: set[tuple[str, tuple]] = set()
+        self._lock = threading.Lock()  # one WebAssembly instance: one call at a time
 
     def __call__(self, sql, catalog, types) -> None:
+        with self._lock:
+            self._analyse(sql, catalog, types)
+
+    def _analyse(self, sql, catalog, types) -> None:
         from selfheal_dagster_tests.zetasql_engine import Table
 
         key = (sql, tuple(sorted(types.items())))

@@ -2,6 +2,7 @@
 always stopped, and bounded waits on what it does."""
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -98,6 +99,51 @@ def dagster_dev_running(
             except subprocess.TimeoutExpired:
                 continue
         log.close()
+
+
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    """One request to the webserver's GraphQL API, as the UI makes it."""
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+
+def launch_run(port: int, tables, day: date, tags: dict[str, str] | None = None) -> str:
+    """A run of ``tables`` for ``day`` launched as the UI launches one; its run id."""
+    params = {
+        "selector": {
+            "repositoryLocationName": "selfheal_dagster",
+            "repositoryName": "__repository__",
+            "jobName": "heal_job",
+            "assetSelection": [{"path": list(t.key_path)} for t in tables],
+        },
+        "executionMetadata": {
+            "tags": [
+                {"key": k, "value": v}
+                for k, v in {"dagster/partition": day.isoformat(), **(tags or {})}.items()
+            ]
+        },
+        "mode": "default",
+    }
+    found = graphql(port, LAUNCH, {"params": params})["data"]["launchRun"]
+    assert found["__typename"] == "LaunchRunSuccess", found
+    return found["run"]["runId"]
 
 
 def _up(url: str) -> bool:

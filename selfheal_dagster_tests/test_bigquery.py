@@ -190,6 +190,7 @@ def loaded(history_double):
     double.gates.clear()
     double.cancels.clear()
     double.conflicts.clear()
+    double._planted.clear()
     double.mutation_seconds = 0.0
 
 
@@ -239,6 +240,18 @@ def test_a_concurrent_update_that_still_happens_is_retried_within_the_step(loade
     assert len(failed) == 2
 
 
+def test_a_transient_bigquery_error_is_retried_as_a_new_job(loaded):
+    loaded.fail_next(r"^MERGE .*player_daily_cache", "backendError", "Backend error.", times=1)
+    slept = []
+    with bigquery_warehouse() as wh:
+        wh._sleep = slept.append
+        written = wh.run_processor(CACHE, [DAY])
+    merges = _merges(loaded, CACHE)
+    assert written.rows > 0 and len(slept) == 1
+    assert [m.error["reason"] if m.error else "ok" for m in merges] == ["backendError", "ok"]
+    assert merges[0].id != merges[1].id  # a new job, under a new id
+
+
 # --- a job never outlives its step ------------------------------------------------------
 
 
@@ -256,6 +269,7 @@ def test_an_interrupted_step_cancels_its_job_and_writes_nothing(loaded):
         time.sleep(bound(30))  # not reached: the interrupt lands while the job runs
     [merge] = _merges(loaded, CACHE)
     assert loaded.cancels == [merge.id]
+    assert loaded.cancelled_by[merge.id] == "its own client"
     merge.done.wait(bound(10))
     assert merge.error["reason"] == "stopped"
     assert loaded.rows(CACHE.dataset, CACHE.name) == before
@@ -306,6 +320,7 @@ def test_the_jobs_of_a_dead_run_are_found_by_label_and_cancelled(loaded):
         [cancelled] = wh.cancel_run_jobs(RUN_ID)
     [merge] = _merges(loaded, CACHE)
     assert cancelled == merge.id and loaded.cancels == [merge.id]
+    assert loaded.cancelled_by[merge.id] == "another client"
     gate.set()
     assert done.wait(bound(30))  # the step sees its job stopped, as an error
 

@@ -66,8 +66,12 @@ _IDENT = re.compile(r"^([a-z_][a-z0-9_]*|INFORMATION_SCHEMA|PARTITIONS)$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _LOCATION = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}$")
 _CONFLICT = re.compile(r"concurrent update|could not serialize access", re.I)
-CONFLICT_ATTEMPTS = 5
-CONFLICT_BACKOFF_SECONDS = 2.0
+# BigQuery's job errors that a new job may not meet (its troubleshooting page: retry).
+TRANSIENT_REASONS = frozenset(
+    {"backendError", "internalError", "rateLimitExceeded", "jobRateLimitExceeded"}
+)
+RETRY_ATTEMPTS = 5
+RETRY_BACKOFF_SECONDS = 2.0
 
 
 def quote(project: str, *parts: str) -> str:
@@ -120,6 +124,16 @@ def _json(value: Any) -> Any:
 def _used(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
     """The parameters ``sql`` names (``@d`` is not ``@days``)."""
     return {k: v for k, v in (params or {}).items() if re.search(rf"@{k}\b", sql)}
+
+
+def _retriable(exc: BaseException) -> str | None:
+    """Why a failed job is worth a new one (None: it is not): a concurrent update of the
+    table, or a transient error of BigQuery's."""
+    if _CONFLICT.search(_message(exc)):
+        return "a concurrent update"
+    errors = getattr(exc, "errors", None) or []
+    reason = errors[0].get("reason") if errors and isinstance(errors[0], dict) else None
+    return f"BigQuery's transient {reason}" if reason in TRANSIENT_REASONS else None
 
 
 def _message(exc: BaseException) -> str:
@@ -377,55 +391,61 @@ class BigQueryWarehouse(base.Warehouse):
             **config,
         )
 
-    def _run(self, what: str, start: Callable[[bigquery.Client], Any]) -> tuple[Any, Any]:
-        """Start a job and wait for it, bounded. A concurrent update is retried here (it
-        costs no heal attempt); a timeout or an interrupted step (a terminated run) cancels
-        the job, so it cannot write later."""
-        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+    def _run(self, what: str, start: Callable[[bigquery.Client, str], Any]) -> tuple[Any, Any]:
+        """Start a job under an id chosen here, and wait for it, bounded. A concurrent update
+        or a transient BigQuery error is retried here, as a new job (it costs no heal
+        attempt); a timeout or an interrupted step (a terminated run) cancels the job by its
+        id, even when the interrupt lands while the job is being inserted."""
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
             self.statements += 1
-            job = None
+            job_id = f"selfheal_{label(self.job.component)}_{uuid.uuid4().hex}"
             try:
-                job = start(self.client())
+                job = start(self.client(), job_id)
                 return job, job.result(timeout=self.timeout_seconds)
             except concurrent.futures.TimeoutError:
-                self._cancel(job)
+                self._cancel(job_id)
                 raise WarehouseError(
-                    f"{what}: BigQuery job {getattr(job, 'job_id', '?')} still running after "
+                    f"{what}: BigQuery job {job_id} still running after "
                     f"{self.timeout_seconds:g}s; cancelled"
                 ) from None
-            except WarehouseError:
-                raise
             except Exception as exc:
-                if _CONFLICT.search(_message(exc)) and attempt < CONFLICT_ATTEMPTS:
-                    wait = CONFLICT_BACKOFF_SECONDS * 2 ** (attempt - 1)
-                    log.warning(
-                        "%s met a concurrent update (attempt %d/%d); retrying in %.0fs",
-                        what,
-                        attempt,
-                        CONFLICT_ATTEMPTS,
-                        wait,
-                    )
-                    self._sleep(wait)
-                    continue
-                raise WarehouseError(f"{what}: {_message(exc)}") from exc
+                why = _retriable(exc)
+                if why is None or attempt == RETRY_ATTEMPTS:
+                    raise WarehouseError(f"{what}: {_message(exc)}") from exc
+                wait = RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1)
+                log.warning(
+                    "%s: %s (attempt %d/%d); retrying in %.0fs",
+                    what,
+                    why,
+                    attempt,
+                    RETRY_ATTEMPTS,
+                    wait,
+                )
+                self._sleep(wait)
             except BaseException:  # the step is interrupted: the run was terminated
-                self._cancel(job)
+                self._cancel(job_id)
                 raise
         raise AssertionError("unreachable")
 
-    def _cancel(self, job: Any) -> None:
-        if job is None or self._client is None:
+    def _cancel(self, job_id: str) -> None:
+        if self._client is None:
             return
         with suppress(Exception):
-            self._client.cancel_job(job.job_id, location=job.location)
-            log.warning("cancelled BigQuery job %s", job.job_id)
+            self._client.cancel_job(job_id, location=self.location)
+            log.warning("cancelled BigQuery job %s", job_id)
 
     def _query(
         self, sql: str, params: Mapping[str, Any] | None = None, what: str = "BigQuery job"
     ) -> Any:
         used = _used(sql, params)
         config = self.query_config(used)
-        return self._run(what, lambda c: c.query(sql, job_config=config, location=self.location))
+        return self._run(
+            what,
+            # job_retry=None: a job under our own id is retried here, as a new job
+            lambda c, i: c.query(
+                sql, job_config=config, location=self.location, job_id=i, job_retry=None
+            ),
+        )
 
     def dry_run(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         """Bytes a statement would process: BigQuery's free dry run, which also checks its
@@ -466,8 +486,12 @@ class BigQueryWarehouse(base.Warehouse):
         )
         self._run(
             f"replace {table.key} {day} (the previous rows stay)",
-            lambda c: c.load_table_from_json(
-                payload, self._decorated(table, day), job_config=config, location=self.location
+            lambda c, i: c.load_table_from_json(
+                payload,
+                self._decorated(table, day),
+                job_config=config,
+                location=self.location,
+                job_id=i,
             ),
         )
         return WriteResult(rows=len(rows), loaded_at=loaded_at)
@@ -511,8 +535,8 @@ class BigQueryWarehouse(base.Warehouse):
         )
         self._run(
             f"stage {span} (nothing replaced)",
-            lambda c: c.load_table_from_json(
-                payload, staging.strip("`"), job_config=config, location=self.location
+            lambda c, i: c.load_table_from_json(
+                payload, staging.strip("`"), job_config=config, location=self.location, job_id=i
             ),
         )
         try:
