@@ -241,16 +241,15 @@ def zetasql_analyser(zetasql) -> ZetaSQLAnalyser:
 
 
 @contextmanager
-def bigquery_double(key_dir: Path, zetasql=None, **options) -> Iterator:
+def bigquery_double(key_dir: Path, zetasql, **options) -> Iterator:
     """The strict BigQuery double on 127.0.0.1, with a service-account key whose token
-    endpoint it is, reached by the real client (``BIGQUERY_EMULATOR_HOST``); with
-    ``zetasql``, every statement it receives is analysed by ZetaSQL."""
+    endpoint it is, reached by the real client (``BIGQUERY_EMULATOR_HOST``); every statement
+    it receives is analysed by ZetaSQL."""
     import json
 
     from selfheal_dagster_tests.bigquery_double import BigQueryDouble, service_account_key
 
-    analyser = zetasql_analyser(zetasql) if zetasql is not None else None
-    double = BigQueryDouble(BQ_PROJECT, BQ_LOCATION, analyser=analyser, **options)
+    double = BigQueryDouble(BQ_PROJECT, BQ_LOCATION, analyser=zetasql_analyser(zetasql), **options)
     with double.serve(), pytest.MonkeyPatch.context() as patch:
         key = key_dir / "service-account.json"
         key.write_text(json.dumps(service_account_key(double.url, BQ_PROJECT)))

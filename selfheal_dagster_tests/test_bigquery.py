@@ -169,9 +169,9 @@ def test_no_value_is_ever_formatted_into_sql(prod):
 
 
 @pytest.fixture(scope="module")
-def history_double(tmp_path_factory):
+def history_double(tmp_path_factory, zetasql):
     """One double with the Phase 2 history loaded, shared by the tests of writes and jobs."""
-    with bigquery_double(tmp_path_factory.mktemp("bqh")) as double:
+    with bigquery_double(tmp_path_factory.mktemp("bqh"), zetasql) as double:
         with bigquery_warehouse() as wh:
             prod_scenario.init_with_history(wh)
         yield double
@@ -328,11 +328,11 @@ def test_the_jobs_of_a_dead_run_are_found_by_label_and_cancelled(loaded):
 # --- rows, not metadata -----------------------------------------------------------------
 
 
-def test_a_writes_checks_count_rows_while_partition_metadata_lags(tmp_path):
+def test_a_writes_checks_count_rows_while_partition_metadata_lags(tmp_path, zetasql):
     """INFORMATION_SCHEMA.PARTITIONS lags (here an hour) and has no row for an empty
     partition; the in-run checks, the input guard and the read-back count the rows."""
     league = League(DEFAULT_SEED)
-    with bigquery_double(tmp_path, lag_seconds=3600), bigquery_warehouse() as wh:
+    with bigquery_double(tmp_path, zetasql, lag_seconds=3600), bigquery_warehouse() as wh:
         wh.ensure_tables()
         written = wh.replace_partition(BOX, DAY, league.feed(BOX.feed, DAY))
         meta = wh.window_stats([BOX], DAY, DAY, metadata=True)[BOX.name]
@@ -346,12 +346,15 @@ def test_a_writes_checks_count_rows_while_partition_metadata_lags(tmp_path):
     assert (empty.rows, empty.loaded_at) == (0, None)  # nothing invented
 
 
-def test_the_sweep_confirms_a_metadata_failure_in_the_table_before_recording_it(tmp_path):
+def test_the_sweep_confirms_a_metadata_failure_in_the_table_before_recording_it(tmp_path, zetasql):
     from selfheal_dagster.core.dates import now_utc
     from selfheal_dagster.defs.sweep import sweep_outcomes
 
     league = League(DEFAULT_SEED)
-    with bigquery_double(tmp_path, lag_seconds=3600) as double, bigquery_warehouse() as wh:
+    with (
+        bigquery_double(tmp_path, zetasql, lag_seconds=3600) as double,
+        bigquery_warehouse() as wh,
+    ):
         wh.ensure_tables()
         for table in in_phase(2):
             wh.replace_partition(table, DAY, league.feed(table.feed, DAY))

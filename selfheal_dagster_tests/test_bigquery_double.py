@@ -187,6 +187,27 @@ def test_a_job_without_labels_or_with_labels_bigquery_rejects_is_refused(bq, lab
     assert refused(bq, lambda: query(sql, config(labels=long), d=DAY)) == "labels"
 
 
+def test_a_null_into_a_required_column_is_refused(bq):
+    rows = [{"game_date": "2026-01-20", "n": 1}]  # no _loaded_at: NULL
+    load = bigquery.LoadJobConfig(
+        schema=[
+            bigquery.SchemaField("game_date", "DATE"),
+            bigquery.SchemaField("n", "INT64"),
+            bigquery.SchemaField("_loaded_at", "TIMESTAMP", mode="REQUIRED"),
+        ],
+        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+        labels=LABELS,
+        job_timeout_ms=60_000,
+    )
+    assert (
+        refused(bq, lambda: client().load_table_from_json(rows, T, job_config=load).result())
+        == "required_null"
+    )
+    insert = f"INSERT INTO `{T}` (game_date, n) VALUES (@d, 3)"  # DML into the same column
+    assert refused(bq, lambda: query(insert, d=DAY)) == "required_null"
+    assert len(bq.rows("nba_raw", "t")) == 2
+
+
 def test_a_query_without_a_byte_cap_or_over_it_is_refused(bq):
     sql = f"SELECT n FROM `{T}` WHERE game_date = @d"
     no_cap = config(maximum_bytes_billed=None)
