@@ -2,7 +2,10 @@
 
 A local DuckDB warehouse holds 180 dates x 9 tables (synthetic rows: the read cost depends on
 row counts, not values). Both approaches read every (table, date)'s row count and load time;
-the batched one then evaluates both checks for all 1,620 partitions.
+the batched one also counts each partition's keys, then evaluates every check for all 1,620
+partitions. Then the production sweep through the strict BigQuery double: the jobs it sends
+for a narrow and a wide watch window (partition metadata per dataset, one pruned query per
+table for the watched dates' rows and keys), the same number whatever the width.
 
     python benchmarks/bench_sweep.py
 """
@@ -16,7 +19,7 @@ import duckdb
 
 from selfheal_dagster.adapters.warehouse import read_window
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
-from selfheal_dagster.core.checks import evaluate
+from selfheal_dagster.core.checks import CHECKS, evaluate
 from selfheal_dagster.core.dates import date_range, now_utc
 from selfheal_dagster.tables import LOADED_AT, TABLES
 
@@ -84,7 +87,7 @@ def main() -> None:
         one_s, one_q, _ = measure(old_way_one_connection, wh)
         new_s, new_q, outcomes = measure(batched, wh)
         assert sum(1 for v in old.values() if v) == len(TABLES) * DATES
-        assert len(outcomes) == 2 * len(TABLES) * DATES
+        assert len(outcomes) == len(CHECKS) * len(TABLES) * DATES
     print(f"{DATES} dates x {len(TABLES)} tables = {DATES * len(TABLES)} partitions")
     print(f"{'approach':40} {'queries':>8} {'wall s':>8}")
     print(f"{'one query per table per date (old)':40} {old_q:8d} {old_s:8.3f}")
@@ -92,6 +95,35 @@ def main() -> None:
     print(f"{'batched sweep (read + evaluate)':40} {new_q:8d} {new_s:8.3f}")
     print(f"ratio: {old_q / new_q:.0f}x fewer queries, {old_s / new_s:.1f}x less wall time")
     print(f"ratio vs one reused connection: {one_s / new_s:.1f}x less wall time")
+    narrow, wide = bigquery_jobs(3), bigquery_jobs(30)
+    print(f"BigQuery sweep, jobs sent: 3 watched dates {narrow}, 30 watched dates {wide}")
+    assert narrow == wide
+
+
+def bigquery_jobs(watched: int) -> int:
+    """Jobs one production sweep sends over ``watched`` dates of every table."""
+    import json
+    import os
+    from unittest import mock
+
+    from selfheal_dagster.core.job_context import JobContext
+    from selfheal_dagster.defs.resources import BigQueryWarehouseResource
+    from selfheal_dagster.defs.sweep import sweep_outcomes
+    from selfheal_dagster_tests.bigquery_double import BigQueryDouble, service_account_key
+
+    double = BigQueryDouble("nba-props-bench", "US")
+    with tempfile.TemporaryDirectory() as tmp, double.serve():
+        key = Path(tmp) / "key.json"
+        key.write_text(json.dumps(service_account_key(double.url, "nba-props-bench")))
+        env = {"GOOGLE_APPLICATION_CREDENTIALS": str(key), "BIGQUERY_EMULATOR_HOST": double.url}
+        with mock.patch.dict(os.environ, env):
+            resource = BigQueryWarehouseResource(project="nba-props-bench", location="US")
+            with resource.open(JobContext("bench")) as wh:
+                wh.ensure_tables()
+                before = len(double.received)
+                days = date_range(END - timedelta(days=watched - 1), END)
+                sweep_outcomes(wh, [(t, d) for t in TABLES for d in days], now_utc(), None)
+                return len(double.received) - before
 
 
 if __name__ == "__main__":

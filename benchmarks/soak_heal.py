@@ -3,13 +3,16 @@
 A warehouse holds 30 days of all nine tables (and the Phase 2 history before them); a copy of
 it, untouched, is the truth. ``dagster dev`` (webserver + daemon, on a free loopback port)
 runs the real sweep, heal, outcome and alerts sensors with the default sweep settings apart
-from the intervals and the watch windows (the whole month). Faults arrive in waves: deletions
-and partial deliveries on every table, some on no-game days, plus two permanent outages.
-When the loop is quiet it prints:
+from the intervals and the watch windows (the whole month). Faults arrive in waves: deletions,
+partial deliveries and doubled or tripled loads on every table, some on no-game days, plus
+two permanent outages. When the loop is quiet it prints:
 
-- detected %: faults (that changed rows) the loop acted on;
+- detected %: faults (that changed rows) the loop acted on, and the same for the doubled and
+  tripled loads alone;
 - healed exact %: faulted partitions (outages aside) whose rows equal the truth's, ``_loaded_at``
   aside;
+- Phase 4 partitions of the month that differ from the truth at the end (one computed from a
+  doubled input would);
 - concurrent heal runs (two writing one partition at once) and redundant ones (a partition
   healed twice for one fault);
 - history records left open, false alerts (a heal of a partition no fault touched or read),
@@ -38,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 DAYS = 30  # the month of partitions under watch
 BACKOFF = 20
+KINDS = ("delete", "delete", "keep 0.4", "keep 0.6", "x2", "x3")
 
 
 def fingerprint(wh, table, day) -> list[tuple]:
@@ -156,9 +160,12 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
         for wave in range(args.waves):
             for _ in range(args.per_wave):
                 table, day = rng.choice(candidates)
-                keep = rng.choice([0.0, 0.0, 0.4, 0.6])
-                before, after = wh.punch_gap(table, day, keep)
-                kind = "delete" if keep == 0 else f"keep {keep}"
+                kind = rng.choice(KINDS)
+                if kind.startswith("x"):  # a load repeated: doubled or tripled
+                    before, after = wh.multiply(table, day, int(kind[1:]))
+                else:
+                    keep = 0.0 if kind == "delete" else float(kind.split()[1])
+                    before, after = wh.punch_gap(table, day, keep)
                 faults.append((table, day, kind, time.time(), before, after))
             print(f"wave {wave + 1}: {len(faults)} faults so far")
             time.sleep(args.wave_seconds)
@@ -220,7 +227,8 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
         return out
 
     detected, exact, times, redundant = 0, 0, [], 0
-    for table, day, _kind, at, *_ in real:
+    doubled = {"all": 0, "detected": 0, "exact": 0}
+    for table, day, kind, at, *_ in real:
         # A later fault on the partition or on what it reads is a new reason to heal it.
         touching = {(table.key, day)} | inputs(table, day)
         until = min(
@@ -228,10 +236,13 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
             default=float("inf"),
         )
         mine = [s for s in spans if (table.key, day) in s[1] and s[4] >= at]
-        if mine:
-            detected += 1
-        if fingerprint(wh, table, day) == fingerprint(truth, table, day):
-            exact += 1
+        is_exact = fingerprint(wh, table, day) == fingerprint(truth, table, day)
+        detected += bool(mine)
+        exact += is_exact
+        if kind.startswith("x"):
+            doubled["all"] += 1
+            doubled["detected"] += bool(mine)
+            doubled["exact"] += is_exact
         ok = sorted(s[4] for s in mine if s[0].is_success)
         if ok:
             times.append(ok[0] - at)
@@ -278,6 +289,23 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
     )
     print(f"detected: {detected}/{len(real)} = {100 * detected / max(1, len(real)):.0f}%")
     print(f"healed to exact rows: {exact}/{len(real)} = {100 * exact / max(1, len(real)):.0f}%")
+    n = max(1, doubled["all"])
+    print(
+        f"doubled or tripled loads: {doubled['all']}; detected {doubled['detected']} "
+        f"({100 * doubled['detected'] / n:.0f}%), healed to exact rows {doubled['exact']} "
+        f"({100 * doubled['exact'] / n:.0f}%)"
+    )
+    held = {(box.key, box_out), (odds.key, odds_out)} | {
+        (t.key, d) for t in in_phase(4) for d in month if d in readers_of_box_out
+    }
+    held |= {(BY_NAME["ml_feature_store_v2"].key, odds_out)}
+    differ = [
+        (t.name, d)
+        for t in in_phase(4)
+        for d in month
+        if (t.key, d) not in held and fingerprint(wh, t, d) != fingerprint(truth, t, d)
+    ]
+    print(f"Phase 4 partitions that differ from the truth at the end: {len(differ)} {differ[:5]}")
     print(f"heal runs: {len(heal)}; concurrent pairs: {concurrent}; redundant: {redundant}")
     print(f"history records: {len(records)}; open: {len(open_)}; false alerts: {len(false)}")
     for asset, day in sorted(outages):

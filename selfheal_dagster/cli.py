@@ -167,9 +167,23 @@ def _partitions(found) -> str:
     show_default=True,
     help="Fraction of the rows to keep (0 deletes the whole partition).",
 )
-def gap(table: Table, day: date, keep: float) -> int:
-    """Punch a gap into the warehouse to rehearse healing."""
-    before, after = report.warehouse().punch_gap(table, day, keep)
+@click.option(
+    "--copies",
+    type=click.IntRange(1, 10),
+    default=1,
+    show_default=True,
+    help="Hold the date's rows this many times over instead (2: a doubled load).",
+)
+def gap(table: Table, day: date, keep: float, copies: int) -> int:
+    """Damage the warehouse to rehearse healing: a gap, a short load, or a doubled one."""
+    if copies > 1 and keep:
+        raise click.BadParameter("--keep and --copies rehearse different faults: give one")
+    with report.warehouse() as warehouse:
+        if copies > 1:
+            before, after = warehouse.multiply(table, day, copies)
+            console.print(f"{table.key} {day} loaded {copies} times over: {before} → {after} rows")
+            return 0
+        before, after = warehouse.punch_gap(table, day, keep)
     console.print(f"gap punched in {table.key} for {day}: {before} → {after} rows")
     return 0
 

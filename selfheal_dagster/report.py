@@ -50,6 +50,9 @@ CELL_STYLE = {
     Status.STALE: "bold red",
     Status.SHORT: "bold red",
     Status.MISSING: "bold red",
+    Status.SPIKE: "bold red",
+    Status.DUPLICATE: "bold red",
+    Status.NULL_KEY: "bold red",
 }
 
 
@@ -69,11 +72,15 @@ def _cell(outcome: Outcome, rows: int) -> str:
         return f"[{style}]{rows}[/]"
     if outcome.status is Status.SHORT:
         return f"[{style}]short {rows}/{outcome.metadata['expected_min']}[/]"
+    if outcome.status is Status.SPIKE:
+        return f"[{style}]spike {rows}/{outcome.metadata['expected_max']}[/]"
+    if outcome.status is Status.DUPLICATE:
+        return f"[{style}]dup {outcome.metadata['duplicated_keys']}/{rows}[/]"
     return f"[{style}]{outcome.status.value.replace('_', ' ')}[/]"
 
 
 def render_grid(outcomes: Sequence[Outcome], days: Sequence[date]) -> RichTable:
-    """Tables x dates: one cell per partition, the worse of its two checks."""
+    """Tables x dates: one cell per partition, the worst of its checks."""
     by_cell: dict[tuple[str, date], list[Outcome]] = {}
     for o in outcomes:
         by_cell.setdefault((o.table.name, o.day), []).append(o)
@@ -92,7 +99,8 @@ def render_grid(outcomes: Sequence[Outcome], days: Sequence[date]) -> RichTable:
         grid.add_row(f"P{table.phase} {table.name}", *cells)
     grid.caption = (
         "[green]rows[/] ok · [yellow]rows[/] arrived after its deadline · "
-        "[bold red]missing / short / stale[/] failing (heals) · [dim]not due / no games[/]"
+        "[bold red]missing / short / spike / dup / stale[/] failing (heals) · "
+        "[dim]not due / no games[/]"
     )
     return grid
 

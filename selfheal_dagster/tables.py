@@ -44,16 +44,24 @@ class Deadline:
 
 @dataclass(frozen=True)
 class RowExpectation:
-    """How many rows a game day should have: a hard floor per scheduled game plus a learned bound.
+    """How many rows a game day may have: between a floor and a ceiling per scheduled game,
+    both tightened by what recent game days held.
 
-    Once ``history_min_days`` earlier game days exist, the bound is also at least
-    ``history_fraction`` of the median rows-per-game of the last ``history_window`` game days.
-    0.75 rather than 0.5: a feed delivered at 60% must fail even where the per-game floor is
-    low (odds, gamebooks), while normal days vary by well under 10% around the median.
+    ``max_per_game`` is what one game can produce for the table (two rosters of at most
+    18 players, one row per team, one line per bookmaker, market and outcome…): more is a
+    doubled load, never a busy day. Once ``history_min_days`` earlier game days exist, the
+    floor is also at least ``history_fraction`` of the median rows-per-game of the last
+    ``history_window`` game days, and the ceiling at most ``history_ceiling`` times it. 0.75
+    rather than 0.5: a feed delivered at 60% must fail even where the per-game floor is low
+    (odds, gamebooks); 1.5 rather than 2: a load doubled must fail even where one game can
+    produce far more than a game usually does (odds), while normal days stay within 25% of
+    the median (a one-game day, overtime, a growing lookback early in the season).
     """
 
     min_per_game: float
+    max_per_game: float
     history_fraction: float = 0.75
+    history_ceiling: float = 1.5
     history_min_days: int = 7
     history_window: int = 14
 
@@ -70,6 +78,9 @@ class Table:
     description: str
     upstream: tuple[Upstream, ...] = ()
     cluster_by: tuple[str, ...] = ()
+    # The columns that identify a row within its date: never NULL, never twice (the key
+    # check). The partition column is implied (a key is unique within one date).
+    row_key: tuple[str, ...] = ()
     feed: str | None = None  # Phase 2: the Phase 1 scraper that delivers this table
     phase4_order: int | None = None  # Phase 4: position in the fixed processor order
 
@@ -190,6 +201,13 @@ PREGAME_DEADLINE = Deadline(days_after=0, hour=10)
 PHASE2_DEADLINE = Deadline(days_after=1, hour=10)
 PHASE4_DEADLINE = Deadline(days_after=0, hour=12)
 
+# What one game can produce: an NBA roster holds 15 standard and 3 two-way contracts; a
+# player's recent games may come from two teams (a trade in the lookback); The Odds API quotes
+# a game in up to about 15 US bookmakers, each with spreads, totals and moneylines, two sides.
+MAX_ROSTER = 18
+MAX_PLAYERS_SEEN = 2 * MAX_ROSTER
+MAX_BOOKMAKERS = 15
+
 # Lookback windows (days strictly before D) read by the Phase 4 processors.
 PLAYER_LOOKBACK = 30
 TEAM_LOOKBACK = 15
@@ -207,8 +225,9 @@ TABLES: tuple[Table, ...] = (
             " tipoff_at TIMESTAMP, arena STRING, national_tv BOOL"
         ),
         cluster_by=("game_id",),
+        row_key=("game_id",),
         deadline=PREGAME_DEADLINE,
-        rows=RowExpectation(min_per_game=1),
+        rows=RowExpectation(min_per_game=1, max_per_game=1),
     ),
     Table(
         name="bdl_player_boxscores",
@@ -226,8 +245,9 @@ TABLES: tuple[Table, ...] = (
         ),
         cluster_by=("player_id", "team_abbr"),
         upstream=(Upstream("nbac_schedule"),),
+        row_key=("game_id", "player_id"),
         deadline=PHASE2_DEADLINE,
-        rows=RowExpectation(min_per_game=16),
+        rows=RowExpectation(min_per_game=16, max_per_game=2 * MAX_ROSTER),
     ),
     Table(
         name="nbac_gamebook_player_stats",
@@ -243,8 +263,9 @@ TABLES: tuple[Table, ...] = (
         ),
         cluster_by=("player_id", "team_abbr"),
         upstream=(Upstream("nbac_schedule"),),
+        row_key=("game_id", "player_id"),
         deadline=PHASE2_DEADLINE,
-        rows=RowExpectation(min_per_game=24),
+        rows=RowExpectation(min_per_game=24, max_per_game=2 * MAX_ROSTER),
     ),
     Table(
         name="odds_api_game_lines",
@@ -260,8 +281,9 @@ TABLES: tuple[Table, ...] = (
         ),
         cluster_by=("game_id", "bookmaker"),
         upstream=(Upstream("nbac_schedule"),),
+        row_key=("game_id", "bookmaker", "market", "outcome"),
         deadline=PREGAME_DEADLINE,
-        rows=RowExpectation(min_per_game=12),
+        rows=RowExpectation(min_per_game=12, max_per_game=MAX_BOOKMAKERS * 3 * 2),
     ),
     Table(
         name="team_defense_zone_analysis",
@@ -284,8 +306,9 @@ TABLES: tuple[Table, ...] = (
             Upstream("bdl_player_boxscores", lookback_days=TEAM_LOOKBACK),
             Upstream("nbac_schedule"),
         ),
+        row_key=("team_abbr",),
         deadline=PHASE4_DEADLINE,
-        rows=RowExpectation(min_per_game=2),
+        rows=RowExpectation(min_per_game=2, max_per_game=2),
     ),
     Table(
         name="player_shot_zone_analysis",
@@ -307,8 +330,9 @@ TABLES: tuple[Table, ...] = (
             Upstream("bdl_player_boxscores", lookback_days=PLAYER_LOOKBACK),
             Upstream("nbac_schedule"),
         ),
+        row_key=("player_id",),
         deadline=PHASE4_DEADLINE,
-        rows=RowExpectation(min_per_game=16),
+        rows=RowExpectation(min_per_game=16, max_per_game=2 * MAX_PLAYERS_SEEN),
     ),
     Table(
         name="player_daily_cache",
@@ -333,8 +357,9 @@ TABLES: tuple[Table, ...] = (
             Upstream("nbac_gamebook_player_stats", lookback_days=PLAYER_LOOKBACK),
             Upstream("nbac_schedule"),
         ),
+        row_key=("player_id",),
         deadline=PHASE4_DEADLINE,
-        rows=RowExpectation(min_per_game=24),
+        rows=RowExpectation(min_per_game=24, max_per_game=2 * MAX_ROSTER),
     ),
     Table(
         name="player_composite_factors",
@@ -357,8 +382,9 @@ TABLES: tuple[Table, ...] = (
             Upstream("player_shot_zone_analysis"),
             Upstream("player_daily_cache"),
         ),
+        row_key=("player_id",),
         deadline=PHASE4_DEADLINE,
-        rows=RowExpectation(min_per_game=24),
+        rows=RowExpectation(min_per_game=24, max_per_game=2 * MAX_ROSTER),
     ),
     Table(
         name="ml_feature_store_v2",
@@ -388,8 +414,9 @@ TABLES: tuple[Table, ...] = (
             Upstream("player_composite_factors"),
             Upstream("odds_api_game_lines"),
         ),
+        row_key=("player_id",),
         deadline=PHASE4_DEADLINE,
-        rows=RowExpectation(min_per_game=24),
+        rows=RowExpectation(min_per_game=24, max_per_game=2 * MAX_ROSTER),
     ),
 )
 

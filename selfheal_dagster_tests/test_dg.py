@@ -15,10 +15,10 @@ import pytest
 
 from selfheal_dagster import runs
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.core.checks import CHECKS
 from selfheal_dagster.tables import TABLES, in_phase
 from selfheal_dagster_tests.conftest import bound
-from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, wait_for
-from selfheal_dagster_tests.test_ui import graphql
+from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, graphql, wait_for
 
 DG = Path(sys.executable).parent / "dg"
 
@@ -62,7 +62,7 @@ def test_dg_list_defs_lists_the_tables_their_checks_jobs_sensors_and_schedules(d
     found = json.loads(out.stdout)
     tables = {a["asset_key"] for a in found["assets"] if a["group_name"] in ("phase2", "phase4")}
     assert tables == {t.key for t in TABLES}  # the nine tables (and the heal figures)
-    assert len(found["asset_checks"]) == 18
+    assert len(found["asset_checks"]) == len(TABLES) * len(CHECKS) == 27
     checks = {(c["asset_key"], c["name"]) for c in found["asset_checks"]}
     assert checks == {(t.key, name) for t in TABLES for name in ("row_count", "freshness")}
     assert {"daily_job", "heal_job", "sweep_job"} <= {j["name"] for j in found["jobs"]}

@@ -9,6 +9,7 @@ import pytest
 from selfheal_dagster.tables import (
     BY_NAME,
     PLAYER_LOOKBACK,
+    TABLES,
     TEAM_LOOKBACK,
     execution_order,
     in_phase,
@@ -167,3 +168,40 @@ def test_phase4_of_d_never_reads_phase2_of_d_or_later(history, league):
         )
     run_phase4(history, GAME_DAY)
     assert snapshot(history, GAME_DAY)["player_daily_cache"] != before["player_daily_cache"]
+
+
+@pytest.mark.parametrize("table", PHASE4, ids=lambda t: t.name)
+def test_every_window_functions_order_ends_in_the_key_of_what_it_reads(table):
+    """Same input, same rows on every engine: a window's PARTITION BY and ORDER BY together
+    name the whole key of the table it ranks, and its ORDER BY ends in a key column (ties
+    between rows of one key cannot be broken arbitrarily, differently on DuckDB and
+    BigQuery)."""
+    import sqlglot
+    from sqlglot import exp
+
+    from selfheal_dagster.adapters.warehouse import processor_sql
+
+    tree = sqlglot.parse_one(
+        processor_sql(table).format_map({t.name: f'"{t.dataset}"."{t.name}"' for t in TABLES}),
+        read="duckdb",
+    )
+    ctes = {c.alias: c.this for c in tree.find_all(exp.CTE)}
+    windows = list(tree.find_all(exp.Window))
+    for window in windows:
+        select = window.find_ancestor(exp.Select)
+        aliases = {}
+        for source in select.find_all(exp.Table):
+            name = source.name
+            found = ctes.get(name)
+            inner = found.find(exp.Table) if found is not None else source
+            aliases[source.alias_or_name] = BY_NAME.get(inner.name) if inner else None
+        ordered = [o.this for o in window.args["order"].expressions]
+        named = {c.table: set() for c in window.find_all(exp.Column)}
+        for column in window.find_all(exp.Column):
+            named[column.table].add(column.name)
+        last = ordered[-1]
+        ranked = aliases[last.table]
+        assert ranked is not None, window.sql()
+        assert last.name in ranked.row_key, window.sql()
+        assert set(ranked.row_key) <= named[last.table], window.sql()
+    print(f"{table.name}: {len(windows)} window(s)")

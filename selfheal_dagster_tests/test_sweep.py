@@ -5,6 +5,7 @@ from datetime import timedelta
 import dagster as dg
 
 from selfheal_dagster import runs
+from selfheal_dagster.core.checks import CHECKS
 from selfheal_dagster.core.dates import eastern
 from selfheal_dagster.defs.checks import check_key
 from selfheal_dagster.instance import check_records
@@ -61,7 +62,7 @@ def test_sweep_issues_one_warehouse_query_per_table_however_wide(history, instan
     narrow = sweep(defs, instance, phase2_days=1, phase4_days=1)
     wide = sweep(defs, instance, phase2_days=30, phase4_days=10)
     assert narrow["warehouse_queries"] == wide["warehouse_queries"] == len(TABLES)
-    assert wide["evaluated"] == 2 * (4 * 30 + 5 * 10)
+    assert wide["evaluated"] == len(CHECKS) * (4 * 30 + 5 * 10)
 
 
 def test_sweep_records_changes_and_reasserts_but_does_not_flood(history, league, instance, defs):

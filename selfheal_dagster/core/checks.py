@@ -1,4 +1,4 @@
-"""Row-count and freshness expectations: pure functions over a window of partition stats.
+"""Row-count, freshness and key expectations: pure functions over a window of partition stats.
 
 The same evaluation serves the checks that run in a materialising run, the sweep, ``selfheal
 check`` and the coverage grid, so they can never disagree.
@@ -20,7 +20,7 @@ from selfheal_dagster.core.dates import eastern, first_last, span_text
 from selfheal_dagster.core.text import listed
 from selfheal_dagster.tables import BY_KEY, BY_NAME, SCHEDULE, TABLES, Table, in_phase
 
-CHECKS = ("row_count", "freshness")
+CHECKS = ("row_count", "freshness", "key")
 # Result metadata: when the warehouse read behind it started (wall clock). A failure read
 # before the partition's last write says nothing about what that write left.
 READ_AT = "read_at"
@@ -39,13 +39,21 @@ class Status(StrEnum):
     STALE = "stale"
     SHORT = "short"
     MISSING = "missing"
+    SPIKE = "spike"  # more rows than the games can produce: a doubled load
+    DUPLICATE = "duplicate"  # a key appears more than once
+    NULL_KEY = "null_key"  # a key column is NULL
 
 
-HEALABLE = frozenset({Status.MISSING, Status.SHORT, Status.STALE})
-# Worst first: what a coverage cell shows when its two checks disagree.
+HEALABLE = frozenset(
+    {Status.MISSING, Status.SHORT, Status.STALE, Status.SPIKE, Status.DUPLICATE, Status.NULL_KEY}
+)
+# Worst first: what a coverage cell shows when its checks disagree.
 SEVERITY_ORDER = (
     Status.MISSING,
     Status.SHORT,
+    Status.DUPLICATE,
+    Status.SPIKE,
+    Status.NULL_KEY,
     Status.STALE,
     Status.LATE,
     Status.NOT_DUE,
@@ -132,21 +140,45 @@ class Expectation:
     floor: int
     learned: int | None
     history_days: int
+    ceiling: int = 0  # what the games can produce at most
+    learned_ceiling: int | None = None
 
     @property
     def bound(self) -> int:
         return max(self.floor, self.learned or 0)
 
+    @property
+    def upper(self) -> int:
+        """At most this many rows: the games' ceiling, tightened by recent game days."""
+        if self.learned_ceiling is None:
+            return self.ceiling
+        return min(self.ceiling, self.learned_ceiling)
+
+    def upper_text(self, table: Table) -> str:
+        """How the ceiling was derived, for a person."""
+        rule = table.rows
+        made = f"{rule.max_per_game:g} per game x {self.games}"
+        if self.learned_ceiling is not None and self.learned_ceiling < self.ceiling:
+            return (
+                f"{rule.history_ceiling:g} x the median rows per game of the last "
+                f"{self.history_days} game days x {self.games} (the games allow {self.ceiling}: "
+                f"{made})"
+            )
+        return made
+
 
 def expectation(table: Table, day: date, window: Window, calendar: Calendar | None) -> Expectation:
-    """Floor per scheduled game, raised by a volume bound once enough game days exist.
+    """Floor and ceiling per scheduled game, tightened by a volume bound once enough game
+    days exist.
 
-    The learned bound is ``history_fraction`` of the median rows-per-game over the table's last
-    ``history_window`` earlier game days that have rows, once ``history_min_days`` exist.
+    The learned bounds are ``history_fraction`` (floor) and ``history_ceiling`` (ceiling) of
+    the median rows-per-game over the table's last ``history_window`` earlier game days that
+    have rows, once ``history_min_days`` exist.
     """
     games = expected_games(table, day, window, calendar)
     rule = table.rows
     floor = math.ceil(rule.min_per_game * games)
+    ceiling = math.floor(rule.max_per_game * games)
     per_game = []
     for offset in range(1, HISTORY_DAYS + 1):
         earlier = day - timedelta(days=offset)
@@ -156,10 +188,19 @@ def expectation(table: Table, day: date, window: Window, calendar: Calendar | No
         rows = window.rows(table, earlier)
         if past_games and rows:
             per_game.append(rows / past_games)
-    learned = None
+    learned = learned_ceiling = None
     if games and len(per_game) >= rule.history_min_days:
-        learned = math.ceil(rule.history_fraction * median(per_game) * games)
-    return Expectation(games=games, floor=floor, learned=learned, history_days=len(per_game))
+        typical = median(per_game) * games
+        learned = math.ceil(rule.history_fraction * typical)
+        learned_ceiling = math.floor(rule.history_ceiling * typical)
+    return Expectation(
+        games=games,
+        floor=floor,
+        learned=learned,
+        history_days=len(per_game),
+        ceiling=ceiling,
+        learned_ceiling=learned_ceiling,
+    )
 
 
 def deadline(table: Table, day: date) -> datetime:
@@ -176,6 +217,8 @@ def row_count(
     meta = {
         "rows": rows,
         "expected_min": exp.bound,
+        "expected_max": exp.upper,
+        "ceiling": exp.upper_text(table),
         "games": exp.games,
         "floor": exp.floor,
         "learned_bound": exp.learned,
@@ -195,7 +238,13 @@ def row_count(
         return out(Status.MISSING, f"0 rows for {exp.games} games (expected >= {exp.bound})")
     if rows < exp.bound:
         return out(Status.SHORT, f"{rows} rows for {exp.games} games (expected >= {exp.bound})")
-    return out(Status.OK, f"{rows} rows for {exp.games} games (>= {exp.bound})")
+    if rows > exp.upper:
+        return out(
+            Status.SPIKE,
+            f"{rows} rows for {exp.games} games: more than they can produce "
+            f"(at most {exp.upper}: {exp.upper_text(table)})",
+        )
+    return out(Status.OK, f"{rows} rows for {exp.games} games ({exp.bound}..{exp.upper})")
 
 
 def read_partitions(table: Table, day: date) -> list[tuple[Table, date]]:
@@ -265,7 +314,43 @@ def _human(minutes: float) -> str:
     return f"{minutes / 1440:.0f} days"
 
 
-EVALUATORS = {"row_count": row_count, "freshness": freshness}
+def key_integrity(
+    table: Table, day: date, window: Window, now: datetime, calendar: Calendar | None = None
+) -> Outcome:
+    """The row key never NULL and never twice in the partition (a doubled load, a retried
+    POST whose first call also landed, a manual insert)."""
+    stats = window.stats.get(table.name, {}).get(day)
+    columns = "/".join(table.row_key)
+    meta: dict[str, Any] = {
+        "key": columns,
+        "rows": stats.rows if stats else 0,
+        "duplicated_keys": stats.duplicated if stats else 0,
+        "null_keys": stats.null_keys if stats else 0,
+        "example": stats.example if stats else None,
+        "evaluated_at": now,
+    }
+
+    def out(status: Status, reason: str) -> Outcome:
+        return Outcome(table, "key", day, status, reason, {**meta, "status": str(status)})
+
+    if stats is None or not stats.rows:
+        return out(Status.OK, f"no rows on {day}: no key to check")
+    if stats.duplicated is None:
+        return out(Status.OK, "keys not counted by this read (partition metadata)")
+    if stats.null_keys:
+        return out(
+            Status.NULL_KEY, f"{stats.null_keys} of {stats.rows} rows have a NULL in ({columns})"
+        )
+    if stats.duplicated:
+        return out(
+            Status.DUPLICATE,
+            f"{stats.duplicated} keys ({columns}) appear more than once in {stats.rows} rows "
+            f"(e.g. {stats.example})",
+        )
+    return out(Status.OK, f"{stats.rows} rows, each ({columns}) once")
+
+
+EVALUATORS = {"row_count": row_count, "freshness": freshness, "key": key_integrity}
 
 
 class MissingInput(RuntimeError):
@@ -279,8 +364,8 @@ def broken_inputs(
     """The partitions ``table`` for ``day`` reads that are missing or short, with why.
 
     Only on a game day (a no-game day computes zero rows whatever it reads), and only for
-    upstream game days: each must hold at least its row-count bound, the same bound its own
-    row-count check applies.
+    upstream game days: each must hold between the bounds its own row-count check applies,
+    and no key twice when the read counted keys (a doubled input would be read twice).
     """
     if not expected_games(table, day, window, calendar):
         return []
@@ -290,10 +375,15 @@ def broken_inputs(
         if not exp.games:
             continue
         rows = window.rows(up, up_day)
+        stats = window.stats.get(up.name, {}).get(up_day)
         if rows == 0:
             out.append((up, up_day, f"{up.key} {up_day} has no rows"))
         elif rows < exp.bound:
             out.append((up, up_day, f"{up.key} {up_day} has {rows} rows (expected >= {exp.bound})"))
+        elif rows > exp.upper:
+            out.append((up, up_day, f"{up.key} {up_day} has {rows} rows (at most {exp.upper})"))
+        elif stats and (stats.duplicated or stats.null_keys):
+            out.append((up, up_day, f"{up.key} {up_day} has duplicated or NULL keys"))
     return out
 
 
@@ -306,15 +396,25 @@ def missing_inputs_line(table: Table, problems: Mapping[date, Sequence[Broken]])
     the event log)."""
     missing: dict[str, set[date]] = {}
     short: dict[str, set[date]] = {}
+    doubled: dict[str, set[date]] = {}
     for found in problems.values():
         for up, up_day, why in found:
-            (missing if why.endswith("has no rows") else short).setdefault(up.key, set()).add(
-                up_day
+            kind = (
+                missing
+                if why.endswith("has no rows")
+                else doubled
+                if "at most" in why or "keys" in why
+                else short
             )
+            kind.setdefault(up.key, set()).add(up_day)
     parts = []
-    for key in sorted(set(missing) | set(short), key=lambda k: BY_KEY[k].phase):
+    for key in sorted(set(missing) | set(short) | set(doubled), key=lambda k: BY_KEY[k].phase):
         said = []
-        for what, days in (("missing", missing.get(key)), ("short", short.get(key))):
+        for what, days in (
+            ("missing", missing.get(key)),
+            ("short", short.get(key)),
+            ("doubled", doubled.get(key)),
+        ):
             if days:
                 n = len(days)
                 said.append(f"{n} game day{'s' if n > 1 else ''} {what}, {first_last(days)}")

@@ -12,8 +12,15 @@ from selfheal_dagster.tables import SCHEDULE, Table
 
 @dataclass(frozen=True)
 class PartitionStats:
+    """One partition as a read saw it. The key counts come only from reading the rows (an
+    engine's partition metadata cannot count keys): None when not read."""
+
     rows: int
     loaded_at: datetime | None  # aware UTC; None when the partition holds no rows
+    keys: int | None = None  # distinct values of the table's row key
+    duplicated: int | None = None  # keys that appear more than once
+    null_keys: int | None = None  # rows with a NULL in a key column
+    example: str | None = None  # one duplicated key, its columns joined by "/"
 
 
 @dataclass(frozen=True)
@@ -31,5 +38,9 @@ class Window:
         return found.rows if found else 0
 
     def games(self, day: date) -> int:
-        """Games on ``day`` as the schedule table has them (one row per game)."""
-        return self.rows(SCHEDULE, day)
+        """Games on ``day`` as the schedule table has them: its distinct game ids when the
+        read counted them (a doubled schedule is not twice the games), else its rows."""
+        found = self.stats.get(SCHEDULE.name, {}).get(day)
+        if found is None:
+            return 0
+        return found.keys if found.keys is not None else found.rows

@@ -29,10 +29,16 @@ def first_lines(lines: Sequence[str], limit: int = MAX_LINES) -> list[str]:
 
 
 def how(reason: str) -> str:
-    """What a failing check said, in one word (the phrases of ``core/checks.py``)."""
+    """What a failing check said, in a word or a few (the phrases of ``core/checks.py``)."""
     text = reason.lower()
     if "computed before" in text:
         return "stale"
+    if found := re.search(r"(\d+) rows for \d+ games: more than .*at most (\d+)", text):
+        return f"doubled: {found[1]} rows (at most {found[2]})"
+    if found := re.search(r"(\d+) keys .* appear more than once in (\d+) rows", text):
+        return f"doubled: {found[2]} rows, {found[1]} duplicated keys"
+    if found := re.search(r"(\d+) of \d+ rows have a null", text):
+        return f"{found[1]} rows with a NULL key"
     if re.search(r"(?<!\d)0 rows", text) or "not loaded" in text:
         return "missing"
     if "rows for" in text:

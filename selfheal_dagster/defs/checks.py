@@ -28,14 +28,20 @@ from selfheal_dagster.tables import TABLES, Table, read_same_date
 
 DESCRIPTIONS = {
     "row_count": (
-        "Rows for the date against an expectation from the schedule: zero on a no-game date; a "
-        "floor per scheduled game, raised by the table's typical rows per game once history "
-        "exists."
+        "Rows for the date against an expectation from the schedule, in both directions: zero "
+        "on a no-game date; at least a floor and at most a ceiling per scheduled game (what one "
+        "game can produce), both tightened by the table's typical rows per game once history "
+        "exists. Too few is short, too many a spike (a doubled load)."
     ),
     "freshness": (
         "Loaded by its deadline and not older than the newest load of any upstream partition "
         "it reads. Missing after the deadline or stale fails; present but late passes, with "
         "the delay in its metadata."
+    ),
+    "key": (
+        "The table's row key is never NULL and never appears twice in the date's partition "
+        "(a doubled load, a retried call whose first try also landed, a manual insert); the "
+        "number of duplicated keys and one example in its metadata."
     ),
 }
 
@@ -106,8 +112,10 @@ def partition_check(table: Table, name: str) -> dg.AssetChecksDefinition:
         days = [date.fromisoformat(k) for k in op_context.partition_keys]
         read_at = now_utc()
         job = job_context(op_context, "check", table)
-        with warehouse.open(job) as wh:  # rows counted in the tables, not metadata
-            window = read_window(wh, window_start(days), days[-1], tables_for(table))
+        # Rows and keys counted in the tables, not metadata; the key check reads its own only.
+        tables = [table] if name == "key" else tables_for(table)
+        with warehouse.open(job) as wh:
+            window = read_window(wh, window_start(days), days[-1], tables)
         outcomes = [
             EVALUATORS[name](table, day, window, read_at, source.scheduled_games) for day in days
         ]

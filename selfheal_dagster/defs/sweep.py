@@ -24,7 +24,7 @@ from selfheal_dagster.defs.partitions import daily_partitions, job_context, part
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
 from selfheal_dagster.instance import check_records
 from selfheal_dagster.instance.heal_loop import IN_FLIGHT
-from selfheal_dagster.tables import BY_NAME, TABLES, Table
+from selfheal_dagster.tables import TABLES, Table
 
 
 class SweepConfig(dg.Config):
@@ -78,28 +78,21 @@ def _unchanged(outcome: Outcome, record, now: datetime, reassert_minutes: int) -
 
 
 def sweep_outcomes(wh, targets, now: datetime, calendar) -> list[Outcome]:
-    """Every check over the targets from partition metadata (one query per dataset on
-    BigQuery, no table bytes). Metadata is a commit time and may lag the writes, so a table
-    whose metadata shows a failure is read again, counted in the table (one pruned query
-    per such table and each table it reads), before anything is recorded as failing."""
+    """Every check over the targets. The dates watched are read in the tables themselves,
+    one pruned query per table (rows, newest load, keys: partition metadata cannot count
+    keys, and it may lag the writes); the history behind the volume bounds from partition
+    metadata where the engine has it (BigQuery: one query per dataset, no table bytes)."""
     days = sorted({day for _, day in targets})
-    start, end = window_start(days), max(days)
-    window = read_window(wh, start, end, metadata=True)
-    outcomes = evaluate(targets, window, now, calendar)
-    suspects = {o.table.name for o in outcomes if o.heals}
-    if not suspects or wh.metadata_is_exact:
-        return outcomes
-    involved = {name: BY_NAME[name] for name in suspects}
-    for name in suspects:
-        involved |= {u.table: BY_NAME[u.table] for u in BY_NAME[name].upstream}
-    exact = read_window(wh, start, end, list(involved.values()))
-    stats = {**window.stats, **exact.stats}
-    confirmed = Window(start=window.start, end=window.end, stats=stats)
-    again = [(t, d) for t, d in targets if t.name in involved]
-    rechecked = {
-        (o.table.name, o.day, o.check): o for o in evaluate(again, confirmed, now, calendar)
+    start, first, end = window_start(days), days[0], days[-1]
+    if wh.metadata_is_exact:
+        return evaluate(targets, read_window(wh, start, end), now, calendar)
+    history = read_window(wh, start, end, metadata=True)
+    watched = read_window(wh, first, end)
+    stats = {
+        name: {d: s for d, s in found.items() if d < first} | watched.stats.get(name, {})
+        for name, found in history.stats.items()
     }
-    return [rechecked.get((o.table.name, o.day, o.check), o) for o in outcomes]
+    return evaluate(targets, Window(start=start, end=end, stats=stats), now, calendar)
 
 
 @dg.op(description="Evaluate every check over the watch window; record what changed.")

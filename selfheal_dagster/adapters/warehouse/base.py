@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from selfheal_dagster.core.coverage import PartitionStats, Window
 from selfheal_dagster.core.history import HealRecord
-from selfheal_dagster.tables import BY_NAME, SCHEDULE, TABLES, Table
+from selfheal_dagster.tables import BY_NAME, LOADED_AT, SCHEDULE, TABLES, Table
 
 
 class WarehouseError(RuntimeError):
@@ -44,6 +44,40 @@ def processor_params(table: Table, days: Sequence[date]) -> dict[str, Any]:
         "last": days[-1],
         "lookback": table.lookback_days,
     }
+
+
+def stats_sql(table: Table, ref: str, start: str, end: str) -> str:
+    """Per date in [start, end]: rows, newest ``_loaded_at``, and the row key's counts
+    (distinct keys, keys seen more than once, rows with a NULL key, one duplicated key), in
+    one statement both engines read; ``start``/``end`` are the engine's parameter markers.
+    Grouped by date and key first, so the keys are counted in one pass over the rows."""
+    pc = table.partition_column
+    keys = [k for k in table.row_key if k != pc] or [pc]
+    listed = ", ".join(keys)
+    nulls = " OR ".join(f"{k} IS NULL" for k in keys)
+    example = " || '/' || ".join(f"COALESCE(CAST({k} AS STRING), 'NULL')" for k in keys)
+    return (
+        f"WITH keyed AS (SELECT {pc} AS day, {listed}, COUNT(*) AS copies, "
+        f"MAX({LOADED_AT}) AS loaded FROM {ref} WHERE {pc} BETWEEN {start} AND {end} "
+        f"GROUP BY {pc}, {listed}) "
+        "SELECT day, SUM(copies) AS n, MAX(loaded) AS loaded, COUNT(*) AS key_count, "
+        "SUM(CASE WHEN copies > 1 THEN 1 ELSE 0 END) AS duplicated, "
+        f"SUM(CASE WHEN {nulls} THEN copies ELSE 0 END) AS null_keys, "
+        f"MIN(CASE WHEN copies > 1 THEN {example} END) AS example "
+        "FROM keyed GROUP BY day"
+    )
+
+
+def stats_row(n, loaded, key_count, duplicated, null_keys, example) -> PartitionStats:
+    """One row of ``stats_sql`` (``loaded`` aware UTC or None)."""
+    return PartitionStats(
+        rows=int(n),
+        loaded_at=loaded,
+        keys=int(key_count),
+        duplicated=int(duplicated),
+        null_keys=int(null_keys),
+        example=example,
+    )
 
 
 def processor_sql(table: Table) -> str:
@@ -143,6 +177,11 @@ class Warehouse(ABC):
     @abstractmethod
     def punch_gap(self, table: Table, day: date, keep: float = 0.0) -> tuple[int, int]:
         """Delete a date's rows, or all but ``keep`` of them; returns (rows before, rows after)."""
+
+    @abstractmethod
+    def multiply(self, table: Table, day: date, copies: int) -> tuple[int, int]:
+        """Hold every row of a date ``copies`` times (a doubled load, to rehearse one);
+        returns (rows before, rows after)."""
 
     @abstractmethod
     def insert_history(self, record: HealRecord) -> bool:

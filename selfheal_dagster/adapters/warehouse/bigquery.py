@@ -575,12 +575,8 @@ class BigQueryWarehouse(base.Warehouse):
         return f"DELETE FROM {self.ref(table)} WHERE {table.partition_column} = @d"
 
     def _stats_sql(self, table: Table) -> str:
-        pc = table.partition_column
-        # Not "AS at": AT is a reserved keyword in BigQuery (found by ZetaSQL).
-        return (
-            f"SELECT {pc} AS day, COUNT(*) AS n, MAX({LOADED_AT}) AS loaded "
-            f"FROM {self.ref(table)} WHERE {pc} BETWEEN @start AND @end GROUP BY {pc}"
-        )
+        # (Not "AS at" in it: AT is a reserved keyword in BigQuery, found by ZetaSQL.)
+        return base.stats_sql(table, self.ref(table), "@start", "@end")
 
     def _metadata_sql(self, dataset: str) -> str:
         return (
@@ -608,8 +604,13 @@ class BigQueryWarehouse(base.Warehouse):
             self._stats_sql(table), {"start": start, "end": end}, what=f"count {table.key}"
         )
         return {
-            r["day"]: PartitionStats(
-                int(r["n"]), r["loaded"].astimezone(UTC) if r["loaded"] else None
+            r["day"]: base.stats_row(
+                r["n"],
+                r["loaded"].astimezone(UTC) if r["loaded"] else None,
+                r["key_count"],
+                r["duplicated"],
+                r["null_keys"],
+                r["example"],
             )
             for r in rows
         }
@@ -660,6 +661,22 @@ class BigQueryWarehouse(base.Warehouse):
             params = {"d": day, "keep": kept, "days": [day], "loaded_at": now_utc()}
             self._query(self._gap_sql(table), params, what=what)
         return before_rows, kept
+
+    def _copies_sql(self, table: Table) -> str:
+        cols = ", ".join([*table.column_names, LOADED_AT])
+        return (
+            f"INSERT INTO {self.ref(table)} ({cols}) SELECT {cols} FROM {self.ref(table)}, "
+            f"UNNEST(GENERATE_ARRAY(1, @extra)) AS copy WHERE {table.partition_column} = @d"
+        )
+
+    def multiply(self, table: Table, day: date, copies: int) -> tuple[int, int]:
+        _check_day(day)
+        found = self.partition_stats(table, day, day).get(day)
+        before = found.rows if found else 0
+        if before and copies > 1:
+            params = {"d": day, "extra": copies - 1}
+            self._query(self._copies_sql(table), params, what=f"copies {table.key} {day}")
+        return before, before * max(copies, 1)
 
     # --- production chores: a run's jobs, and what doctor reads ----------------------------
 

@@ -235,16 +235,11 @@ class DuckDBWarehouse(base.Warehouse):
         out = {}
         with self.connect() as con:  # one connection, one query per table
             for table in tables:
-                pc = quote(table.partition_column)
-                found = self._exec(
-                    con,
-                    f"SELECT {pc}, COUNT(*), MAX({quote(LOADED_AT)}) FROM {self.ref(table)} "
-                    f"WHERE {pc} BETWEEN ? AND ? GROUP BY {pc}",
-                    [start, end],
-                ).fetchall()
+                sql = base.stats_sql(table, self.ref(table), "$start", "$end")
+                found = self._exec(con, sql, {"start": start, "end": end}).fetchall()
                 out[table.name] = {
-                    day: PartitionStats(rows=n, loaded_at=ts.replace(tzinfo=UTC) if ts else None)
-                    for day, n, ts in found
+                    day: base.stats_row(n, ts.replace(tzinfo=UTC) if ts else None, *rest)
+                    for day, n, ts, *rest in found
                 }
         return out
 
@@ -263,6 +258,19 @@ class DuckDBWarehouse(base.Warehouse):
                 [day, day, kept],
             )
         return before, kept
+
+    def multiply(self, table: Table, day: date, copies: int) -> tuple[int, int]:
+        pc, ref = quote(table.partition_column), self.ref(table)
+        with self.connect() as con, self._transaction(con, f"copies {table.key} {day}"):
+            (before,) = self._exec(
+                con, f"SELECT COUNT(*) FROM {ref} WHERE {pc} = ?", [day]
+            ).fetchone()
+            self._exec(
+                con,
+                f"INSERT INTO {ref} SELECT t.* FROM {ref} AS t, range(?) AS r WHERE t.{pc} = ?",
+                [max(copies - 1, 0), day],
+            )
+        return before, before * max(copies, 1) if before else 0
 
     def _history_values(self, record: history.HealRecord) -> tuple[str, list[Any]]:
         row = record.to_row()

@@ -33,7 +33,7 @@ roster AS (
         g.player_name,
         g.team_abbr,
         g.status AS last_status,
-        ROW_NUMBER() OVER (PARTITION BY s.d, g.player_id ORDER BY g.game_date DESC) AS rn
+        ROW_NUMBER() OVER (PARTITION BY s.d, g.player_id ORDER BY g.game_date DESC, g.game_id) AS rn
     FROM spine AS s
     JOIN gamebook AS g ON DATE_DIFF('day', g.game_date, s.d) BETWEEN 1 AND $lookback
 ),
@@ -50,7 +50,7 @@ played AS (
         b.game_date,
         b.points,
         b.minutes,
-        ROW_NUMBER() OVER (PARTITION BY s.d, b.player_id ORDER BY b.game_date DESC) AS rn
+        ROW_NUMBER() OVER (PARTITION BY s.d, b.player_id ORDER BY b.game_date DESC, b.game_id) AS rn
     FROM spine AS s
     JOIN boxscores AS b ON DATE_DIFF('day', b.game_date, s.d) BETWEEN 1 AND $lookback
 ),

@@ -31,7 +31,7 @@ recent AS (
         b.mid_fga,
         b.three_pm,
         b.three_pa,
-        ROW_NUMBER() OVER (PARTITION BY s.d, b.player_id ORDER BY b.game_date DESC) AS rn
+        ROW_NUMBER() OVER (PARTITION BY s.d, b.player_id ORDER BY b.game_date DESC, b.game_id) AS rn
     FROM spine AS s
     JOIN boxscores AS b ON DATE_DIFF('day', b.game_date, s.d) BETWEEN 1 AND $lookback
 ),
