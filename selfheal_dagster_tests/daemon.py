@@ -107,8 +107,10 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.load(response)
+    with urllib.request.urlopen(request, timeout=120) as response:
+        found = json.load(response)
+    assert "errors" not in found, found["errors"]
+    return found["data"]
 
 
 LAUNCH = """
@@ -141,7 +143,7 @@ def launch_run(port: int, tables, day: date, tags: dict[str, str] | None = None)
         },
         "mode": "default",
     }
-    found = graphql(port, LAUNCH, {"params": params})["data"]["launchRun"]
+    found = graphql(port, LAUNCH, {"params": params})["launchRun"]
     assert found["__typename"] == "LaunchRunSuccess", found
     return found["run"]["runId"]
 

@@ -64,7 +64,7 @@ def test_dg_list_defs_lists_the_tables_their_checks_jobs_sensors_and_schedules(d
     assert tables == {t.key for t in TABLES}  # the nine tables (and the heal figures)
     assert len(found["asset_checks"]) == len(TABLES) * len(CHECKS) == 27
     checks = {(c["asset_key"], c["name"]) for c in found["asset_checks"]}
-    assert checks == {(t.key, name) for t in TABLES for name in ("row_count", "freshness")}
+    assert checks == {(t.key, name) for t in TABLES for name in CHECKS}
     assert {"daily_job", "heal_job", "sweep_job"} <= {j["name"] for j in found["jobs"]}
     assert {"heal_sensor", "sweep_sensor", "alerts_sensor"} <= {s["name"] for s in found["sensors"]}
     assert [s["name"] for s in found["schedules"]] == ["heal_metrics_schedule"]

@@ -198,7 +198,7 @@ def test_a_gap_is_healed_in_production_mode_and_a_terminated_run_cancels_its_job
 
         [merge] = wait_for("the run's MERGE to reach BigQuery", held, timeout=bound(120))
         before = bigquery.rows(COMPOSITE.dataset, COMPOSITE.name, "analysis_date = ?", [after[0]])
-        said = graphql(dev.port, TERMINATE, {"runId": run_id})["data"]["terminateRun"]
+        said = graphql(dev.port, TERMINATE, {"runId": run_id})["terminateRun"]
         assert said["__typename"] == "TerminateRunSuccess", said
         wait_for("the job cancelled", lambda: merge.id in bigquery.cancels, timeout=bound(120))
         # By the step itself (its interrupt); the run-status sensor would otherwise.

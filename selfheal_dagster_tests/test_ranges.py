@@ -18,6 +18,7 @@ from selfheal_dagster import runs
 from selfheal_dagster.adapters.settings import season_start
 from selfheal_dagster.adapters.warehouse import WarehouseError
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
+from selfheal_dagster.core.checks import CHECKS
 from selfheal_dagster.core.dates import date_range
 from selfheal_dagster.instance import check_records
 from selfheal_dagster.tables import BY_NAME, LOADED_AT, TABLES, execution_order, in_phase
@@ -81,7 +82,7 @@ def test_every_partition_of_a_range_run_has_its_own_check_results(env, league, i
     [outcome] = runs.materialize(days, in_phase(2), dagster_instance=instance, defs=defs)
     assert outcome.success
     for table in in_phase(2):
-        for name in ("row_count", "freshness"):
+        for name in CHECKS:
             key = dg.AssetCheckKey(dg.AssetKey(table.key_path), name)
             for day in days:
                 record = check_records.latest_result(instance, key, day)

@@ -2,7 +2,6 @@
 instance, read through its GraphQL API and in a real browser (Debian's chromium, driven by
 playwright). Screenshots land in ``artifacts/ui/`` (gitignored)."""
 
-import json
 import os
 import shutil
 import urllib.parse
@@ -14,26 +13,16 @@ import dagster as dg
 import pytest
 
 from selfheal_dagster.core import healing
+from selfheal_dagster.core.checks import CHECKS
 from selfheal_dagster.instance.heal_loop import OUTCOME_TAG
 from selfheal_dagster.tables import BY_NAME, TABLES
 from selfheal_dagster_tests.conftest import bound
-from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, wait_for
+from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, graphql, wait_for
 from selfheal_dagster_tests.test_cli import selfheal
 
 ARTIFACTS = ROOT / "artifacts" / "ui"
 LOCATION = {"repositoryLocationName": "selfheal_dagster", "repositoryName": "__repository__"}
 BOX = BY_NAME["bdl_player_boxscores"]
-
-
-def graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        found = json.load(response)
-    assert "errors" not in found, found["errors"]
-    return found["data"]
 
 
 JOB_RUNS = """
@@ -163,7 +152,7 @@ def test_launching_sweep_job_for_one_partition_records_exactly_that_date(demo_ui
     evaluations = [e.dagster_event.asset_check_evaluation_data for e in results]
     assert {e.partition for e in evaluations} == {demo_ui.gap_day}
     assert {(e.asset_key.to_user_string(), e.check_name) for e in evaluations} == {
-        (t.key, name) for t in TABLES for name in ("freshness", "row_count")
+        (t.key, name) for t in TABLES for name in CHECKS
     }
     assert all(e.passed for e in evaluations if e.check_name == "row_count")
 
