@@ -145,7 +145,7 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
 
     import dagster as dg
 
-    from selfheal_dagster.core import healing
+    from selfheal_dagster.core import names
     from selfheal_dagster.core.history import Outcome
     from selfheal_dagster.instance.heal_loop import run_days
     from selfheal_dagster_tests.daemon import dagster_dev_running, heal_runs
@@ -213,8 +213,8 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
     for run in heal:
         rec = instance.get_run_record_by_id(run.run_id)
         writes = {(k.to_user_string(), d) for d in run_days(run) for k in run.asset_selection or ()}
-        names = [n for n in run.tags.get(healing.FAILED, "").split(",") if n]
-        failed = {(n, run.tags[healing.TARGET_DATE]) for n in names}
+        names = [n for n in run.tags.get(names.FAILED, "").split(",") if n]
+        failed = {(n, run.tags[names.TARGET_DATE]) for n in names}
         begin = rec.start_time or rec.create_timestamp.timestamp()
         spans.append((run, writes, failed, begin, rec.end_time or time.time()))
     concurrent = sum(

@@ -27,6 +27,7 @@ from selfheal_dagster.core import history
 from selfheal_dagster.core.dates import today_et
 from selfheal_dagster.core.errors import error_line
 from selfheal_dagster.core.job_context import JobContext
+from selfheal_dagster.core.text import more
 from selfheal_dagster.tables import TABLES
 
 ROLES = {
@@ -206,8 +207,8 @@ def _tables(wh, broken_datasets: set[str], identity: str) -> Iterator[Line]:
         problems = shape_problems(table, shape) if table else history_problems(shape)
         if problems:
             broken.add(key)
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            yield Line(False, item, problems[0] + more)
+            rest = f" ({more(len(problems) - 1)})" if len(problems) > 1 else ""
+            yield Line(False, item, problems[0] + rest)
         else:
             yield Line(True, item, "as the registry declares it")
     return broken

@@ -17,11 +17,10 @@ from rich.table import Table as RichTable
 
 from selfheal_dagster.adapters.settings import Settings
 from selfheal_dagster.adapters.warehouse import Warehouse, read_window
-from selfheal_dagster.core.checks import Outcome, Status, evaluate, window_start, worst
-from selfheal_dagster.core.dates import now_utc, span_text
-from selfheal_dagster.core.healing import BACKFILL
+from selfheal_dagster.core.checks import CheckOutcome, Status, evaluate, window_start, worst
+from selfheal_dagster.core.dates import date_range, day_spans, now_utc, span_text
 from selfheal_dagster.core.history import HealRecord
-from selfheal_dagster.core.names import ATTEMPT, CORRELATION_ID, TARGET_DATE
+from selfheal_dagster.core.names import ATTEMPT, BACKFILL, CORRELATION_ID, TARGET_DATE
 from selfheal_dagster.core.planner import Plan
 from selfheal_dagster.tables import TABLES, Table, execution_order
 
@@ -58,7 +57,7 @@ CELL_STYLE = {
 
 def evaluate_now(
     days: Sequence[date], tables: Sequence[Table] = TABLES, now: datetime | None = None
-) -> list[Outcome]:
+) -> list[CheckOutcome]:
     """Evaluate every check for ``tables`` x ``days`` against the warehouse, as of now."""
     found = resources()
     window = read_window(found["warehouse"].open(), window_start(days), max(days))
@@ -66,7 +65,7 @@ def evaluate_now(
     return evaluate(targets, window, now or now_utc(), found["source"].scheduled_games)
 
 
-def _cell(outcome: Outcome, rows: int) -> str:
+def _cell(outcome: CheckOutcome, rows: int) -> str:
     style = CELL_STYLE[outcome.status]
     if outcome.status in (Status.OK, Status.LATE):
         return f"[{style}]{rows}[/]"
@@ -79,9 +78,9 @@ def _cell(outcome: Outcome, rows: int) -> str:
     return f"[{style}]{outcome.status.value.replace('_', ' ')}[/]"
 
 
-def render_grid(outcomes: Sequence[Outcome], days: Sequence[date]) -> RichTable:
+def render_grid(outcomes: Sequence[CheckOutcome], days: Sequence[date]) -> RichTable:
     """Tables x dates: one cell per partition, the worst of its checks."""
-    by_cell: dict[tuple[str, date], list[Outcome]] = {}
+    by_cell: dict[tuple[str, date], list[CheckOutcome]] = {}
     for o in outcomes:
         by_cell.setdefault((o.table.name, o.day), []).append(o)
     tables = execution_order([o.table for o in outcomes])
@@ -105,7 +104,7 @@ def render_grid(outcomes: Sequence[Outcome], days: Sequence[date]) -> RichTable:
     return grid
 
 
-def failures(outcomes: Sequence[Outcome]) -> list[Outcome]:
+def failures(outcomes: Sequence[CheckOutcome]) -> list[CheckOutcome]:
     return [o for o in outcomes if o.heals]
 
 
@@ -119,13 +118,12 @@ def run_dates(
     """Materialise ``tables`` for ``days`` as ranged runs (Phase 2 of the range, then Phase 4),
     with a progress bar over the runs; returns the runs that failed, errors printed."""
     # import cost: dagster (about 1.7 s), only for commands that run
-    from selfheal_dagster import runs
 
     ordered = execution_order(tables)
     phases = sorted({t.phase for t in ordered}) if by_phase else [0]
     steps = [
         (tuple(span), tuple(t for t in ordered if by_phase is False or t.phase == p))
-        for span in runs.ranges(days)
+        for span in (date_range(a, b) for a, b in day_spans(days))
         for p in phases
     ]
     return run_steps(steps, label, tags)
@@ -167,14 +165,14 @@ def run_steps(steps: list, label: str, tags: dict[str, str] | None = None) -> li
     return failures
 
 
-def incomplete(days: Sequence[date], tables: Sequence[Table]) -> list[Outcome]:
+def incomplete(days: Sequence[date], tables: Sequence[Table]) -> list[CheckOutcome]:
     """The (table, date) partitions that are not complete: their row-count check fails."""
     return [o for o in evaluate_now(days, tables) if o.check == "row_count" and not o.passed]
 
 
-def incomplete_lines(missing: Sequence[Outcome]) -> list[str]:
+def incomplete_lines(missing: Sequence[CheckOutcome]) -> list[str]:
     """Incomplete partitions a line per table: how many, their dates, the first reason."""
-    by_table: dict[str, list[Outcome]] = {}
+    by_table: dict[str, list[CheckOutcome]] = {}
     for o in missing:
         by_table.setdefault(o.table.key, []).append(o)
     return [

@@ -19,12 +19,21 @@ from pathlib import Path
 import dagster as dg
 
 from selfheal_dagster.adapters.settings import season_start
-from selfheal_dagster.core import healing, planner
-from selfheal_dagster.core.dates import PARTITION_TAG, now_utc, partition_tags, tag_span, today_et
+from selfheal_dagster.core import heal_records, heal_state, healing, planner
+from selfheal_dagster.core.dates import (
+    PARTITION_TAG,
+    date_range,
+    day_spans,
+    now_utc,
+    partition_tags,
+    tag_span,
+    today_et,
+)
 from selfheal_dagster.core.errors import error_summary
-from selfheal_dagster.core.healing import BACKFILL, BACKFILL_STEP
 from selfheal_dagster.core.history import Outcome
 from selfheal_dagster.core.names import (
+    BACKFILL,
+    BACKFILL_STEP,
     DAILY_JOB,
     HEAL_JOB,
     HEAL_SENSOR,
@@ -120,17 +129,6 @@ class RunOutcome:
         return str(first) if first == last else f"{first}..{last}"
 
 
-def ranges(days: Iterable[date]) -> list[list[date]]:
-    """Consecutive runs of dates: a range run covers every date between its ends."""
-    out: list[list[date]] = []
-    for day in sorted(set(days)):
-        if out and (day - out[-1][-1]).days == 1:
-            out[-1].append(day)
-        else:
-            out.append([day])
-    return out
-
-
 Step = tuple[tuple[date, ...], tuple[Table, ...]]  # one run: a range of dates, its tables
 
 
@@ -157,7 +155,12 @@ def materialize(
         if by_phase
         else [ordered]
     )
-    steps = [(tuple(span), tuple(g)) for span in ranges(days) for g in groups if g]
+    steps = [
+        (tuple(date_range(first, last)), tuple(g))
+        for first, last in day_spans(days)
+        for g in groups
+        if g
+    ]
     return run_steps(
         steps, dagster_instance=dagster_instance, defs=defs, tags=tags, on_done=on_done
     )
@@ -352,8 +355,8 @@ class LocalLoop:
 
     def pending(self) -> int:
         """Runs still waiting for a prerequisite, and targets whose heal has not settled."""
-        state = healing.State.from_json(self.cursor)
-        busy = [t for t in state.targets.values() if t.state == healing.TargetState.HEALING]
+        state = heal_state.State.from_json(self.cursor)
+        busy = [t for t in state.targets.values() if t.state == heal_state.TargetState.HEALING]
         return len(state.pending) + len(busy)
 
     def heal_until_quiet(
@@ -398,7 +401,7 @@ def heal_now(
     now = now_utc()
     loop = LocalLoop(defs, dagster_instance)
     failures = [
-        healing.Failure(i, o.table.key, o.day, o.check, o.reason, now)
+        heal_state.Failure(i, o.table.key, o.day, o.check, o.reason, now)
         for i, o in enumerate(failing)
     ]
     plan = _manual_plan(loop, failures, now)
@@ -412,7 +415,7 @@ def heal_now(
     if taken:
         raise HealBusy("a heal is already queued or running for " + ", ".join(taken))
     cid = str(uuid.uuid4())
-    launches, records = healing.plan_runs(
+    launches, records = heal_records.plan_runs(
         plan, heal=failures, attempts={}, phases=heal_loop.PHASES, now=now, cid=cid, batch=cid[:8]
     )
     warehouse = loop.resources["warehouse"].open()
@@ -422,13 +425,13 @@ def heal_now(
     if failures:  # every run of the heal ended: its incident is over
         first = failures[0]
         warehouse.insert_history(
-            healing.closed_record(cid, first.asset, first.day, heal_loop.PHASES, now_utc())
+            heal_records.closed(cid, first.asset, first.day, heal_loop.PHASES, now_utc())
         )
         loop.deliver()
     return result
 
 
-def _manual_plan(loop: LocalLoop, failures: list[healing.Failure], now) -> planner.Plan:
+def _manual_plan(loop: LocalLoop, failures: list[heal_state.Failure], now) -> planner.Plan:
     """The heal planner's plan for a person's failures, on one read of the warehouse."""
     today = today_et(now)
     warehouse = loop.resources["warehouse"].open()
@@ -454,7 +457,9 @@ def _run_in_order(loop: LocalLoop, launches, cid: str, result: ManualHeal, on_ru
             phases = sorted({heal_loop.PHASES[a] for a in launch.assets})
             reason = healing.SKIPPED_REASON
             for day in launch.days:
-                heal_loop.resolve(warehouse, day, cid, Outcome.SKIPPED, reason, phases)
+                heal_loop.resolve(
+                    warehouse, day, cid, Outcome.SKIPPED, reason, phases, now=now_utc()
+                )
             loop.deliver()
             result.skipped.append(f"{request_span(heal_loop.run_request(launch))}: {reason}")
             continue

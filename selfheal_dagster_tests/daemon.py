@@ -18,7 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from selfheal_dagster.core import healing
+from selfheal_dagster.core import names
 from selfheal_dagster_tests.conftest import bound
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def wait_for(what: str, predicate, timeout: float, interval: float = 2.0):
 def heal_runs(instance: dg.DagsterInstance, day: date) -> list[dg.DagsterRun]:
     return list(
         instance.get_runs(
-            dg.RunsFilter(job_name="heal_job", tags={healing.TARGET_DATE: day.isoformat()})
+            dg.RunsFilter(job_name="heal_job", tags={names.TARGET_DATE: day.isoformat()})
         )
     )
 

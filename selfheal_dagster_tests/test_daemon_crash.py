@@ -17,7 +17,7 @@ import pytest
 from selfheal_dagster.adapters.league import League
 from selfheal_dagster.adapters.settings import DEFAULT_SEED
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
-from selfheal_dagster.core import healing
+from selfheal_dagster.core import names
 from selfheal_dagster.core.dates import today_et
 from selfheal_dagster.core.history import FINAL
 from selfheal_dagster.instance import orphans
@@ -33,7 +33,7 @@ WINDOW = 40
 def started_heal(instance, day, attempt):
     """The heal run of ``day``'s given attempt once it is STARTED with a known worker pid."""
     for run in heal_runs(instance, day):
-        if run.tags.get(healing.ATTEMPT) == str(attempt) and run.status.value == "STARTED":
+        if run.tags.get(names.ATTEMPT) == str(attempt) and run.status.value == "STARTED":
             pid = orphans.worker_pid(instance, run.run_id)
             if pid:
                 return run, pid
@@ -119,7 +119,7 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
             lambda: [
                 r
                 for r in heal_runs(instance, day)
-                if r.tags.get(healing.ATTEMPT) == "3" and r.is_success
+                if r.tags.get(names.ATTEMPT) == "3" and r.is_success
             ],
             bound(300),
         )
@@ -132,7 +132,7 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
 
     assert warehouse.partition_stats(BOX, day, day)[day].rows == full
     attempts = sorted(
-        (int(r.tags[healing.ATTEMPT]), r.status.value) for r in heal_runs(instance, day)
+        (int(r.tags[names.ATTEMPT]), r.status.value) for r in heal_runs(instance, day)
     )
     assert attempts == [(1, "FAILURE"), (2, "FAILURE"), (3, "SUCCESS")]
     said = {}

@@ -30,7 +30,7 @@ from selfheal_dagster import runs
 from selfheal_dagster.adapters.league import League
 from selfheal_dagster.adapters.settings import DEFAULT_SEED
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
-from selfheal_dagster.core import healing
+from selfheal_dagster.core import names
 from selfheal_dagster.core.dates import today_et
 from selfheal_dagster.core.errors import error_summary
 from selfheal_dagster.core.history import Outcome
@@ -139,7 +139,7 @@ def test_the_daemon_keeps_the_heal_promises(faults, tmp_path):
 
         # The gap healed at once: before the outage's second attempt, in one run.
         [gap_run] = heal_runs(instance, gap)
-        outage_runs = sorted(heal_runs(instance, outage), key=lambda r: r.tags[healing.ATTEMPT])
+        outage_runs = sorted(heal_runs(instance, outage), key=lambda r: r.tags[names.ATTEMPT])
         second = instance.get_run_record_by_id(outage_runs[1].run_id)
         assert instance.get_run_record_by_id(gap_run.run_id).create_timestamp < (
             second.create_timestamp
@@ -147,8 +147,8 @@ def test_the_daemon_keeps_the_heal_promises(faults, tmp_path):
 
         # The outage and the short source: 3 attempts each, spaced by the back-off, 1 give-up.
         for day in (outage, short):
-            attempts = sorted(heal_runs(instance, day), key=lambda r: r.tags[healing.ATTEMPT])
-            assert [r.tags[healing.ATTEMPT] for r in attempts] == ["1", "2", "3"], day
+            attempts = sorted(heal_runs(instance, day), key=lambda r: r.tags[names.ATTEMPT])
+            assert [r.tags[names.ATTEMPT] for r in attempts] == ["1", "2", "3"], day
             records = [instance.get_run_record_by_id(r.run_id) for r in attempts]
             for k, (before, after) in enumerate(zip(records, records[1:], strict=False)):
                 waited = after.create_timestamp.timestamp() - before.end_time
@@ -172,7 +172,7 @@ def test_the_daemon_keeps_the_heal_promises(faults, tmp_path):
         # nothing but the faults was healed.
         all_heals = instance.get_runs(dg.RunsFilter(job_name="heal_job"))
         faulted = {d.isoformat() for d in (today, outage, gap, short)}
-        assert {r.tags[healing.TARGET_DATE] for r in all_heals} == faulted
+        assert {r.tags[names.TARGET_DATE] for r in all_heals} == faulted
         gave_up_before = len([r for r in warehouse.history() if r.outcome is Outcome.GAVE_UP])
         # Slack never answered: the alerts sensor tried, noted each alert as not delivered.
         wait_for(

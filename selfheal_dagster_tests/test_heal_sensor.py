@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from selfheal_dagster import runs
-from selfheal_dagster.core import healing
+from selfheal_dagster.core import heal_state, names
 from selfheal_dagster.core.dates import eastern, now_utc
 from selfheal_dagster.core.history import Outcome
 from selfheal_dagster.defs.heal import heal_tick
@@ -40,7 +40,7 @@ def loop(history, instance, defs):
 
 
 def test_first_tick_starts_from_the_newest_check_record(loop):
-    state = healing.State.from_json(loop.cursor)
+    state = heal_state.State.from_json(loop.cursor)
     assert state.watermark == 0
 
 
@@ -53,12 +53,12 @@ def test_one_failed_evaluation_gives_one_run_request_with_selection_partition_an
     assert request.partition_key == GAME_DAY.isoformat()
     assert [k.to_user_string() for k in request.asset_selection] == [BOX.key]
     tags = request.tags
-    assert tags[healing.ATTEMPT] == "1" and tags[healing.PHASE] == "2"
-    assert tags[healing.TARGET_DATE] == GAME_DAY.isoformat()
-    assert len(tags[healing.CORRELATION_ID]) == 36 and tags[healing.FAILED] == BOX.name
+    assert tags[names.ATTEMPT] == "1" and tags[names.PHASE] == "2"
+    assert tags[names.TARGET_DATE] == GAME_DAY.isoformat()
+    assert len(tags[names.CORRELATION_ID]) == 36 and tags[names.FAILED] == BOX.name
     [record] = loop.warehouse.history(day=GAME_DAY)
     assert record.outcome is Outcome.TRIGGERED and record.missing_components == [BOX.name]
-    assert record.correlation_id == tags[healing.CORRELATION_ID]
+    assert record.correlation_id == tags[names.CORRELATION_ID]
 
 
 def test_the_same_tick_evaluated_again_launches_no_duplicate(loop):
@@ -102,7 +102,7 @@ def test_a_target_with_a_queued_heal_is_skipped_with_a_reason(loop):
     queued = loop.instance.create_run_for_job(
         job,
         asset_selection=frozenset({dg.AssetKey(BOX.key_path)}),
-        tags={healing.TARGET_DATE: GAME_DAY.isoformat(), "dagster/partition": GAME_DAY.isoformat()},
+        tags={names.TARGET_DATE: GAME_DAY.isoformat(), "dagster/partition": GAME_DAY.isoformat()},
         remote_job_origin=origin,
     )
     # What the queued run coordinator records when it accepts a run.
@@ -126,7 +126,7 @@ def test_a_fourth_failure_the_same_day_gives_up_once_and_launches_nothing(loop, 
 
     loop.defs = load()
     loop.warehouse.punch_gap(BOX, GAME_DAY)
-    policy = healing.Policy(max_attempts=3, backoff_seconds=0)
+    policy = heal_state.Policy(max_attempts=3, backoff_seconds=0)
     launched, said, run_ids = [], [], []
     for _ in range(6):
         loop.sweep()
@@ -137,7 +137,7 @@ def test_a_fourth_failure_the_same_day_gives_up_once_and_launches_nothing(loop, 
             outcome = loop.run(request)
             assert not outcome.success  # the source is down
             verify(loop.instance, loop.instance.get_run_by_id(outcome.run_id), loop.warehouse)
-            launched.append(request.tags[healing.ATTEMPT])
+            launched.append(request.tags[names.ATTEMPT])
             run_ids.append(outcome.run_id)
     assert launched == ["1", "2", "3"], said
     # Each tick's reason is one short line.
@@ -168,7 +168,7 @@ def test_a_fourth_failure_the_same_day_gives_up_once_and_launches_nothing(loop, 
     tomorrow = now_utc() + timedelta(days=1)
     result = heal_tick(loop.context(), loop.warehouse, policy, now=tomorrow)
     [request] = result.run_requests
-    assert request.tags[healing.ATTEMPT] == "1"
+    assert request.tags[names.ATTEMPT] == "1"
 
 
 def test_back_off_grows_between_attempts(loop, monkeypatch):
@@ -177,7 +177,7 @@ def test_back_off_grows_between_attempts(loop, monkeypatch):
 
     loop.defs = load()
     loop.warehouse.punch_gap(BOX, GAME_DAY)
-    policy = healing.Policy(max_attempts=3, backoff_seconds=600)
+    policy = heal_state.Policy(max_attempts=3, backoff_seconds=600)
     loop.sweep()
     result = heal_tick(loop.context(), loop.warehouse, policy)
     loop.cursor = result.cursor
@@ -196,7 +196,7 @@ def test_back_off_grows_between_attempts(loop, monkeypatch):
     result = heal_tick(loop.context(), loop.warehouse, policy, now=later)
     loop.cursor = result.cursor
     [request] = result.run_requests
-    assert request.tags[healing.ATTEMPT] == "2"
+    assert request.tags[names.ATTEMPT] == "2"
     assert policy.next_allowed(2, later) == later + timedelta(minutes=20)
 
 
@@ -226,9 +226,9 @@ def test_box_score_heal_then_one_ranged_run_for_the_dates_that_read_it(loop, lea
     assert [k.to_user_string() for k in phase4_run.asset_selection] == [
         t.key for t in execution_order(in_phase(4))
     ]
-    cid = box_run.tags[healing.CORRELATION_ID]
-    assert phase4_run.tags[healing.CORRELATION_ID] == cid
-    assert phase4_run.tags[healing.PHASE] == "4"
+    cid = box_run.tags[names.CORRELATION_ID]
+    assert phase4_run.tags[names.CORRELATION_ID] == cid
+    assert phase4_run.tags[names.PHASE] == "4"
     before = {d: loop.warehouse.partition_stats(CACHE, d, d)[d].loaded_at for d in (nxt, last)}
     outcome = loop.run(phase4_run)
     assert outcome.success
@@ -272,9 +272,9 @@ def test_a_healed_target_that_breaks_again_starts_again_at_attempt_one(loop):
     data = loop.tick()
     assert len(data.run_requests) == 1, data.skip_message
     [second] = data.run_requests
-    assert second.tags[healing.ATTEMPT] == "1"
+    assert second.tags[names.ATTEMPT] == "1"
     assert second.run_key != first.run_key
-    assert second.tags[healing.CORRELATION_ID] != first.tags[healing.CORRELATION_ID]
+    assert second.tags[names.CORRELATION_ID] != first.tags[names.CORRELATION_ID]
 
 
 def test_a_sweep_result_read_before_the_heal_wrote_is_no_new_failure(loop, monkeypatch):
@@ -309,7 +309,7 @@ def test_a_backfill_claims_its_whole_range_until_its_last_run(history, instance,
     span = f"{GAME_DAY}..{GAME_DAY + timedelta(days=2)}"
 
     def step(day, k):
-        tags = {healing.BACKFILL: span, healing.BACKFILL_STEP: f"{k}/3"}
+        tags = {names.BACKFILL: span, names.BACKFILL_STEP: f"{k}/3"}
         return job.execute_in_process(
             partition_key=day.isoformat(),
             instance=instance,
@@ -363,8 +363,8 @@ def test_a_heal_run_that_finds_an_input_missing_is_held_not_failed(loop, league)
         partition_key=nxt.isoformat(),
         asset_selection=[dg.AssetKey.from_user_string(cache)],
         tags={
-            healing.CORRELATION_ID: "c0ffee00-0000-4000-8000-000000000001",
-            healing.TARGET_DATE: nxt.isoformat(),
+            names.CORRELATION_ID: "c0ffee00-0000-4000-8000-000000000001",
+            names.TARGET_DATE: nxt.isoformat(),
         },
     )
     result = loop.run(request)
@@ -402,7 +402,7 @@ def test_a_run_whose_raw_step_hit_an_outage_still_records_its_healed_phase4(loop
         job_name="heal_job",
         partition_key=GAME_DAY.isoformat(),
         asset_selection=[dg.AssetKey.from_user_string(a) for a in assets.values()],
-        tags={healing.CORRELATION_ID: cid, healing.TARGET_DATE: GAME_DAY.isoformat()},
+        tags={names.CORRELATION_ID: cid, names.TARGET_DATE: GAME_DAY.isoformat()},
     )
     result = loop.run(request)
     assert not result.success  # the odds step hit the outage

@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from selfheal_dagster.core import healing, planner
-from selfheal_dagster.core.healing import Observation, RunState, RunStatus, TargetState
+from selfheal_dagster.core import heal_state, healing, names, planner
+from selfheal_dagster.core.heal_state import Observation, RunState, RunStatus, TargetState
 from selfheal_dagster.core.history import Outcome
 
 RAW, PRE, LATE = "raw/a", "pre/b", "pre/c"
@@ -18,11 +18,11 @@ GRAPH = planner.from_dependencies([RAW, PRE, LATE], {PRE: [(RAW, 0, 0)], LATE: [
 PHASES = {RAW: 2, PRE: 4, LATE: 4}
 TODAY = date(2026, 1, 21)
 T0 = datetime(2026, 1, 21, 15, tzinfo=UTC)
-POLICY = healing.Policy(max_attempts=3, backoff_seconds=60)
+POLICY = heal_state.Policy(max_attempts=3, backoff_seconds=60)
 
 
 def failure(asset, day, n, at=T0, check="row_count"):
-    return healing.Failure(n, asset, day, check, "0 rows", at)
+    return heal_state.Failure(n, asset, day, check, "0 rows", at)
 
 
 class Cursor:
@@ -30,7 +30,7 @@ class Cursor:
     which the test reads through this (``state.targets`` is the latest state's)."""
 
     def __init__(self) -> None:
-        self.value = healing.State(watermark=0)
+        self.value = heal_state.State(watermark=0)
 
     def __getattr__(self, name):
         return getattr(self.value, name)
@@ -42,7 +42,7 @@ class Cursor:
 def world(exists=lambda a, d: False, broken=None, still_fails=None):
     more = {"broken_inputs": broken} if broken else {}
     more |= {"still_fails": still_fails} if still_fails else {}
-    return healing.World(GRAPH, exists, PHASES, TODAY, **more)
+    return heal_state.World(GRAPH, exists, PHASES, TODAY, **more)
 
 
 def decide(state, now, seen=None, exists=lambda a, d: False, broken=None, still_fails=None):
@@ -80,13 +80,13 @@ def test_a_failed_attempt_is_retried_after_its_back_off_without_a_new_failure():
     assert early.launch == [] and "backing off after attempt 1" in early.skipped[0]
     second = decide(state, end + timedelta(seconds=61), Observation(runs=runs))
     [launch] = second.launch
-    assert launch.tags[healing.ATTEMPT] == "2" and launch.run_key != first.launch[0].run_key
+    assert launch.tags[names.ATTEMPT] == "2" and launch.run_key != first.launch[0].run_key
     # Attempt 3 waits twice as long after attempt 2 ended.
     end2 = end + timedelta(seconds=70)
     runs = {**runs, **ended(second, ok=False, now=end2)}
     assert decide(state, end2 + timedelta(seconds=119), Observation(runs=runs)).launch == []
     [third] = decide(state, end2 + timedelta(seconds=121), Observation(runs=runs)).launch
-    assert third.tags[healing.ATTEMPT] == "3"
+    assert third.tags[names.ATTEMPT] == "3"
 
 
 def test_the_last_failed_attempt_escalates_once_and_nothing_more_that_day():
@@ -111,7 +111,7 @@ def test_the_last_failed_attempt_escalates_once_and_nothing_more_that_day():
     again = decide(
         state, now + timedelta(hours=3), Observation(failures=[failure(RAW, TODAY, n + 1)])
     )
-    assert again.launch[0].tags[healing.ATTEMPT] == "1"
+    assert again.launch[0].tags[names.ATTEMPT] == "1"
 
 
 def test_a_target_whose_check_passes_by_other_means_is_superseded():
@@ -162,7 +162,7 @@ def test_no_heal_computes_on_an_input_another_run_is_rewriting():
 def test_a_target_whose_input_is_given_up_waits_and_spends_no_attempt():
     state = Cursor()
     outage = (RAW, TODAY - timedelta(days=1))
-    state.set(gave_up={healing.target_key(*outage): healing.GaveUp(T0, "row_count")})
+    state.set(gave_up={heal_state.target_key(*outage): heal_state.GaveUp(T0, "row_count")})
 
     def broken(asset, day):
         return [outage] if (asset, day) == (LATE, TODAY) else []
@@ -175,7 +175,7 @@ def test_a_target_whose_input_is_given_up_waits_and_spends_no_attempt():
     fixed = {(RAW, outage[1], "row_count"): T0 + timedelta(minutes=5)}
     d = decide(state, T0 + timedelta(minutes=6), Observation(passes=fixed))
     [launch] = d.launch
-    assert launch.assets == (LATE,) and launch.tags[healing.ATTEMPT] == "1"
+    assert launch.assets == (LATE,) and launch.tags[names.ATTEMPT] == "1"
 
 
 def test_a_run_held_by_a_missing_input_spends_no_attempt_but_is_bounded():
@@ -186,7 +186,7 @@ def test_a_run_held_by_a_missing_input_spends_no_attempt_but_is_bounded():
         now += timedelta(seconds=10)
         runs[d.launch[0].run_key] = RunStatus(RunState.FAILURE, now, reason="held", held=True)
         d = decide(state, now + timedelta(seconds=1), Observation(runs=runs))
-        assert d.escalations == [] and d.launch[0].tags[healing.ATTEMPT] == "1"
+        assert d.escalations == [] and d.launch[0].tags[names.ATTEMPT] == "1"
     # Past the bound a held run counts: the loop cannot be kept busy for ever.
     now += timedelta(seconds=10)
     runs[d.launch[0].run_key] = RunStatus(RunState.FAILURE, now, reason="held", held=True)
@@ -213,7 +213,7 @@ def test_a_root_cause_outage_is_owned_and_tried_max_attempts_times_in_all():
         seen = Observation(failures=[failure(RAW, TODAY, 10 + step)], runs=runs)
         d = decide(state, now, seen, broken=broken)
     assert len(tried) == POLICY.max_attempts
-    assert healing.target_key(*outage) in state.gave_up
+    assert heal_state.target_key(*outage) in state.gave_up
 
 
 def test_two_targets_never_heal_the_same_partition_at_once():
@@ -259,13 +259,13 @@ def test_a_run_waiting_on_a_dropped_run_is_dropped_too_and_frees_its_claims():
     failed; a deeper run waiting on that refresh stayed pending, its claims holding up
     another date's heal for hours."""
     state = Cursor()
-    tags = {healing.CORRELATION_ID: "cid", healing.PHASE: "4"}
+    tags = {names.CORRELATION_ID: "cid", names.PHASE: "4"}
 
     def pending(key, after):
-        return healing.PendingRun(key, TODAY, (LATE,), after, tags, T0)
+        return heal_state.PendingRun(key, TODAY, (LATE,), after, tags, T0)
 
     state.set(pending=[pending("refresh", ["outage-heal"]), pending("deeper", ["refresh"])])
-    state.set(launched={"outage-heal": healing.Launched((), T0)})
+    state.set(launched={"outage-heal": heal_state.Launched((), T0)})
     runs = ended("outage-heal", ok=False, now=T0 + timedelta(seconds=5))
     d = decide(state, T0 + timedelta(seconds=10), Observation(runs=runs))
     assert state.pending == () and d.launch == []
@@ -276,7 +276,7 @@ def test_a_run_waiting_on_a_dropped_run_is_dropped_too_and_frees_its_claims():
     d = decide(state, T0 + timedelta(seconds=20), Observation())
     assert state.pending == () and len(d.resolutions) == 1
     # A prerequisite launched but not yet seen as a run is still awaited.
-    state.set(launched={**state.launched, "soon": healing.Launched((), T0)})
+    state.set(launched={**state.launched, "soon": heal_state.Launched((), T0)})
     state.set(pending=[pending("after-soon", ["soon"])])
     decide(state, T0 + timedelta(seconds=30), Observation())
     assert [p.run_key for p in state.pending] == ["after-soon"]
@@ -367,12 +367,12 @@ def test_a_target_rewritten_since_its_failing_read_closes_instead_of_healing_twi
 def test_an_incident_keeps_its_correlation_id_over_its_attempts_and_closes_once():
     state = Cursor()
     first = decide(state, T0, Observation(failures=[failure(RAW, TODAY, 1)]))
-    cid = first.launch[0].tags[healing.CORRELATION_ID]
+    cid = first.launch[0].tags[names.CORRELATION_ID]
     end = T0 + timedelta(seconds=10)
     runs = ended(first, ok=False, now=end)
     second = decide(state, end + timedelta(seconds=61), Observation(runs=runs))
     [retry] = second.launch
-    assert retry.tags[healing.CORRELATION_ID] == cid  # the same incident
+    assert retry.tags[names.CORRELATION_ID] == cid  # the same incident
     assert retry.run_key != first.launch[0].run_key  # a new run key for each attempt
     [record] = second.records
     assert record.correlation_id == cid and record.id.endswith(f"{cid[:8]}_2")
@@ -392,8 +392,8 @@ def test_new_failures_open_a_new_incident_beside_a_retry():
     runs = ended(first, ok=False, now=T0 + timedelta(seconds=5))
     later = T0 + timedelta(minutes=5)
     d = decide(state, later, Observation(failures=[failure(RAW, day2, 2)], runs=runs))
-    cids = {launch.day: launch.tags[healing.CORRELATION_ID] for launch in d.launch}
-    assert cids[TODAY] == first.launch[0].tags[healing.CORRELATION_ID]
+    cids = {launch.day: launch.tags[names.CORRELATION_ID] for launch in d.launch}
+    assert cids[TODAY] == first.launch[0].tags[names.CORRELATION_ID]
     assert cids[day2] != cids[TODAY] and len(state.incidents) == 2
 
 
@@ -405,7 +405,7 @@ def test_new_failures_wait_while_a_sweep_is_still_recording_up_to_the_group_wait
     # More of the same sweep's results: one incident for all of them once it ended.
     more = Observation(failures=[failure(RAW, TODAY - timedelta(days=4), 2)])
     d = decide(state, T0 + timedelta(seconds=15), more)
-    assert len(d.launch) == 2 and len({x.tags[healing.CORRELATION_ID] for x in d.launch}) == 1
+    assert len(d.launch) == 2 and len({x.tags[names.CORRELATION_ID] for x in d.launch}) == 1
     # A sweep that never ends holds a new failure no longer than the group wait.
     state = Cursor()
     late = T0 + timedelta(seconds=POLICY.group_wait_seconds + 1)
@@ -454,7 +454,7 @@ def test_decide_is_pure_the_same_inputs_give_equal_outputs_and_the_state_stays_a
     partitions = [(a, d) for a in (RAW, PRE, LATE) for d in days]
     present = {p: rng.random() < 0.7 for p in partitions}
     w = world(lambda a, d: present.get((a, d), False))
-    state, now, statuses, record, launched = healing.State(watermark=0), T0, {}, 0, 0
+    state, now, statuses, record, launched = heal_state.State(watermark=0), T0, {}, 0, 0
     for _ in range(40):
         now += timedelta(seconds=rng.choice([5, 60, 400]))
         failures = []

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from selfheal_dagster.core import healing
+from selfheal_dagster.core import heal_state, names
 from selfheal_dagster.core.history import Outcome, record_id
 from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.conftest import GAME_DAY
@@ -35,7 +35,7 @@ def test_history_ids_and_the_incident_alerts_are_written_once(slack_loop, httpse
     slack_loop.sweep()
     before = slack_loop.cursor
     [request] = slack_loop.tick().run_requests
-    cid = request.tags[healing.CORRELATION_ID]
+    cid = request.tags[names.CORRELATION_ID]
     # The same tick evaluated again (the daemon retries a failed tick): nothing new.
     slack_loop.sensor.evaluate_tick(slack_loop.context(before))
     [record] = slack_loop.warehouse.history(day=GAME_DAY)
@@ -104,7 +104,7 @@ def test_outcomes_failure_and_gave_up_are_recorded(slack_loop, httpserver, monke
 
     slack_loop.defs = load()
     slack_loop.warehouse.punch_gap(BOX, GAME_DAY)
-    policy = healing.Policy(max_attempts=2, backoff_seconds=0)
+    policy = heal_state.Policy(max_attempts=2, backoff_seconds=0)
     for _ in range(4):
         slack_loop.sweep()
         result = heal_tick(slack_loop.context(), slack_loop.warehouse, policy)
@@ -137,7 +137,7 @@ def test_queries_by_date_and_by_correlation_id_return_exactly_the_related_record
     slack_loop.warehouse.punch_gap(ODDS, other)
     slack_loop.sweep()
     [second] = slack_loop.tick().run_requests
-    a, b = first.tags[healing.CORRELATION_ID], second.tags[healing.CORRELATION_ID]
+    a, b = first.tags[names.CORRELATION_ID], second.tags[names.CORRELATION_ID]
     assert a != b
 
     def heals(records):  # the incident's heal records, not its closing marker

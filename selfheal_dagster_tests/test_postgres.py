@@ -9,7 +9,7 @@ from datetime import timedelta
 import dagster as dg
 
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
-from selfheal_dagster.core import healing
+from selfheal_dagster.core import names
 from selfheal_dagster.core.history import Outcome
 from selfheal_dagster.instance.heal_loop import verify
 from selfheal_dagster.tables import BY_NAME
@@ -35,7 +35,7 @@ def test_the_shipped_instance_runs_on_postgres_with_its_coordinator_and_monitori
         (limit["key"], json.dumps(limit.get("value"))): limit["limit"]
         for limit in pg_instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
     }
-    assert limits[(healing.TARGET_DATE, json.dumps({"applyLimitPerUniqueValue": True}))] == 1
+    assert limits[(names.TARGET_DATE, json.dumps({"applyLimitPerUniqueValue": True}))] == 1
 
 
 def test_a_heal_is_planned_run_verified_and_recorded_on_postgres(history, pg_instance, defs):
@@ -43,7 +43,7 @@ def test_a_heal_is_planned_run_verified_and_recorded_on_postgres(history, pg_ins
     loop.warehouse.punch_gap(BOX, GAME_DAY)
     loop.sweep()
     [request] = loop.tick().run_requests
-    assert request.tags[healing.TARGET_DATE] == GAME_DAY.isoformat()
+    assert request.tags[names.TARGET_DATE] == GAME_DAY.isoformat()
     done = loop.run(request)
     assert done.success
     outcome, reason, records = verify(
@@ -106,7 +106,7 @@ def test_the_queue_never_runs_two_heals_of_one_date_at_once(
             },
             "executionMetadata": {
                 "tags": [
-                    {"key": healing.TARGET_DATE, "value": day.isoformat()},
+                    {"key": names.TARGET_DATE, "value": day.isoformat()},
                     {"key": "dagster/partition", "value": day.isoformat()},
                 ]
             },

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from selfheal_dagster.core import healing
+from selfheal_dagster.core import names
 from selfheal_dagster.core.checks import CHECKS
 from selfheal_dagster.instance.heal_loop import OUTCOME_TAG
 from selfheal_dagster.tables import BY_NAME, TABLES
@@ -87,7 +87,7 @@ def demo_ui(tmp_path_factory) -> DemoUI:
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         made = {r.run_id: r.job_name for r in instance.get_runs()}
         [heal] = instance.get_runs(
-            dg.RunsFilter(job_name="heal_job", tags={healing.FAILED: BOX.name})
+            dg.RunsFilter(job_name="heal_job", tags={names.FAILED: BOX.name})
         )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with dagster_dev_running(env, ARTIFACTS / "dagster_dev.log") as dev:

@@ -47,7 +47,7 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name}='{raw}' is not a whole number") from None
 
 
-def season_from_env(environ: Mapping[str, str] = os.environ) -> int:
+def _season(environ: Mapping[str, str]) -> int:
     """``SELFHEAL_SEASON``: the year the first partitioned season starts in (2024 = 2024-25)."""
     season = _int(environ, "SELFHEAL_SEASON", DEFAULT_SEASON)
     if not 2000 <= season <= 2100:
@@ -55,9 +55,9 @@ def season_from_env(environ: Mapping[str, str] = os.environ) -> int:
     return season
 
 
-def season_start(environ: Mapping[str, str] = os.environ) -> date:
-    """First partition: opening night of the configured season."""
-    return opening_night(season_from_env(environ))
+def season_start(settings: Settings | None = None) -> date:
+    """First partition: opening night of the configured season (the settings read once)."""
+    return opening_night((settings or Settings.from_env()).season)
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def _settings(items: tuple[tuple[str, str], ...]) -> Settings:
         **_windows(environ),
         env=env,
         duckdb_path=duckdb_path,
-        season=season_from_env(environ),
+        season=_season(environ),
         heal_max_attempts=attempts,
     )
 

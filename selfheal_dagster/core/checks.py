@@ -63,7 +63,7 @@ SEVERITY_ORDER = (
 
 
 @dataclass(frozen=True)
-class Outcome:
+class CheckOutcome:
     table: Table
     check: str
     day: date
@@ -210,7 +210,7 @@ def deadline(table: Table, day: date) -> datetime:
 
 def row_count(
     table: Table, day: date, window: Window, now: datetime, calendar: Calendar | None = None
-) -> Outcome:
+) -> CheckOutcome:
     exp = expectation(table, day, window, calendar)
     rows = window.rows(table, day)
     due = deadline(table, day)
@@ -227,8 +227,10 @@ def row_count(
         "evaluated_at": now,
     }
 
-    def out(status: Status, reason: str) -> Outcome:
-        return Outcome(table, "row_count", day, status, reason, {**meta, "status": str(status)})
+    def out(status: Status, reason: str) -> CheckOutcome:
+        return CheckOutcome(
+            table, "row_count", day, status, reason, {**meta, "status": str(status)}
+        )
 
     if exp.games == 0:
         return out(Status.NO_GAMES, f"no games on {day}; {rows} rows")
@@ -261,7 +263,7 @@ def read_partitions(table: Table, day: date) -> list[tuple[Table, date]]:
 
 def freshness(
     table: Table, day: date, window: Window, now: datetime, calendar: Calendar | None = None
-) -> Outcome:
+) -> CheckOutcome:
     due = deadline(table, day)
     stats = window.stats.get(table.name, {}).get(day)
     games = expected_games(table, day, window, calendar)
@@ -273,8 +275,8 @@ def freshness(
         "evaluated_at": now,
     }
 
-    def out(status: Status, reason: str, **extra: Any) -> Outcome:
-        return Outcome(
+    def out(status: Status, reason: str, **extra: Any) -> CheckOutcome:
+        return CheckOutcome(
             table, "freshness", day, status, reason, {**meta, **extra, "status": str(status)}
         )
 
@@ -316,7 +318,7 @@ def _human(minutes: float) -> str:
 
 def key_integrity(
     table: Table, day: date, window: Window, now: datetime, calendar: Calendar | None = None
-) -> Outcome:
+) -> CheckOutcome:
     """The row key never NULL and never twice in the partition (a doubled load, a retried
     POST whose first call also landed, a manual insert)."""
     stats = window.stats.get(table.name, {}).get(day)
@@ -330,8 +332,8 @@ def key_integrity(
         "evaluated_at": now,
     }
 
-    def out(status: Status, reason: str) -> Outcome:
-        return Outcome(table, "key", day, status, reason, {**meta, "status": str(status)})
+    def out(status: Status, reason: str) -> CheckOutcome:
+        return CheckOutcome(table, "key", day, status, reason, {**meta, "status": str(status)})
 
     if stats is None or not stats.rows:
         return out(Status.OK, f"no rows on {day}: no key to check")
@@ -450,7 +452,7 @@ def evaluate(
     now: datetime,
     calendar: Calendar | None = None,
     checks: Sequence[str] = CHECKS,
-) -> list[Outcome]:
+) -> list[CheckOutcome]:
     return [
         EVALUATORS[name](table, day, window, now, calendar)
         for table, day in targets
@@ -458,7 +460,7 @@ def evaluate(
     ]
 
 
-def completeness(outcomes: Iterable[Outcome]) -> dict[str, Any]:
+def completeness(outcomes: Iterable[CheckOutcome]) -> dict[str, Any]:
     """The shape the old cloud function returned, per phase, for one date."""
     outcomes = list(outcomes)
     missing = []
@@ -475,7 +477,7 @@ def completeness(outcomes: Iterable[Outcome]) -> dict[str, Any]:
     }
 
 
-def worst(outcomes: Iterable[Outcome]) -> Outcome:
+def worst(outcomes: Iterable[CheckOutcome]) -> CheckOutcome:
     return min(outcomes, key=lambda o: SEVERITY_ORDER.index(o.status))
 
 

@@ -63,6 +63,12 @@ def span_text(days: Iterable[date]) -> str:
     return text if len(days) == 1 else f"{text}, {len(days)} dates"
 
 
+def range_text(days: Sequence[date]) -> str:
+    """How a run or a write names its dates: one date, or ``first..last (n dates)``."""
+    days = sorted(days)
+    return str(days[0]) if len(days) == 1 else f"{days[0]}..{days[-1]} ({len(days)} dates)"
+
+
 def first_last(days: Iterable[date]) -> str:
     """``2025-12-15..2026-01-09``: the first and last of some dates (gaps not shown)."""
     days = sorted(set(days))

@@ -370,6 +370,7 @@ class Resolution:
     outcome: Outcome
     reason: str
     attempt: int | None = None
+    at: datetime | None = None  # the tick that decided it
 
 
 @dataclass(frozen=True)

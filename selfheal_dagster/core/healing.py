@@ -30,9 +30,6 @@ from selfheal_dagster.core.heal_records import (
     plan_runs,
     superseded,
 )
-from selfheal_dagster.core.heal_records import (
-    closed as closed_record,
-)
 from selfheal_dagster.core.heal_state import (
     Decision,
     Failure,
@@ -56,51 +53,9 @@ from selfheal_dagster.core.heal_state import (
 from selfheal_dagster.core.history import Outcome
 from selfheal_dagster.core.names import (
     ATTEMPT,
-    BACKFILL,
-    BACKFILL_STEP,
     CORRELATION_ID,
-    DETECTED_AT,
-    FAILED,
-    OUTCOME_TAG,
     PHASE,
-    REASON_TAG,
-    RUN_KEY,
-    TARGET_DATE,
-    TARGET_LAST,
 )
-
-__all__ = [
-    "ATTEMPT",
-    "BACKFILL",
-    "BACKFILL_STEP",
-    "CORRELATION_ID",
-    "DETECTED_AT",
-    "FAILED",
-    "OUTCOME_TAG",
-    "PHASE",
-    "REASON_TAG",
-    "RUN_KEY",
-    "TARGET_DATE",
-    "TARGET_LAST",
-    "Decision",
-    "Failure",
-    "GaveUp",
-    "Launch",
-    "Launched",
-    "Observation",
-    "PendingRun",
-    "Policy",
-    "RunState",
-    "RunStatus",
-    "State",
-    "Target",
-    "TargetState",
-    "World",
-    "closed_record",
-    "decide",
-    "plan_runs",
-    "target_key",
-]
 
 PENDING_TTL = timedelta(hours=6)
 # A requested run that the daemon has not created by then was lost (a tick whose requests
@@ -238,7 +193,7 @@ def _settle_pending(tick: _Tick, runs: Mapping[str, RunStatus], now: datetime) -
         for p in drop:
             waiting.remove(p)
             alive.discard(p.run_key)
-            tick.decision.resolutions.extend(_skipped(p, day) for day in p.days)
+            tick.decision.resolutions.extend(_skipped(p, day, now) for day in p.days)
             for key, t in list(tick.targets.items()):
                 if t.run_key == p.run_key:
                     tick.targets[key] = replace(t, run_key=f"{DROPPED}{p.run_key}")
@@ -250,7 +205,7 @@ def _settle_pending(tick: _Tick, runs: Mapping[str, RunStatus], now: datetime) -
             tick.pending.append(p)
 
 
-def _skipped(p: PendingRun, day: date) -> Resolution:
+def _skipped(p: PendingRun, day: date, now: datetime) -> Resolution:
     return Resolution(
         day=day,
         correlation_id=p.tags[CORRELATION_ID],
@@ -258,6 +213,7 @@ def _skipped(p: PendingRun, day: date) -> Resolution:
         outcome=Outcome.SKIPPED,
         reason=SKIPPED_REASON,
         attempt=int(p.tags[ATTEMPT]) if ATTEMPT in p.tags else None,
+        at=now,
     )
 
 
@@ -310,6 +266,7 @@ def _settle_targets(
                         Outcome.FAILED,
                         NEVER_STARTED,
                         t.attempts,
+                        at=now,
                     )
                 )
             if t.attempts >= policy.max_attempts:

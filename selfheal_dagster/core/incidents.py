@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 
 from selfheal_dagster.core.dates import span_text
 from selfheal_dagster.core.history import FINAL, HealRecord, Outcome
+from selfheal_dagster.core.text import more
 from selfheal_dagster.tables import PHASE_OWNERS, table_name
 
 MAX_LINES = 8  # lines of one kind in a message before "… and N more"
@@ -25,7 +26,7 @@ def first_lines(lines: Sequence[str], limit: int = MAX_LINES) -> list[str]:
     lines = list(lines)
     if len(lines) <= limit:
         return lines
-    return [*lines[: limit - 1], f"… and {len(lines) - limit + 1} more"]
+    return [*lines[: limit - 1], f"… {more(len(lines) - limit + 1)}"]
 
 
 def how(reason: str) -> str:
@@ -58,7 +59,7 @@ def _phase_label(phase: str) -> str:
 
 
 @dataclass(frozen=True)
-class Launch:
+class Attempt:
     """One attempt of an incident: the records one heal tick created (same timestamp)."""
 
     at: datetime
@@ -95,12 +96,12 @@ class Incident:
     # --- what it holds -------------------------------------------------------------------
 
     @property
-    def launches(self) -> list[Launch]:
+    def launches(self) -> list[Attempt]:
         by_time: dict[datetime, list[HealRecord]] = {}
         for r in self.records:
             if r.healing_result.triggered:
                 by_time.setdefault(r.timestamp, []).append(r)
-        return [Launch(at, tuple(rs)) for at, rs in sorted(by_time.items())]
+        return [Attempt(at, tuple(rs)) for at, rs in sorted(by_time.items())]
 
     def of_outcome(self, outcome: Outcome) -> list[HealRecord]:
         return [r for r in self.records if r.outcome is outcome and r.closing]
@@ -223,7 +224,7 @@ class Incident:
             )
         return f"🔧 Healing: attempt {attempt} of {max_attempts} running", "healing"
 
-    def attempt_lines(self, launch: Launch) -> list[str]:
+    def attempt_lines(self, launch: Attempt) -> list[str]:
         """How one attempt went, a line per repair and one per refreshed span."""
         lines = []
         for r in launch.repairs():
@@ -249,7 +250,7 @@ class Incident:
                 lines.append(f"❌ {what}: {_clip(error(reason), 160)}")
         return first_lines(lines)
 
-    def attempt_title(self, launch: Launch, max_attempts: int) -> str:
+    def attempt_title(self, launch: Attempt, max_attempts: int) -> str:
         outcomes = {r.outcome for r in launch.records}
         n = launch.attempt
         if outcomes == {Outcome.HEALED}:

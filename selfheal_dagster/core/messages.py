@@ -15,7 +15,7 @@ from typing import Any
 
 from selfheal_dagster.core.healing import WAITED_REASON
 from selfheal_dagster.core.history import HealRecord, Outcome
-from selfheal_dagster.core.incidents import Incident, Launch, first_lines, held_lines, owner
+from selfheal_dagster.core.incidents import Attempt, Incident, first_lines, held_lines, owner
 from selfheal_dagster.core.text import listed
 
 ORANGE = "#FFA500"
@@ -88,7 +88,7 @@ def parent(incident: Incident, max_attempts: int) -> Message:
 
 def reply(
     incident: Incident,
-    launch: Launch,
+    launch: Attempt,
     max_attempts: int,
     run_link: Callable[[str], str] = lambda run_id: run_id,
 ) -> Message:

@@ -13,6 +13,11 @@ def one_line(text: str, limit: int = LINE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def more(count: int, noun: str = "") -> str:
+    """``and 3 more [noun]``: what a list that was cut leaves out, said one way everywhere."""
+    return f"and {count} more" + (f" {noun}" if noun else "")
+
+
 def listed(
     items: Sequence[str], limit: int, sep: str = "; ", then: str | None = None, noun: str = ""
 ) -> str:
@@ -22,4 +27,4 @@ def listed(
     shown = sep.join(items[:limit])
     if rest <= 0:
         return shown
-    return f"{shown}{sep if then is None else then}and {rest} more" + (f" {noun}" if noun else "")
+    return f"{shown}{sep if then is None else then}{more(rest, noun)}"

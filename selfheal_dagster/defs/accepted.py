@@ -16,6 +16,8 @@ EVERYWHERE = ("Parameter `owners`", "Parameter `backfill_policy`")
 
 
 def accept_everywhere() -> None:
+    """Called once, by the code location's entry point (``definitions.py``): importing this
+    module changes nothing."""
     for message in EVERYWHERE:
         warnings.filterwarnings("ignore", message=message, category=dg.BetaWarning)
 
@@ -27,6 +29,3 @@ def accepted(*categories: type[Warning]) -> Iterator[None]:
         for category in categories:
             warnings.simplefilter("ignore", category)
         yield
-
-
-accept_everywhere()

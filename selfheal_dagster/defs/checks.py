@@ -15,7 +15,7 @@ from selfheal_dagster.core.checks import (
     CHECKS,
     EVALUATORS,
     READ_AT,
-    Outcome,
+    CheckOutcome,
     tables_for,
     window_start,
 )
@@ -60,7 +60,7 @@ def metadata(values: dict[str, Any]) -> dict[str, dg.MetadataValue]:
     return out
 
 
-def check_result(outcome: Outcome, read_at: datetime) -> dg.AssetCheckResult:
+def check_result(outcome: CheckOutcome, read_at: datetime) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=outcome.passed,
         description=outcome.reason,
@@ -69,7 +69,7 @@ def check_result(outcome: Outcome, read_at: datetime) -> dg.AssetCheckResult:
 
 
 def check_evaluation(
-    outcome: Outcome, read_at: datetime, targets: Mapping[str, object] | None = None
+    outcome: CheckOutcome, read_at: datetime, targets: Mapping[str, object] | None = None
 ) -> dg.AssetCheckEvaluation:
     """The same result as an event, for runs that evaluate checks without materialising;
     ``targets``: the partitions' latest materialisations (``check_records.targets``)."""

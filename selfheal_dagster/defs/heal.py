@@ -11,7 +11,7 @@ that a re-run tick repeats nothing.
 import dagster as dg
 
 from selfheal_dagster.adapters.settings import Settings
-from selfheal_dagster.core import healing
+from selfheal_dagster.core import heal_state
 from selfheal_dagster.core.dates import now_utc, today_et
 from selfheal_dagster.core.job_context import JobContext
 from selfheal_dagster.core.names import ALERTS_SENSOR, HEAL_JOB, HEAL_SENSOR, OUTCOME_SENSORS
@@ -37,7 +37,7 @@ heal_job = dg.define_asset_job(
 def heal_tick(
     context: dg.SensorEvaluationContext,
     warehouse,
-    policy: healing.Policy,
+    policy: heal_state.Policy,
     now=None,
     calendar=None,
 ) -> dg.SensorResult:
@@ -79,7 +79,7 @@ def _verify_sensor(name: str, status: dg.DagsterRunStatus) -> dg.RunStatusSensor
     return _sensor
 
 
-def heal_sensor(interval_seconds: int, policy: healing.Policy) -> dg.SensorDefinition:
+def heal_sensor(interval_seconds: int, policy: heal_state.Policy) -> dg.SensorDefinition:
     def _sensor(
         context: dg.SensorEvaluationContext,
         warehouse: WarehouseResource,
@@ -127,7 +127,7 @@ def alerts_sensor(
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = Settings.from_env()
-    policy = healing.Policy(
+    policy = heal_state.Policy(
         max_attempts=settings.heal_max_attempts,
         backoff_seconds=settings.heal_backoff_seconds,
         group_wait_seconds=settings.heal_group_wait_seconds,

@@ -6,6 +6,7 @@ import dagster as dg
 
 from selfheal_dagster.adapters.settings import season_start
 from selfheal_dagster.adapters.warehouse import WriteResult
+from selfheal_dagster.core.dates import range_text
 from selfheal_dagster.core.job_context import JobContext
 from selfheal_dagster.core.names import ATTEMPT, CORRELATION_ID, PHASE
 from selfheal_dagster.defs.accepted import accepted
@@ -107,10 +108,6 @@ def games_by_day(warehouse, days: list[date]) -> dict[date, int]:
     return {day: stats[day].rows if day in stats else 0 for day in days}
 
 
-def span(days: list[date]) -> str:
-    return str(days[0]) if len(days) == 1 else f"{days[0]}..{days[-1]} ({len(days)} dates)"
-
-
 def description(table: Table) -> str:
     """The registry's description, and what the table reads over which dates (the UI does
     not draw partition mappings)."""
@@ -163,7 +160,7 @@ def written(result: WriteResult, games: dict[date, int], days: list[date]) -> dg
         )
     return dg.MaterializeResult(
         metadata={
-            "range": span(days),
+            "range": range_text(days),
             "dates": len(days),
             "range_rows": result.rows,
             "loaded_at": _when(result.loaded_at),

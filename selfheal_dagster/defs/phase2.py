@@ -8,6 +8,7 @@ the failure holds up only what reads that date.
 import dagster as dg
 
 from selfheal_dagster.adapters.settings import Settings
+from selfheal_dagster.core.dates import range_text
 from selfheal_dagster.core.text import listed
 from selfheal_dagster.defs import partitions
 from selfheal_dagster.defs.resources import Phase1SourceResource, WarehouseResource
@@ -36,9 +37,7 @@ def phase2_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
             games = partitions.games_by_day(wh, days)
         done = [d for d in days if d not in loaded.failed]
         if loaded.written is not None:
-            context.log.info(
-                f"{table.key} {partitions.span(done)}: {loaded.written.rows} rows loaded"
-            )
+            context.log.info(f"{table.key} {range_text(done)}: {loaded.written.rows} rows loaded")
         error = None
         if loaded.failed:
             first = sorted(loaded.failed.items())

@@ -18,6 +18,7 @@ from selfheal_dagster.core.checks import (
     missing_inputs_detail,
     missing_inputs_line,
 )
+from selfheal_dagster.core.dates import range_text
 from selfheal_dagster.defs import partitions
 from selfheal_dagster.defs.resources import (
     Phase1SourceResource,
@@ -52,7 +53,7 @@ def phase4_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
             if ready:
                 result, via = phase4.run(table, ready, wh, job)
                 context.log.info(
-                    f"{table.key} {partitions.span(ready)}: {result.rows} rows computed by {via}"
+                    f"{table.key} {range_text(ready)}: {result.rows} rows computed by {via}"
                 )
             games = partitions.games_by_day(wh, days)
         error = None

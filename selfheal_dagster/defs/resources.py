@@ -382,7 +382,7 @@ def initialized(resources: dict[str, dg.ConfigurableResource]) -> dict:
 
 
 @dg.definitions
-def resources() -> dg.Definitions:
+def defs() -> dg.Definitions:
     settings = Settings.from_env()
     return dg.Definitions(
         resources=build_resources(settings),

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from selfheal_dagster.adapters.settings import Settings
 from selfheal_dagster.adapters.warehouse import read_window
-from selfheal_dagster.core.checks import CHECKS, Outcome, evaluate, window_start
+from selfheal_dagster.core.checks import CHECKS, CheckOutcome, evaluate, window_start
 from selfheal_dagster.core.coverage import Window
 from selfheal_dagster.core.dates import date_range, now_utc, today_et
 from selfheal_dagster.core.names import SWEEP_JOB, SWEEP_SENSOR, SWEEP_TAG
@@ -62,7 +62,7 @@ def watch_targets(
     return [(t, day) for t in TABLES for day in days[t.phase]]
 
 
-def _unchanged(outcome: Outcome, record, now: datetime, reassert_minutes: int) -> bool:
+def _unchanged(outcome: CheckOutcome, record, now: datetime, reassert_minutes: int) -> bool:
     previous = check_records.evaluation(record) if record else None
     if previous is None:
         return False
@@ -77,7 +77,7 @@ def _unchanged(outcome: Outcome, record, now: datetime, reassert_minutes: int) -
     return same and now.timestamp() - at < reassert_minutes * 60
 
 
-def sweep_outcomes(wh, targets, now: datetime, calendar) -> list[Outcome]:
+def sweep_outcomes(wh, targets, now: datetime, calendar) -> list[CheckOutcome]:
     """Every check over the targets. The dates watched are read in the tables themselves,
     one pruned query per table (rows, newest load, keys: partition metadata cannot count
     keys, and it may lag the writes); the history behind the volume bounds from partition

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from selfheal_dagster.adapters.warehouse import Warehouse, read_window
-from selfheal_dagster.core import claims, healing, planner, results, verdicts
+from selfheal_dagster.core import claims, heal_state, healing, names, planner, results, verdicts
 from selfheal_dagster.core.checks import (
     CHECKS,
     EVALUATORS,
@@ -29,7 +29,7 @@ from selfheal_dagster.core.checks import (
     broken_inputs,
 )
 from selfheal_dagster.core.coverage import Window
-from selfheal_dagster.core.dates import partition_tags, tag_days
+from selfheal_dagster.core.dates import now_utc, partition_tags, tag_days
 from selfheal_dagster.core.errors import error_summary
 from selfheal_dagster.core.history import FINAL, OUTCOME_COLUMNS, Outcome
 from selfheal_dagster.core.names import (
@@ -40,7 +40,7 @@ from selfheal_dagster.core.names import (
     SWEEP_JOB,
     WRITE_NO_TABLE,
 )
-from selfheal_dagster.core.text import LINE_LIMIT, one_line
+from selfheal_dagster.core.text import LINE_LIMIT, more, one_line
 from selfheal_dagster.instance import check_records
 from selfheal_dagster.tables import BY_KEY, TABLES, execution_order
 
@@ -123,7 +123,7 @@ class Results:
     """What the check records since the cursor say (judged by ``core/results.py``): new
     healable failures, the newest new pass per (asset, date, check), the cursor's advance."""
 
-    failures: list[healing.Failure]
+    failures: list[heal_state.Failure]
     passes: dict[tuple[str, date, str], datetime]
     watermark: int
     seen: tuple[int, ...]
@@ -153,7 +153,7 @@ def check_result(record: check_records.AssetCheckExecutionRecord) -> results.Che
 
 def read_results(
     instance: dg.DagsterInstance,
-    state: healing.State,
+    state: heal_state.State,
     view_for: Callable[[set[date]], WarehouseView],
 ) -> tuple[Results, WarehouseView]:
     """The check records since the cursor, judged (``core/results.py``), and one warehouse
@@ -213,7 +213,9 @@ def healed_partitions(
                 f"{found[0][1]}: {ev.description}" if ev.partition else str(ev.description)
             )
     reasons = [
-        f"{asset} {check}: " + "; ".join(why[:3]) + (f" (+{len(why) - 3})" if len(why) > 3 else "")
+        f"{asset} {check}: "
+        + "; ".join(why[:3])
+        + (f" ({more(len(why) - 3)})" if len(why) > 3 else "")
         for (asset, check), why in lines.items()
     ]
     return frozenset(written - failing), reasons
@@ -221,25 +223,25 @@ def healed_partitions(
 
 def run_statuses(
     instance: dg.DagsterInstance, run_keys: Sequence[str]
-) -> dict[str, healing.RunStatus]:
+) -> dict[str, heal_state.RunStatus]:
     if not run_keys:
         return {}
     records = instance.get_run_records(
-        dg.RunsFilter(job_name=HEAL_JOB, tags={healing.RUN_KEY: sorted(set(run_keys))})
+        dg.RunsFilter(job_name=HEAL_JOB, tags={names.RUN_KEY: sorted(set(run_keys))})
     )
     out = {}
     for record in records:
         run = record.dagster_run
-        key = run.tags[healing.RUN_KEY]
+        key = run.tags[names.RUN_KEY]
         if run.status in IN_FLIGHT:
-            out[key] = healing.RunStatus(healing.RunState.IN_FLIGHT)
+            out[key] = heal_state.RunStatus(heal_state.RunState.IN_FLIGHT)
             continue
         ended = datetime.fromtimestamp(record.end_time or record.update_timestamp.timestamp(), UTC)
         healed, failing = healed_partitions(instance, run)
         ok = run.status == dg.DagsterRunStatus.SUCCESS
         outcome, why = (Outcome.HEALED, "") if ok else judge(instance, run)
-        out[key] = healing.RunStatus(
-            healing.RunState.SUCCESS if ok else healing.RunState.FAILURE,
+        out[key] = heal_state.RunStatus(
+            heal_state.RunState.SUCCESS if ok else heal_state.RunState.FAILURE,
             ended,
             healed,
             "; ".join(failing) or why,
@@ -268,13 +270,13 @@ def busy_partitions(instance: dg.DagsterInstance, now: datetime) -> dict[planner
 
 def gather(
     instance: dg.DagsterInstance,
-    state: healing.State,
+    state: heal_state.State,
     warehouse: Warehouse,
     *,
     today: date,
     now: datetime,
     calendar: Calendar | None = None,
-) -> tuple[healing.State, healing.Observation, WarehouseView]:
+) -> tuple[heal_state.State, heal_state.Observation, WarehouseView]:
     """Everything a tick decides on, read once; it changes nothing. Returns the state with
     the check records read marked handled (the cursor the tick will write)."""
     results, view = read_results(
@@ -283,7 +285,7 @@ def gather(
     sweeping = instance.get_run_records(
         dg.RunsFilter(job_name=SWEEP_JOB, statuses=list(IN_FLIGHT)), limit=1
     )
-    observation = healing.Observation(
+    observation = heal_state.Observation(
         failures=results.failures,
         passes=results.passes,
         runs=run_statuses(instance, state.run_keys()),
@@ -335,8 +337,9 @@ def resolve(
     outcome: Outcome,
     reason: str,
     phases: Iterable[int],
+    *,
+    now: datetime,
     run_id: str | None = None,
-    now: datetime | None = None,
     attempt: int | None = None,
 ) -> list:
     """Record the outcome on the still-open history records of this heal (idempotent): of
@@ -347,7 +350,7 @@ def resolve(
         if attempt is not None and record.attempt != attempt:
             continue
         if record.phase in wanted and record.outcome not in FINAL:
-            resolved = record.resolved(outcome, now or datetime.now(UTC), reason, run_id)
+            resolved = record.resolved(outcome, now, reason, run_id)
             warehouse.update_history(resolved, OUTCOME_COLUMNS)
             done.append(resolved)
     return done
@@ -373,15 +376,19 @@ def verify(
     """Record a finished heal run's outcome on its open history records, per date and phase
     (``verdicts.per_phase``), and on its tags; the alerts sensor announces them. None for
     runs no heal launched."""
-    cid = run.tags.get(healing.CORRELATION_ID)
+    cid = run.tags.get(names.CORRELATION_ID)
     if not cid:
         return None
     said = judge(instance, run)
-    attempt = int(run.tags[healing.ATTEMPT]) if healing.ATTEMPT in run.tags else None
+    record = instance.get_run_record_by_id(run.run_id)
+    ended = (
+        datetime.fromtimestamp(record.end_time, UTC) if record and record.end_time else now_utc()
+    )
+    attempt = int(run.tags[names.ATTEMPT]) if names.ATTEMPT in run.tags else None
     healed, _ = healed_partitions(instance, run)
     phase_outcomes = verdicts.per_phase(
         said,
-        days=run_days(run) or [date.fromisoformat(run.tags[healing.TARGET_DATE])],
+        days=run_days(run) or [date.fromisoformat(run.tags[names.TARGET_DATE])],
         assets=[k.to_user_string() for k in run.asset_selection or ()],
         healed=healed,
         phases=PHASES,
@@ -389,14 +396,22 @@ def verify(
     records = []
     for day, phase, outcome, reason in phase_outcomes:
         records += resolve(
-            warehouse, day, cid, outcome, reason, [phase], run.run_id, attempt=attempt
+            warehouse,
+            day,
+            cid,
+            outcome,
+            reason,
+            [phase],
+            now=ended,
+            run_id=run.run_id,
+            attempt=attempt,
         )
     outcome, reason = verdicts.overall(said, [r.outcome for r in records])
     tag_outcome(instance, run.run_id, outcome, reason)
     return outcome, reason, records
 
 
-def run_request(launch: healing.Launch) -> dg.RunRequest:
+def run_request(launch: heal_state.Launch) -> dg.RunRequest:
     """The heal run of a launch: one partition, or a partition range (single-run policy)."""
     return dg.RunRequest(
         run_key=launch.run_key,
@@ -408,7 +423,7 @@ def run_request(launch: healing.Launch) -> dg.RunRequest:
 
 
 def apply(
-    decision: healing.Decision,
+    decision: heal_state.Decision,
     *,
     warehouse: Warehouse,
     instance: dg.DagsterInstance,
@@ -424,7 +439,14 @@ def apply(
     warehouse.insert_histories([*decision.records, *decision.escalations, *decision.closing])
     for r in decision.resolutions:
         resolve(
-            warehouse, r.day, r.correlation_id, r.outcome, r.reason, r.phases, attempt=r.attempt
+            warehouse,
+            r.day,
+            r.correlation_id,
+            r.outcome,
+            r.reason,
+            r.phases,
+            now=r.at or now_utc(),
+            attempt=r.attempt,
         )
     tag_gave_up(instance, decision.gave_up_runs)
     for line in decision.closed:
@@ -434,12 +456,12 @@ def apply(
     return [run_request(launch) for launch in decision.launch]
 
 
-def summary(decision: healing.Decision) -> str:
+def summary(decision: heal_state.Decision) -> str:
     """The tick's one line: the first reason it waited (each is in the tick's log), else
     what it closed or gave up."""
     if decision.skipped:
-        more = len(decision.skipped) - 1
-        suffix = f" (+{more} more)" if more else ""
+        rest = len(decision.skipped) - 1
+        suffix = f" ({more(rest)})" if rest else ""
         return one_line(decision.skipped[0], LINE_LIMIT - len(suffix)) + suffix
     if decision.escalations:
         return f"{len(decision.escalations)} target(s) given up"
@@ -452,14 +474,14 @@ def tick(
     cursor: str | None,
     warehouse: Warehouse,
     graph: planner.Graph,
-    policy: healing.Policy,
+    policy: heal_state.Policy,
     now: datetime,
     today: date,
     calendar: Calendar | None = None,
     say: Callable[[str], None] = log.info,
 ) -> tuple[list[dg.RunRequest], str | None, str]:
     """gather -> decide -> apply: run requests, the next cursor, and what the tick did."""
-    state = healing.State.from_json(cursor)
+    state = heal_state.State.from_json(cursor)
     if state.watermark is None:
         first = check_records.newest_id(instance, CHECK_KEYS)
         cursor = state.with_watermark(first).to_json()
@@ -467,7 +489,7 @@ def tick(
     state, observation, view = gather(
         instance, state, warehouse, today=today, now=now, calendar=calendar
     )
-    world = healing.World(
+    world = heal_state.World(
         graph=graph,
         exists=view.exists,
         phases=PHASES,

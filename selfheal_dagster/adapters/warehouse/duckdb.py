@@ -25,7 +25,7 @@ import duckdb
 from selfheal_dagster.adapters.warehouse import base
 from selfheal_dagster.adapters.warehouse.base import PartitionStats, WarehouseError, WriteResult
 from selfheal_dagster.core import history
-from selfheal_dagster.core.dates import now_utc
+from selfheal_dagster.core.dates import now_utc, range_text
 from selfheal_dagster.core.errors import error_line
 from selfheal_dagster.tables import LOADED_AT, TABLES, Table
 
@@ -57,13 +57,6 @@ def _holder(exc: BaseException) -> str:
 
 def _in_list(column: str, param: str = "?") -> str:
     return f"{column} IN (SELECT UNNEST({param}))"
-
-
-def _span(days: Sequence[date]) -> str:
-    """How a write names its dates in a message: one date, or first..last (n dates)."""
-    if len(days) == 1:
-        return str(days[0])
-    return f"{days[0]}..{days[-1]} ({len(days)} dates)"
 
 
 def _naive_utc(ts: datetime) -> datetime:
@@ -183,7 +176,7 @@ class DuckDBWarehouse(base.Warehouse):
         stamp = _naive_utc(loaded_at)
         collist = ", ".join(quote(c) for c in [*cols, LOADED_AT])
         placeholder = "(" + ", ".join("?" * (len(cols) + 1)) + ")"
-        what = f"replace {table.key} {_span(days)}"
+        what = f"replace {table.key} {range_text(days)}"
         with self.connect() as con, self._transaction(con, what):
             self._exec(con, f"DELETE FROM {self.ref(table)} WHERE {_in_list(quote(pc))}", [days])
             for start in range(0, len(rows), _INSERT_CHUNK):
@@ -206,7 +199,7 @@ class DuckDBWarehouse(base.Warehouse):
         params = base.processor_params(table, days)
         params = {k: v for k, v in params.items() if f"${k}" in select}
         spine = params["days"]
-        what = f"processor {table.key} {_span(spine)}"
+        what = f"processor {table.key} {range_text(spine)}"
         in_spine = _in_list(pc, "$days")
         with self.connect() as con, self._transaction(con, what):
             self._exec(con, f"DELETE FROM {self.ref(table)} WHERE {in_spine}", {"days": spine})
