@@ -231,10 +231,11 @@ def plan_backfill(
     found = initialized({name: defs.resources[name] for name in ("warehouse", "source")})
     warehouse, calendar = found["warehouse"].open(), found["source"].scheduled_games
     today = today_et()
-    view = heal_loop.WarehouseView.read(warehouse, days, today, calendar)
     graph = heal_loop.planner_graph(defs.resolve_asset_graph())
+    view = heal_loop.WarehouseView.read(warehouse, days, today, calendar)
+    world = view.world(graph, today, (), now_utc())
     requested = {(t.key, d) for t in tables for d in days}
-    broken = planner.inputs(requested, graph, max(today, *days), view.broken)
+    broken = planner.inputs(requested, graph, max(today, *days), world.broken_inputs)
     first = season_start()
     inputs = tuple(sorted((p for p in broken if p[1] >= first), key=lambda p: (p[1], p[0])))
     too_early = tuple(sorted((p for p in broken if p[1] < first), key=lambda p: (p[1], p[0])))
@@ -244,7 +245,7 @@ def plan_backfill(
     steps = [
         step
         for phase in sorted(want)
-        for step in _grouped(want[phase], lambda a, d: not view.exists(a, d))
+        for step in _grouped(want[phase], lambda a, d: not world.exists(a, d))
     ]
     return BackfillPlan(tuple(days), tuple(tables), inputs, too_early, tuple(steps))
 
@@ -436,14 +437,10 @@ def _manual_plan(loop: LocalLoop, failures: list[heal_state.Failure], now) -> pl
     today = today_et(now)
     warehouse = loop.resources["warehouse"].open()
     calendar = loop.resources["source"].scheduled_games
+    graph = heal_loop.planner_graph(loop.defs.resolve_asset_graph())
     view = heal_loop.WarehouseView.read(warehouse, [f.day for f in failures], today, calendar)
-    return planner.plan(
-        {(f.asset, f.day) for f in failures},
-        heal_loop.planner_graph(loop.defs.resolve_asset_graph()),
-        view.exists,
-        today,
-        view.broken,
-    )
+    world = view.world(graph, today, (), now)
+    return world.plan([(f.asset, f.day) for f in failures], None)
 
 
 def _run_in_order(loop: LocalLoop, launches, cid: str, result: ManualHeal, on_run) -> None:

@@ -1,12 +1,15 @@
 """The heal sensor and the outcome sensors, with a real Dagster instance and DuckDB file."""
 
+import dataclasses
+from collections.abc import Mapping
 from datetime import timedelta
+from enum import Enum
 
 import dagster as dg
 import pytest
 
 from selfheal_dagster import runs
-from selfheal_dagster.core import heal_state, names
+from selfheal_dagster.core import heal_state, healing, names
 from selfheal_dagster.core.dates import eastern, now_utc
 from selfheal_dagster.core.history import Outcome
 from selfheal_dagster.defs.heal import heal_tick
@@ -409,3 +412,46 @@ def test_a_run_whose_raw_step_hit_an_outage_still_records_its_healed_phase4(loop
     verify(loop.instance, loop.instance.get_run_by_id(result.run_id), loop.warehouse)
     outcomes = {r.phase: r.outcome for r in loop.warehouse.history(day=GAME_DAY)}
     assert outcomes == {"phase2": Outcome.FAILED, "phase4": Outcome.HEALED}
+
+
+def _callables(value, path="world") -> list[str]:
+    """Every callable reachable from ``value`` through dataclass fields and containers."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [
+            found
+            for f in dataclasses.fields(value)
+            for found in _callables(getattr(value, f.name), f"{path}.{f.name}")
+        ]
+    if isinstance(value, Mapping):
+        return [
+            found
+            for k, v in value.items()
+            for found in [*_callables(k, f"{path}[key]"), *_callables(v, f"{path}[{k!r}]")]
+        ]
+    if isinstance(value, list | tuple | set | frozenset):
+        return [found for i, v in enumerate(value) for found in _callables(v, f"{path}[{i}]")]
+    if callable(value) and not isinstance(value, type | Enum):
+        return [path]
+    return []
+
+
+def test_decide_is_given_data_and_no_callable(loop, monkeypatch):
+    """What a real tick hands ``decide``: a world and an observation of frozen values,
+    nothing that could call back into the warehouse or the instance."""
+    given = []
+    real = healing.decide
+
+    def spy(state, observation, world, now, policy):
+        given.append((state, observation, world))
+        return real(state, observation, world, now, policy)
+
+    monkeypatch.setattr(healing, "decide", spy)
+    loop.warehouse.punch_gap(BOX, GAME_DAY)
+    loop.sweep()
+    assert loop.tick().run_requests
+    state, observation, world = given[-1]
+    assert world.existing and world.broken and world.graph.edges
+    for value, name in ((state, "state"), (observation, "observation"), (world, "world")):
+        assert _callables(value, name) == []
+    # and a planted callable is found
+    assert _callables(dataclasses.replace(world, phases={"x": lambda: 1})) == ["world.phases['x']"]

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from selfheal_dagster.core import heal_state, healing, names, planner
+from selfheal_dagster.core.checks import CHECKS
 from selfheal_dagster.core.heal_state import Observation, RunState, RunStatus, TargetState
 from selfheal_dagster.core.history import Outcome
 
@@ -39,10 +40,25 @@ class Cursor:
         self.value = replace(self.value, **parts)
 
 
+DOMAIN = [(a, TODAY - timedelta(days=k)) for a in GRAPH.order for k in range(12)]
+
+
 def world(exists=lambda a, d: False, broken=None, still_fails=None):
-    more = {"broken_inputs": broken} if broken else {}
-    more |= {"still_fails": still_fails} if still_fails else {}
-    return heal_state.World(GRAPH, exists, PHASES, TODAY, **more)
+    """The tick's world as data, from the test's rules over the dates in play."""
+    passing = frozenset(
+        (a, d, check)
+        for a, d in DOMAIN
+        for check in CHECKS
+        if still_fails is not None and not still_fails(a, d, check)
+    )
+    return heal_state.World(
+        GRAPH,
+        PHASES,
+        TODAY,
+        existing=frozenset(p for p in DOMAIN if exists(*p)),
+        broken={p: tuple(found) for p in DOMAIN if broken and (found := broken(*p))},
+        passing=passing,
+    )
 
 
 def decide(state, now, seen=None, exists=lambda a, d: False, broken=None, still_fails=None):

@@ -122,3 +122,21 @@ def test_a_locked_file_waits_then_fails_with_one_line(tmp_path, capsys, monkeypa
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_read_creates_nothing_a_write_creates_what_it_needs(tmp_path, league):
+    import duckdb
+
+    path = tmp_path / "fresh" / "warehouse.duckdb"
+    wh = DuckDBWarehouse(path)
+    assert wh.window_stats(TABLES, GAME_DAY, GAME_DAY) == {t.name: {} for t in TABLES}
+    assert wh.history() == [] and not path.exists()
+    path.parent.mkdir()
+    duckdb.connect(str(path)).close()  # a file with no tables in it: still read as empty
+    assert wh.history() == [] and wh.partition_stats(BOX, GAME_DAY, GAME_DAY) == {}
+    con = duckdb.connect(str(path))
+    assert con.execute("SELECT COUNT(*) FROM information_schema.tables").fetchone() == (0,)
+    con.close()
+    wh.replace_partition(BOX, GAME_DAY, league.feed(BOX.name, GAME_DAY))  # the write path
+    assert wh.partition_stats(BOX, GAME_DAY, GAME_DAY)[GAME_DAY].rows > 0
+    assert wh.history() == []  # created with the rest, empty

@@ -360,32 +360,66 @@ class MissingInput(RuntimeError):
     rows with a computation on missing input."""
 
 
-def broken_inputs(
-    table: Table, day: date, window: Window, calendar: Calendar | None = None
-) -> list[tuple[Table, date, str]]:
-    """The partitions ``table`` for ``day`` reads that are missing or short, with why.
+def input_problem(
+    up: Table, up_day: date, window: Window, calendar: Calendar | None = None
+) -> str | None:
+    """Why a partition may not be read by a processor (missing, short, doubled, a key
+    twice), or None: on a game day it must hold between the bounds its own row-count check
+    applies, and no key twice when the read counted keys."""
+    exp = expectation(up, up_day, window, calendar)
+    if not exp.games:
+        return None
+    rows = window.rows(up, up_day)
+    stats = window.stats.get(up.name, {}).get(up_day)
+    if rows == 0:
+        return f"{up.key} {up_day} has no rows"
+    if rows < exp.bound:
+        return f"{up.key} {up_day} has {rows} rows (expected >= {exp.bound})"
+    if rows > exp.upper:
+        return f"{up.key} {up_day} has {rows} rows (at most {exp.upper})"
+    if stats and (stats.duplicated or stats.null_keys):
+        return f"{up.key} {up_day} has duplicated or NULL keys"
+    return None
 
-    Only on a game day (a no-game day computes zero rows whatever it reads), and only for
-    upstream game days: each must hold between the bounds its own row-count check applies,
-    and no key twice when the read counted keys (a doubled input would be read twice).
-    """
+
+def broken_inputs(
+    table: Table,
+    day: date,
+    window: Window,
+    calendar: Calendar | None = None,
+    problems: dict[tuple[str, date], str | None] | None = None,
+) -> list[tuple[Table, date, str]]:
+    """The partitions ``table`` for ``day`` reads that are broken (``input_problem``), with
+    why; only on a game day (a no-game day computes zero rows whatever it reads).
+    ``problems``: a cache of ``input_problem`` over one window, shared across calls."""
     if not expected_games(table, day, window, calendar):
         return []
+    known = problems if problems is not None else {}
     out = []
     for up, up_day in read_partitions(table, day):
-        exp = expectation(up, up_day, window, calendar)
-        if not exp.games:
-            continue
-        rows = window.rows(up, up_day)
-        stats = window.stats.get(up.name, {}).get(up_day)
-        if rows == 0:
-            out.append((up, up_day, f"{up.key} {up_day} has no rows"))
-        elif rows < exp.bound:
-            out.append((up, up_day, f"{up.key} {up_day} has {rows} rows (expected >= {exp.bound})"))
-        elif rows > exp.upper:
-            out.append((up, up_day, f"{up.key} {up_day} has {rows} rows (at most {exp.upper})"))
-        elif stats and (stats.duplicated or stats.null_keys):
-            out.append((up, up_day, f"{up.key} {up_day} has duplicated or NULL keys"))
+        if (up.name, up_day) not in known:
+            known[(up.name, up_day)] = input_problem(up, up_day, window, calendar)
+        why = known[(up.name, up_day)]
+        if why is not None:
+            out.append((up, up_day, why))
+    return out
+
+
+def broken_map(
+    window: Window, calendar: Calendar | None, judgeable_from: Mapping[str, date]
+) -> dict[tuple[str, date], tuple[tuple[str, date], ...]]:
+    """Every partition of the window with a broken input, and those inputs (asset key and
+    date), each input judged once; a table's dates before ``judgeable_from[name]`` are left
+    out (its lookback and the history behind the bounds are not in the window)."""
+    problems: dict[tuple[str, date], str | None] = {}
+    out = {}
+    for table in TABLES:
+        for day in window.days:
+            if day < judgeable_from[table.name]:
+                continue
+            found = broken_inputs(table, day, window, calendar, problems)
+            if found:
+                out[(table.key, day)] = tuple((t.key, d) for t, d, _ in found)
     return out
 
 

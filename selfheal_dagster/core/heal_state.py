@@ -9,7 +9,7 @@ epoch seconds), so a cursor written by an earlier version reads back.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -289,11 +289,16 @@ class Observation:
     runs: Mapping[str, RunStatus] = field(default_factory=frozen_map)  # by run key
     busy: Mapping[Partition, str] = field(default_factory=frozen_map)  # written by a run
     sweeping: bool = False  # a sweep run is in flight: more results of its sweep may follow
+    # The cursor's advance over the check records read (``results.advance``); None: no
+    # records were read (a person's heal), the cursor stays.
+    watermark: int | None = None
+    seen: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("passes", "runs", "busy"):
             object.__setattr__(self, name, frozen_map(getattr(self, name)))
         object.__setattr__(self, "failures", tuple(self.failures))
+        object.__setattr__(self, "seen", tuple(self.seen))
 
 
 @dataclass(frozen=True)
@@ -310,26 +315,34 @@ class Policy:
         return ended_at + timedelta(seconds=self.backoff_seconds * 2 ** (attempts - 1))
 
 
-def _none(asset: str, day: date) -> tuple[Partition, ...]:
-    return ()
-
-
-def _always(asset: str, day: date, check: str) -> bool:
-    return True
-
-
 @dataclass(frozen=True)
 class World:
-    """What planning and judging read, fixed for one tick: the asset graph, which partitions
-    exist and what each reads that is broken, whether a check still fails on the warehouse
-    as the tick read it, and when a partition was last written."""
+    """What planning and judging read, fixed for one tick, as data (``gather`` reads it;
+    nothing here calls back into I/O): the asset graph, which partitions exist, the broken
+    inputs of each partition the window can judge, and which (asset, date, check) pass on
+    the warehouse as the tick read it (a target not among them still fails)."""
 
     graph: planner.Graph
-    exists: Callable[[str, date], bool]
     phases: Mapping[str, int]
     today: date
-    broken_inputs: Callable[[str, date], Iterable[Partition]] = _none
-    still_fails: Callable[[str, date, str], bool] = _always
+    existing: frozenset[Partition] = frozenset()
+    broken: Mapping[Partition, tuple[Partition, ...]] = field(default_factory=frozen_map)
+    passing: frozenset[tuple[str, date, str]] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "phases", frozen_map(self.phases))
+        object.__setattr__(self, "broken", frozen_map(self.broken))
+        object.__setattr__(self, "existing", frozenset(self.existing))
+        object.__setattr__(self, "passing", frozenset(self.passing))
+
+    def exists(self, asset: str, day: date) -> bool:
+        return (asset, day) in self.existing
+
+    def broken_inputs(self, asset: str, day: date) -> tuple[Partition, ...]:
+        return self.broken.get((asset, day), ())
+
+    def still_fails(self, asset: str, day: date, check: str) -> bool:
+        return (asset, day, check) not in self.passing
 
     def plan(self, partitions: list[Partition], repairable) -> planner.Plan:
         return planner.plan(

@@ -111,6 +111,8 @@ def decide(
     the tick read it, just before an attempt is launched: a partition another run rewrote
     since the failing result was computed (a ranged refresh mid-way when the sweep read)
     closes as superseded instead of being healed twice."""
+    if observation.watermark is not None:  # the check records read are handled
+        state = replace(state, watermark=observation.watermark, seen=observation.seen)
     tick = _Tick.of(state)
     for key, run in list(tick.launched.items()):
         status = observation.runs.get(key)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -26,7 +26,7 @@ from selfheal_dagster.core.checks import (
     HISTORY_DAYS,
     READ_AT,
     Calendar,
-    broken_inputs,
+    broken_map,
 )
 from selfheal_dagster.core.coverage import Window
 from selfheal_dagster.core.dates import now_utc, partition_tags, tag_days
@@ -76,14 +76,14 @@ def planner_graph(asset_graph) -> planner.Graph:
     return planner.from_dependencies([t.key for t in execution_order()], deps)
 
 
-@dataclass
+@dataclass(frozen=True)
 class WarehouseView:
     """One read of every table over the dates a tick looks at: which partitions exist, when
-    each was last written, and which inputs of a partition are broken."""
+    each was last written, which inputs of a partition are broken; and the data ``decide``
+    is given from it (``world``)."""
 
     window: Window
     calendar: Calendar | None
-    _broken: dict[planner.Partition, tuple[planner.Partition, ...]] = field(default_factory=dict)
 
     @classmethod
     def read(
@@ -101,21 +101,40 @@ class WarehouseView:
         found = self.window.stats.get(BY_KEY[asset].name, {}).get(day)
         return found.loaded_at if found else None
 
-    def still_fails(self, asset: str, day: date, check: str, now: datetime) -> bool:
-        """The check evaluated again on this read of the warehouse (what the sweep would say)."""
-        return not EVALUATORS[check](BY_KEY[asset], day, self.window, now, self.calendar).passed
+    def broken(self) -> dict[planner.Partition, tuple[planner.Partition, ...]]:
+        """Every partition's broken inputs, where the window holds what judging them needs."""
+        start = self.window.start
+        judgeable = {t.name: start + timedelta(days=t.lookback_days + HISTORY_DAYS) for t in TABLES}
+        return broken_map(self.window, self.calendar, judgeable)
 
-    def broken(self, asset: str, day: date) -> tuple[planner.Partition, ...]:
-        """The missing or short partitions that ``asset`` for ``day`` reads."""
-        if (asset, day) not in self._broken:
-            table = BY_KEY[asset]
-            found = (
-                broken_inputs(table, day, self.window, self.calendar)
-                if day >= self.window.start + timedelta(days=table.lookback_days + HISTORY_DAYS)
-                else []
-            )
-            self._broken[(asset, day)] = tuple((t.key, d) for t, d, _ in found)
-        return self._broken[(asset, day)]
+    def world(
+        self,
+        graph: planner.Graph,
+        today: date,
+        checks: Iterable[tuple[str, date, str]],
+        now: datetime,
+    ) -> heal_state.World:
+        """The tick's world as data: what exists, what is broken, and which of ``checks``
+        pass on this read of the warehouse (what the sweep would say now)."""
+        existing = {
+            (t.key, d)
+            for t in TABLES
+            for d, s in self.window.stats.get(t.name, {}).items()
+            if s.rows
+        }
+        passing = {
+            (asset, day, check)
+            for asset, day, check in checks
+            if EVALUATORS[check](BY_KEY[asset], day, self.window, now, self.calendar).passed
+        }
+        return heal_state.World(
+            graph=graph,
+            phases=PHASES,
+            today=today,
+            existing=frozenset(existing),
+            broken=self.broken(),
+            passing=frozenset(passing),
+        )
 
 
 @dataclass(frozen=True)
@@ -273,12 +292,13 @@ def gather(
     state: heal_state.State,
     warehouse: Warehouse,
     *,
+    graph: planner.Graph,
     today: date,
     now: datetime,
     calendar: Calendar | None = None,
-) -> tuple[heal_state.State, heal_state.Observation, WarehouseView]:
-    """Everything a tick decides on, read once; it changes nothing. Returns the state with
-    the check records read marked handled (the cursor the tick will write)."""
+) -> tuple[heal_state.Observation, heal_state.World]:
+    """Everything a tick decides on, read once and turned into frozen values; it changes
+    nothing and decides nothing (the cursor's advance is in the observation, for ``decide``)."""
     results, view = read_results(
         instance, state, lambda days: WarehouseView.read(warehouse, days, today, calendar)
     )
@@ -291,8 +311,12 @@ def gather(
         runs=run_statuses(instance, state.run_keys()),
         busy=busy_partitions(instance, now),
         sweeping=bool(sweeping),
+        watermark=results.watermark,
+        seen=results.seen,
     )
-    return replace(state, watermark=results.watermark, seen=results.seen), observation, view
+    checks = {(t.asset, t.day, t.check) for t in state.targets.values()}
+    checks |= {(f.asset, f.day, f.check) for f in results.failures}
+    return observation, view.world(graph, today, checks, now)
 
 
 def judge(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[Outcome, str]:
@@ -486,16 +510,8 @@ def tick(
         first = check_records.newest_id(instance, CHECK_KEYS)
         cursor = state.with_watermark(first).to_json()
         return [], cursor, f"first tick: healing failures recorded after check record {first}"
-    state, observation, view = gather(
-        instance, state, warehouse, today=today, now=now, calendar=calendar
-    )
-    world = heal_state.World(
-        graph=graph,
-        exists=view.exists,
-        phases=PHASES,
-        today=today,
-        broken_inputs=view.broken,
-        still_fails=lambda asset, day, check: view.still_fails(asset, day, check, now),
+    observation, world = gather(
+        instance, state, warehouse, graph=graph, today=today, now=now, calendar=calendar
     )
     state, decision = healing.decide(state, observation, world, now, policy)
     requests = apply(decision, warehouse=warehouse, instance=instance, say=say)

@@ -76,6 +76,28 @@ class DuckDBWarehouse(base.Warehouse):
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for a write: the file and the registry's tables are created first
+        (once per process and file)."""
+        with self._open() as con:
+            marker = (self.path, os.stat(self.path).st_ino)
+            if marker not in _ready:
+                self._create(con, TABLES)
+                _ready.add(marker)
+            yield con
+
+    @contextmanager
+    def _reading(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """A connection for a read, which creates nothing: None while there is no
+        warehouse file yet (every table is empty)."""
+        if not Path(self.path).exists():
+            yield None
+            return
+        with self._open() as con:
+            yield con
+
+    @contextmanager
+    def _open(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The file, opened once another process lets go of it (waiting with back-off)."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
         deadline, next_say = began + self.lock_timeout, began + LOCK_SAY_SECONDS
@@ -107,10 +129,6 @@ class DuckDBWarehouse(base.Warehouse):
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.5)
         try:
-            marker = (self.path, os.stat(self.path).st_ino)
-            if marker not in _ready:
-                self._create(con, TABLES)
-                _ready.add(marker)
             yield con
         finally:
             con.close()
@@ -225,11 +243,14 @@ class DuckDBWarehouse(base.Warehouse):
         self, tables: Sequence[Table], start: date, end: date, metadata: bool = False
     ) -> dict[str, dict[date, PartitionStats]]:
         """Counted in the tables themselves, metadata or not (DuckDB keeps no other)."""
-        out = {}
-        with self.connect() as con:  # one connection, one query per table
-            for table in tables:
+        out: dict[str, dict[date, PartitionStats]] = {t.name: {} for t in tables}
+        with self._reading() as con:  # one connection, one query per table
+            for table in tables if con is not None else ():
                 sql = base.stats_sql(table, self.ref(table), "$start", "$end")
-                found = self._exec(con, sql, {"start": start, "end": end}).fetchall()
+                try:
+                    found = self._exec(con, sql, {"start": start, "end": end}).fetchall()
+                except duckdb.CatalogException:  # not created yet: no rows
+                    continue
                 out[table.name] = {
                     day: base.stats_row(n, ts.replace(tzinfo=UTC) if ts else None, *rest)
                     for day, n, ts, *rest in found
@@ -351,8 +372,13 @@ class DuckDBWarehouse(base.Warehouse):
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += f" ORDER BY {quote('timestamp')} DESC, {quote('id')} LIMIT {int(where.limit)}"
-        with self.connect() as con:
-            cur = self._exec(con, sql, params)
+        with self._reading() as con:
+            if con is None:
+                return []
+            try:
+                cur = self._exec(con, sql, params)
+            except duckdb.CatalogException:  # not created yet: no records
+                return []
             names = [d[0] for d in cur.description]
             rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         for row in rows:
