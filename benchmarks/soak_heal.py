@@ -331,9 +331,40 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
         print(f"outage {asset} {day}: {len(attempts)} attempts, {len(gave)} gave up")
     if times:
         print(f"time to heal: median {statistics.median(times):.0f}s, max {max(times):.0f}s")
+    report_incidents(records, len(real), len(heal))
     report_alerts(slack, records, len(outages))
     slack_server.stop()
     print(f"total {time.time() - t_start:.0f}s; logs in {tmp}")
+
+
+def report_incidents(records, faults: int, heal_runs: int) -> None:
+    """Incidents and heal runs per fault, and how each incident closed (its parent's last
+    status): a "failed" closing of an incident whose every record ended healed, superseded
+    or skipped (nothing of it failed) is a closing that does not tell the truth."""
+    from collections import Counter
+
+    from selfheal_dagster.core.history import Outcome
+    from selfheal_dagster.core.incidents import Incident
+
+    by_cid: dict[str, list] = {}
+    for r in records:
+        by_cid.setdefault(r.correlation_id, []).append(r)
+    kinds: Counter = Counter()
+    untrue = []
+    for cid, mine in by_cid.items():
+        incident = Incident.of(cid, mine)
+        status, kind = incident.status(3)
+        kinds[kind] += 1
+        failed = [r for r in mine if r.outcome in (Outcome.FAILED, Outcome.GAVE_UP)]
+        if kind == "failed" and not failed:
+            untrue.append(cid[:8])
+            print(f"untrue closing? {cid[:8]}: {status}")
+    print(
+        f"incidents: {len(by_cid)} for {faults} faults ({len(by_cid) / max(1, faults):.2f} per "
+        f"fault); heal runs per fault {heal_runs / max(1, faults):.2f}; closings: "
+        + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+        + f"; 'failed' closings with nothing failed: {len(untrue)}"
+    )
 
 
 def report_alerts(slack, records, outages: int) -> None:
