@@ -213,8 +213,8 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
     for run in heal:
         rec = instance.get_run_record_by_id(run.run_id)
         writes = {(k.to_user_string(), d) for d in run_days(run) for k in run.asset_selection or ()}
-        names = [n for n in run.tags.get(names.FAILED, "").split(",") if n]
-        failed = {(n, run.tags[names.TARGET_DATE]) for n in names}
+        named = [n for n in run.tags.get(names.FAILED, "").split(",") if n]
+        failed = {(n, run.tags[names.TARGET_DATE]) for n in named}
         begin = rec.start_time or rec.create_timestamp.timestamp()
         spans.append((run, writes, failed, begin, rec.end_time or time.time()))
     concurrent = sum(
@@ -331,16 +331,18 @@ def main() -> None:  # noqa: C901 - one scenario, told top to bottom
         print(f"outage {asset} {day}: {len(attempts)} attempts, {len(gave)} gave up")
     if times:
         print(f"time to heal: median {statistics.median(times):.0f}s, max {max(times):.0f}s")
-    report_incidents(records, len(real), len(heal))
+    report_incidents(records, real, len(heal))
     report_alerts(slack, records, len(outages))
     slack_server.stop()
     print(f"total {time.time() - t_start:.0f}s; logs in {tmp}")
 
 
-def report_incidents(records, faults: int, heal_runs: int) -> None:
+def report_incidents(records, real: list, heal_runs: int) -> None:
     """Incidents and heal runs per fault, and how each incident closed (its parent's last
     status): a "failed" closing of an incident whose every record ended healed, superseded
-    or skipped (nothing of it failed) is a closing that does not tell the truth."""
+    or skipped (nothing of it failed) is a closing that does not tell the truth. Faults one
+    incident repaired together are listed ("clustered")."""
+    faults = len(real)
     from collections import Counter
 
     from selfheal_dagster.core.history import Outcome
@@ -359,6 +361,10 @@ def report_incidents(records, faults: int, heal_runs: int) -> None:
         if kind == "failed" and not failed:
             untrue.append(cid[:8])
             print(f"untrue closing? {cid[:8]}: {status}")
+        repaired = {(name, r.target_date) for r in mine for name in r.missing_components}
+        together = sorted(f"{t.name} {d}" for t, d, *_ in real if (t.name, d) in repaired)
+        if len(together) > 1:
+            print(f"clustered in {cid[:8]}: {', '.join(together)}")
     print(
         f"incidents: {len(by_cid)} for {faults} faults ({len(by_cid) / max(1, faults):.2f} per "
         f"fault); heal runs per fault {heal_runs / max(1, faults):.2f}; closings: "

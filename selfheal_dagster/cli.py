@@ -237,8 +237,16 @@ def status(start: date, end: date) -> int:
 @click.option("--date", "day", type=DATE, required=True, help="Game date to heal.")
 @click.option("--dry-run", is_flag=True, help="Show the plan; launch nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def heal(day: date, dry_run: bool, as_json: bool) -> int:
-    """Evaluate the checks for a date now, plan the heal and run it (unless --dry-run)."""
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=900,
+    show_default=True,
+    help="Seconds to wait for runs in flight that write what the heal writes or reads.",
+)
+def heal(day: date, dry_run: bool, as_json: bool, wait: float) -> int:
+    """Evaluate the checks for a date now and heal it as the heal sensor would (one attempt,
+    an incident with its alerts and history); --dry-run prints what it would launch."""
     # import cost: dagster (about 1.7 s), only for commands that run
     from selfheal_dagster import runs
 
@@ -254,12 +262,12 @@ def heal(day: date, dry_run: bool, as_json: bool) -> int:
             console.print(f"[red]✗[/] {o.table.name} {o.day} {o.check}: {o.reason}")
     defs = runs.definitions()
 
-    def show_plan(plan) -> None:
+    def show_plan(heal) -> None:
         if as_json:
-            click.echo(json.dumps(plan.as_dict(), indent=2))
+            click.echo(json.dumps(report.decision_dict(heal.decision, heal.pending), indent=2))
         else:
-            title = f"Heal plan for {day}" + (" (dry run: nothing launched)" if dry_run else "")
-            console.print(report.render_plan(plan, title))
+            title = f"Heal of {day}" + (" (dry run: nothing launched)" if dry_run else "")
+            console.print(report.render_decision(heal.decision, heal.pending, title))
 
     out = err_console if as_json else console
     try:
@@ -269,7 +277,9 @@ def heal(day: date, dry_run: bool, as_json: bool) -> int:
                 defs,
                 runs.instance(),
                 dry_run=dry_run,
+                wait_seconds=wait,
                 on_plan=show_plan,
+                on_wait=lambda lines: out.print(f"[yellow]waiting[/] {lines[0]}", soft_wrap=True),
                 on_run=lambda r: out.print(
                     f"run {r.run_id[:8]} {runs.request_span(r.request)}: {r.outcome} {r.reason}"
                 ),
@@ -281,8 +291,7 @@ def heal(day: date, dry_run: bool, as_json: bool) -> int:
         return 0
     for line in done.skipped:
         out.print(f"[yellow]skipped[/] {line}")
-    healed = all(r.outcome == "healed" for r in done.runs) and not done.skipped
-    return 0 if healed else 1
+    return 0 if done.healed else 1
 
 
 @cli.command()

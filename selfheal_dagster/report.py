@@ -19,9 +19,9 @@ from selfheal_dagster.adapters.settings import Settings
 from selfheal_dagster.adapters.warehouse import Warehouse, read_window
 from selfheal_dagster.core.checks import CheckOutcome, Status, evaluate, window_start, worst
 from selfheal_dagster.core.dates import date_range, day_spans, now_utc, span_text
+from selfheal_dagster.core.heal_state import Decision, PendingRun
 from selfheal_dagster.core.history import HealRecord
-from selfheal_dagster.core.names import ATTEMPT, BACKFILL, CORRELATION_ID, TARGET_DATE
-from selfheal_dagster.core.planner import Plan
+from selfheal_dagster.core.names import ATTEMPT, BACKFILL, CORRELATION_ID, FAILED, TARGET_DATE
 from selfheal_dagster.tables import TABLES, Table, execution_order
 
 # A pipe or a log file gets a wide fixed width so the coverage grid does not wrap.
@@ -182,18 +182,46 @@ def incomplete_lines(missing: Sequence[CheckOutcome]) -> list[str]:
     ]
 
 
-def render_plan(plan: Plan, title: str) -> RichTable:
-    table = RichTable(title=title, header_style="bold")
-    for column in ("run", "date(s)", "re-materialise, in order", "failed here", "after"):
+def decision_runs(decision: Decision, pending: Sequence[PendingRun]) -> list[tuple]:
+    """A decision's runs in the order they go: ``(run_key, days, assets, tags, after)``,
+    those launched now, then those waiting for them."""
+    now = [(x.run_key, x.days, x.assets, x.tags, ()) for x in decision.launch]
+    later = [(p.run_key, p.days, p.assets, p.tags, p.after) for p in pending]
+    return [*now, *later]
+
+
+def decision_dict(decision: Decision, pending: Sequence[PendingRun]) -> dict[str, list[str]]:
+    """``{"YYYY-MM-DD": ["dataset/table", ...]}`` in execution order."""
+    out: dict[str, list[str]] = {}
+    for _, days, assets, *_ in decision_runs(decision, pending):
+        for day in days:
+            out.setdefault(day.isoformat(), []).extend(assets)
+    return out
+
+
+def render_decision(decision: Decision, pending: Sequence[PendingRun], title: str) -> RichTable:
+    """What ``apply`` carries out: each run, its incident and attempt, what failed in it,
+    and the runs it waits for; the reasons the decision waits, below."""
+    runs = decision_runs(decision, pending)
+    number = {key: str(n) for n, (key, *_) in enumerate(runs, start=1)}
+    table = RichTable(title=title, header_style="bold", caption="\n".join(decision.skipped))
+    for column in (
+        "run",
+        "date(s)",
+        "re-materialise, in order",
+        "failed here",
+        "incident",
+        "after",
+    ):
         table.add_column(column)
-    number = {run.key: str(n) for n, run in enumerate(plan.runs, start=1)}
-    for run in plan.runs:
+    for key, days, assets, tags, after in runs:
         table.add_row(
-            number[run.key],
-            run.day.isoformat() + (f"..{run.last.isoformat()}" if run.last else ""),
-            "\n".join(run.assets),
-            "\n".join(a.rsplit("/", 1)[-1] for a in run.failed) or "[dim]refresh[/]",
-            ", ".join(f"run {number[k]}" for k in run.after) or "—",
+            number[key],
+            span_text(days),
+            "\n".join(assets),
+            tags.get(FAILED, "").replace(",", "\n") or "[dim]refresh[/]",
+            f"{tags.get(CORRELATION_ID, '')[:8]} #{tags.get(ATTEMPT, '')}",
+            ", ".join(f"run {number.get(k, k)}" for k in after) or "—",
         )
     return table
 

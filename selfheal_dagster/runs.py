@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import uuid
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from selfheal_dagster.adapters.settings import season_start
-from selfheal_dagster.core import heal_records, heal_state, healing, planner
+from selfheal_dagster.core import heal_state, healing, planner
 from selfheal_dagster.core.dates import (
     PARTITION_TAG,
     date_range,
@@ -378,93 +378,106 @@ class LocalLoop:
 
 
 class HealBusy(RuntimeError):
-    """A heal for one of the planned targets is already queued or running."""
+    """Runs that write what the heal would write, or rewrite what it reads, did not end
+    within the wait."""
 
 
 @dataclass
 class ManualHeal:
-    plan: planner.Plan
-    runs: list[HealRun]
-    skipped: list[str]
+    """A person's heal: the first decision (what ``apply`` carried out first, or would),
+    the runs it waits to release, and how it went."""
+
+    decision: heal_state.Decision
+    pending: tuple[heal_state.PendingRun, ...]
+    runs: list[HealRun] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)  # how each target ended
+    skipped: list[str] = field(default_factory=list)  # runs not run: a prerequisite failed
+
+    @property
+    def healed(self) -> bool:
+        ended = [line.split(": ", 1)[-1] for line in self.closed]
+        return all(e.startswith(("healed", "superseded")) for e in ended) and not self.skipped
+
+
+WAIT_SECONDS = 900.0  # how long a person's heal waits for runs in its way, by default
 
 
 def heal_now(
     failing: list,
     defs: dg.Definitions,
     dagster_instance: dg.DagsterInstance,
+    *,
     dry_run: bool = False,
+    wait_seconds: float = WAIT_SECONDS,
+    poll_seconds: float = 2.0,
+    on_plan: Callable[[ManualHeal], None] | None = None,
     on_run: Callable[[HealRun], None] | None = None,
-    on_plan: Callable[[object], None] | None = None,
+    on_wait: Callable[[list[str]], None] | None = None,
 ) -> ManualHeal:
-    """Plan (and unless ``dry_run`` execute, in dependency order) the heal of ``failing``
-    check outcomes, as a person asked: no attempt limit, but never under a run in flight
-    that writes what the plan writes."""
-    now = now_utc()
+    """Heal the failing check outcomes a person found, as the heal sensor would: the loop's
+    ``decide`` and ``apply`` under the person's policy (``heal_state.PERSON``), its runs
+    executed here and verified as the outcome sensors verify them, until its incidents close.
+
+    It waits (up to ``wait_seconds``) for runs in flight that write what it would write or
+    rewrite what it reads, as the sensor does. ``dry_run``: the first decision only."""
     loop = LocalLoop(defs, dagster_instance)
-    failures = [
-        heal_state.Failure(i, o.table.key, o.day, o.check, o.reason, now)
-        for i, o in enumerate(failing)
-    ]
-    plan = _manual_plan(loop, failures, now)
-    result = ManualHeal(plan=plan, runs=[], skipped=[])
-    if on_plan:
-        on_plan(plan)
-    if dry_run:
-        return result
-    busy = heal_loop.busy_partitions(dagster_instance, now)
-    taken = sorted({f"{a} {d} (run {busy[(a, d)]})" for a, d in plan.writes() if (a, d) in busy})
-    if taken:
-        raise HealBusy("a heal is already queued or running for " + ", ".join(taken))
-    cid = str(uuid.uuid4())
-    launches, records = heal_records.plan_runs(
-        plan, heal=failures, attempts={}, phases=heal_loop.PHASES, now=now, cid=cid, batch=cid[:8]
-    )
-    warehouse = loop.resources["warehouse"].open()
-    warehouse.insert_histories(records)
-    loop.deliver()
-    _run_in_order(loop, launches, cid, result, on_run)
-    if failures:  # every run of the heal ended: its incident is over
-        first = failures[0]
-        warehouse.insert_history(
-            heal_records.closed(cid, first.asset, first.day, heal_loop.PHASES, now_utc())
-        )
-        loop.deliver()
-    return result
-
-
-def _manual_plan(loop: LocalLoop, failures: list[heal_state.Failure], now) -> planner.Plan:
-    """The heal planner's plan for a person's failures, on one read of the warehouse."""
-    today = today_et(now)
     warehouse = loop.resources["warehouse"].open()
     calendar = loop.resources["source"].scheduled_games
-    graph = heal_loop.planner_graph(loop.defs.resolve_asset_graph())
-    view = heal_loop.WarehouseView.read(warehouse, [f.day for f in failures], today, calendar)
-    world = view.world(graph, today, (), now)
-    return world.plan([(f.asset, f.day) for f in failures], None)
-
-
-def _run_in_order(loop: LocalLoop, launches, cid: str, result: ManualHeal, on_run) -> None:
-    """Execute each planned run once its prerequisites healed; a run whose prerequisite did
-    not is skipped, its records resolved as the heal loop resolves a dropped run's."""
-    warehouse = loop.resources["warehouse"].open()
-    broken: set[str] = set()
-    for launch, after in ((p.launch, p.after) for p in launches):
-        if broken & set(after):
-            broken.add(launch.run_key)
-            phases = sorted({heal_loop.PHASES[a] for a in launch.assets})
-            reason = healing.SKIPPED_REASON
-            for day in launch.days:
-                heal_loop.resolve(
-                    warehouse, day, cid, Outcome.SKIPPED, reason, phases, now=now_utc()
-                )
-            loop.deliver()
-            result.skipped.append(f"{request_span(heal_loop.run_request(launch))}: {reason}")
+    graph = heal_loop.planner_graph(defs.resolve_asset_graph())
+    now = now_utc()
+    # Ids no check record has (they are positive), new on every heal: its correlation ID.
+    first = -int(now.timestamp() * 1000) * 1000
+    found: tuple[heal_state.Failure, ...] = tuple(
+        heal_state.Failure(first + i, o.table.key, o.day, o.check, o.reason, now)
+        for i, o in enumerate(failing)
+    )
+    state = heal_state.State(watermark=0)
+    deadline = time.monotonic() + wait_seconds
+    result: ManualHeal | None = None
+    said: list[str] = []
+    while True:
+        now = now_utc()
+        observation, world = heal_loop.gather(
+            dagster_instance,
+            state,
+            warehouse,
+            graph=graph,
+            today=today_et(now),
+            now=now,
+            calendar=calendar,
+            found=found,
+        )
+        found = ()
+        state, decision = healing.decide(state, observation, world, now, heal_state.PERSON)
+        if result is None:
+            result = ManualHeal(decision, state.pending)
+            if on_plan:
+                on_plan(result)
+            if dry_run:
+                return result
+        requests = heal_loop.apply(decision, warehouse=warehouse, instance=dagster_instance)
+        loop.deliver()
+        result.closed += decision.closed
+        result.skipped += [
+            f"{r.day} phase {','.join(map(str, r.phases))}: {r.reason}"
+            for r in decision.resolutions
+            if r.outcome is Outcome.SKIPPED
+        ]
+        for request in requests:
+            executed = loop.execute(request)
+            outcome, reason = loop.verify(executed.run_id)
+            result.runs.append(HealRun(request, executed.run_id, outcome, reason))
+            if on_run:
+                on_run(result.runs[-1])
+        if not (state.targets or state.pending or state.launched or state.incidents):
+            return result
+        if requests:
             continue
-        request = heal_loop.run_request(launch)
-        executed = loop.execute(request)
-        outcome, reason = loop.verify(executed.run_id)
-        result.runs.append(HealRun(request, executed.run_id, outcome, reason))
-        if on_run:
-            on_run(result.runs[-1])
-        if outcome != "healed":
-            broken.add(launch.run_key)
+        if time.monotonic() > deadline:
+            why = decision.skipped[0] if decision.skipped else "runs of it have not ended"
+            raise HealBusy(f"still waiting after {wait_seconds:.0f} s: {why}")
+        if decision.skipped != said:
+            said = decision.skipped
+            if on_wait:
+                on_wait(said)
+        time.sleep(poll_seconds)

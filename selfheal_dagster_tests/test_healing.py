@@ -415,12 +415,13 @@ def test_new_failures_open_a_new_incident_beside_a_retry():
 
 def test_new_failures_wait_while_a_sweep_is_still_recording_up_to_the_group_wait():
     state = Cursor()
-    seen = Observation(failures=[failure(RAW, TODAY, 1)], sweeping=True)
+    seen = Observation(failures=[failure(RAW, TODAY - timedelta(days=3), 1)], sweeping=True)
     d = decide(state, T0 + timedelta(seconds=5), seen)
     assert d.launch == [] and "waits for the sweep" in d.skipped[0]
-    # More of the same sweep's results: one incident for all of them once it ended.
+    # More of the same sweep's results: one incident for all that touch (LATE of TODAY-2
+    # reads both dates) once it ended.
     more = Observation(failures=[failure(RAW, TODAY - timedelta(days=4), 2)])
-    d = decide(state, T0 + timedelta(seconds=15), more)
+    d = decide(state, T0 + timedelta(seconds=15), more, lambda a, d: True)
     assert len(d.launch) == 2 and len({x.tags[names.CORRELATION_ID] for x in d.launch}) == 1
     # A sweep that never ends holds a new failure no longer than the group wait.
     state = Cursor()
@@ -496,3 +497,83 @@ def test_decide_is_pure_the_same_inputs_give_equal_outputs_and_the_state_stays_a
     with pytest.raises(TypeError):
         state.targets["x"] = None  # type: ignore[index]
     assert launched > 0  # the sequence exercised launches, not only waits
+
+
+def test_failures_found_in_one_tick_are_one_incident_only_where_their_plans_touch():
+    """A root cause and its reader are one plan (reader after it); a failure far from both
+    (no refresh reads both) is an incident of its own, launched in the same tick."""
+    state = Cursor()
+    far = TODAY - timedelta(days=8)
+    found = [failure(PRE, TODAY - timedelta(days=3), 1)]
+    found += [failure(RAW, TODAY - timedelta(days=3), 2), failure(RAW, far, 3)]
+    d = decide(state, T0, Observation(failures=found), lambda a, d: True)
+    by_cid: dict[str, list] = {}
+    for launch in d.launch:
+        by_cid.setdefault(launch.tags[names.CORRELATION_ID], []).append(launch)
+    assert len(by_cid) == len(state.incidents) == 2
+    near = state.targets[heal_state.target_key(PRE, TODAY - timedelta(days=3))]
+    root = state.targets[heal_state.target_key(RAW, TODAY - timedelta(days=3))]
+    alone = state.targets[heal_state.target_key(RAW, far)]
+    assert near.cid == root.cid != alone.cid
+    # One plan: the root cause, then its reader of that date in the same run, in order;
+    # the refresh of the dates after it waits for that run. No target of it is held.
+    [run] = [x for x in by_cid[root.cid] if x.day == root.day]
+    assert run.assets == (RAW, PRE) and near.run_key == root.run_key == run.run_key
+    [waiting] = [p for p in state.pending if p.tags[names.CORRELATION_ID] == root.cid]
+    assert waiting.assets == (LATE,) and waiting.after == (root.run_key,)
+    assert not [line for line in d.skipped if "held by" in line]
+
+
+def test_a_held_target_refreshed_by_another_incident_closes_healed_and_never_failed():
+    """Incident A's refresh of LATE is held (its input was being rewritten); incident B's
+    run then recomputes it and the check passes there: A closes saying B healed it, with
+    no "Failed" anywhere in what a webhook or a thread would be told."""
+    from selfheal_dagster.core import messages
+    from selfheal_dagster.core.incidents import Incident
+
+    state = Cursor()
+    day = TODAY - timedelta(days=1)
+    first = decide(state, T0, Observation(failures=[failure(LATE, day, 1)]), lambda a, d: True)
+    [launch] = first.launch
+    cid = launch.tags[names.CORRELATION_ID]
+    held = {launch.run_key: RunStatus(RunState.FAILURE, T0, reason="held", held=True)}
+    records = [
+        r.resolved(Outcome.SKIPPED, T0, "not computed: an input is missing") for r in first.records
+    ]
+    later = T0 + timedelta(seconds=30)
+    rewriting = {(RAW, day - timedelta(days=1)): "b-run"}  # incident B reloads its input
+    d = decide(state, later, Observation(runs=held, busy=rewriting), lambda a, d: True)
+    assert d.launch == [] and state.targets[heal_state.target_key(LATE, day)].holds == 1
+    assert "waits for b-run rewriting its inputs" in d.skipped[0]
+    # Incident "b0b0b0b0-…" recomputed it: its run recorded the pass.
+    key = (LATE, day, "row_count")
+    passed = Observation(passes={key: later}, passed_by={key: "b0b0b0b0-1111"}, runs=held)
+    d = decide(state, later + timedelta(seconds=1), passed, lambda a, d: True)
+    assert not state.targets and not state.incidents
+    [closing] = [r for r in d.closing if r.outcome is Outcome.SUPERSEDED]
+    assert "healed by incident b0b0b0b0" in closing.healing_result.reason
+    incident = Incident.of(cid, [*records, *d.closing])
+    status, color = incident.status(POLICY.max_attempts)
+    assert color == "healed" and "incident b0b0b0b0" in status, status
+    said = [
+        messages.close(incident, POLICY.max_attempts, [], []),
+        *(o.message for o in messages.owed(incident, mode="all", threads=True, max_attempts=3)),
+    ]
+    text = "\n".join(m.text() for m in said)
+    assert "Failed" not in text and "did not heal" not in text and "retrying" not in text, text
+    assert "healed by the runs of incident b0b0b0b0" in text and "no attempt spent" in text
+
+
+def test_a_launch_again_after_a_held_run_has_a_run_key_and_records_of_its_own():
+    """A run that waited for an input spends no attempt; the launch again is the same
+    attempt, but a new run (a run key Dagster has not seen) with new history records, so
+    what it heals is recorded (the first records stay as they ended: skipped)."""
+    state = Cursor()
+    d = decide(state, T0, Observation(failures=[failure(PRE, TODAY, 1)]))
+    [first] = d.launch
+    held = {first.run_key: RunStatus(RunState.FAILURE, T0, reason="held", held=True)}
+    again = decide(state, T0 + timedelta(seconds=11), Observation(runs=held))
+    [second] = again.launch
+    assert second.run_key != first.run_key and second.tags[names.ATTEMPT] == "1"
+    assert {r.id for r in again.records}.isdisjoint({r.id for r in d.records})
+    assert all(r.id.endswith("_w1") and r.waited == 1 for r in again.records)

@@ -106,3 +106,37 @@ def test_function_local_imports_of_the_package_say_why():
             if "import cost" not in said and "loads" not in said:
                 silent.append(f"{m}:{line} imports {target} inside a function")
     assert silent == []
+
+
+def written(func: ast.expr) -> str | None:
+    """The history write a call makes: ``warehouse.insert_history(…)``, ``resolve(…)`` or
+    ``heal_loop.resolve(…)`` (not ``Path.resolve()``)."""
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        if func.attr != "resolve":
+            return func.attr
+        if isinstance(func.value, ast.Name) and func.value.id == "heal_loop":
+            return func.attr
+    return None
+
+
+def test_heal_records_are_written_and_resolved_only_by_apply_and_verify():
+    """One applier: every call that writes a heal-history record or resolves one sits in
+    ``instance/heal_loop.py``'s ``apply``, ``resolve`` (which ``apply`` and ``verify`` call)
+    or ``verify``; nothing else (``runs.py``, the CLI, the demo) writes the history."""
+    writes = {"insert_history", "insert_histories", "update_history", "resolve"}
+    allowed = {("selfheal_dagster.instance.heal_loop", f) for f in ("apply", "resolve", "verify")}
+    found = []
+    for module, path in MODULES.items():
+        if ".adapters.warehouse" in module:  # the warehouses implement the writes
+            continue
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            for call in ast.walk(fn):
+                if isinstance(call, ast.Call) and (name := written(call.func)) in writes:
+                    found.append((module, fn.name, name))
+    outside = sorted({f for f in found if (f[0], f[1]) not in allowed})
+    assert found and outside == [], outside

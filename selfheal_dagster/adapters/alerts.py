@@ -241,8 +241,10 @@ class Notifier:
         oldest = min((r.timestamp for r in records), default=None)
         out = []
         for cid, mine in by_cid.items():
-            if len(records) >= limit and min(r.timestamp for r in mine) == oldest:
-                mine = self.warehouse.history(correlation_id=cid, limit=limit)  # cut off
+            cut = len(records) >= limit and min(r.timestamp for r in mine) == oldest
+            if cut or not any(r.healing_result.triggered for r in mine):
+                # cut off, or an old incident's newest record alone (a page answered)
+                mine = self.warehouse.history(correlation_id=cid, limit=limit)
             out.append(Incident.of(cid, mine))
         return sorted(out, key=lambda i: (i.records[0].timestamp, i.cid))
 

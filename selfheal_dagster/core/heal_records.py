@@ -61,6 +61,7 @@ def plan_runs(
     now: datetime,
     cid: str,
     batch: str,
+    holds: Mapping[Partition, int] | None = None,
 ) -> tuple[list[PlannedLaunch], list[HealRecord]]:
     """Run keys, tags and "triggered" history records for a plan.
 
@@ -75,6 +76,7 @@ def plan_runs(
         mine = [by_target[(a, run.day)] for a in run.failed if (a, run.day) in by_target]
         # The attempt at the failures that caused this run (a refresh-only run: its roots').
         attempt = 1 + max(attempts.get((f.asset, f.day), 0) for f in mine or heal)
+        waited = max((holds or {}).get((f.asset, f.day), 0) for f in mine or heal)
         detected = min((f.detected_at for f in mine), default=min(f.detected_at for f in heal))
         tags = _tags(
             run, cid=cid, attempt=attempt, key=keys[run.key], detected=detected, phases=phases
@@ -90,6 +92,7 @@ def plan_runs(
             cid=cid,
             attempt=attempt,
             detected=detected,
+            waited=waited,
         )
     return launches, _merged(records)
 
@@ -127,6 +130,7 @@ def _records(
     cid: str,
     attempt: int,
     detected: datetime,
+    waited: int = 0,
 ) -> list[HealRecord]:
     """One "triggered" record per date and phase a run covers, saying why it runs."""
     targets = {(f.asset, f.day) for f in heal}
@@ -156,6 +160,7 @@ def _records(
                 attempt=attempt,
                 assets=[a for a in run.assets if phases[a] == phase],
                 detected_at=detected,
+                waited=waited,
             )
         )
     return out
@@ -199,6 +204,18 @@ def closing(
 def superseded(t: Target, why: str, now: datetime, phases: Mapping[str, int]) -> HealRecord:
     reason = f"superseded: {why}; no further attempt"
     return closing(t, Outcome.SUPERSEDED, HealingResult(False, reason=reason), now, phases)
+
+
+def fixed(
+    paged: str, t: Target, run_id: str, now: datetime, phases: Mapping[str, int]
+) -> HealRecord:
+    """The record that answers a page: the target it gave up on is healed, by which
+    incident's run. It belongs to the incident that paged."""
+    reason = f"fixed: healed by incident {(t.cid or '')[:8]}" + (
+        f", run {run_id}" if run_id else ""
+    )
+    record = closing(t, Outcome.FIXED, HealingResult(False, reason=reason), now, phases)
+    return replace(record, correlation_id=paged, run_ids=[run_id] if run_id else [])
 
 
 def gave_up(t: Target, now: datetime, world: World, targets: Mapping[str, Target]) -> HealRecord:

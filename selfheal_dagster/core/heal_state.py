@@ -277,6 +277,7 @@ class RunStatus:
     healed: frozenset[Partition] = frozenset()
     reason: str = ""
     held: bool = False  # it failed only because an input was missing: nothing was computed
+    run_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -286,8 +287,12 @@ class Observation:
     failures: tuple[Failure, ...] = ()
     # The newest new passing result per (asset, date, check).
     passes: Mapping[tuple[str, date, str], datetime] = field(default_factory=frozen_map)
+    # The incident (correlation ID) whose heal run recorded a pass, where one did.
+    passed_by: Mapping[tuple[str, date, str], str] = field(default_factory=frozen_map)
     runs: Mapping[str, RunStatus] = field(default_factory=frozen_map)  # by run key
     busy: Mapping[Partition, str] = field(default_factory=frozen_map)  # written by a run
+    # Partitions given up on whose page is not answered yet: the incident that paged.
+    paged: Mapping[Partition, str] = field(default_factory=frozen_map)
     sweeping: bool = False  # a sweep run is in flight: more results of its sweep may follow
     # The cursor's advance over the check records read (``results.advance``); None: no
     # records were read (a person's heal), the cursor stays.
@@ -295,7 +300,7 @@ class Observation:
     seen: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("passes", "runs", "busy"):
+        for name in ("passes", "passed_by", "runs", "busy", "paged"):
             object.__setattr__(self, name, frozen_map(getattr(self, name)))
         object.__setattr__(self, "failures", tuple(self.failures))
         object.__setattr__(self, "seen", tuple(self.seen))
@@ -313,6 +318,11 @@ class Policy:
         if attempts == 0 or ended_at is None:
             return None
         return ended_at + timedelta(seconds=self.backoff_seconds * 2 ** (attempts - 1))
+
+
+# A person's heal (``selfheal heal``) keeps every rule of the loop's; it differs only here:
+# one attempt, at once (the person is there to see it fail and decide what next).
+PERSON = Policy(max_attempts=1, backoff_seconds=0, group_wait_seconds=0)
 
 
 @dataclass(frozen=True)

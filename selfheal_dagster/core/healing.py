@@ -26,6 +26,7 @@ from datetime import date, datetime, timedelta
 from selfheal_dagster.core.heal_records import (
     closed,
     correlation_id,
+    fixed,
     gave_up,
     plan_runs,
     superseded,
@@ -50,7 +51,7 @@ from selfheal_dagster.core.heal_state import (
     World,
     target_key,
 )
-from selfheal_dagster.core.history import Outcome
+from selfheal_dagster.core.history import HEALED_BY, Outcome
 from selfheal_dagster.core.names import (
     ATTEMPT,
     CORRELATION_ID,
@@ -246,6 +247,8 @@ def _settle_targets(
             if t.partition in status.healed:
                 del tick.targets[key]
                 tick.decision.closed.append(f"{t.asset} {t.day}: healed (attempt {t.attempts})")
+                if paged := seen.paged.get(t.partition):  # its page is answered
+                    tick.decision.closing.append(fixed(paged, t, status.run_id, now, world.phases))
                 continue
             t = replace(
                 t,
@@ -277,7 +280,9 @@ def _settle_targets(
         passed = seen.passes.get((*t.partition, t.check))
         last_word = max(d for d in (t.detected_at, t.ended_at) if d is not None)
         if t.state != TargetState.HEALING and passed and passed > last_word:
-            _supersede(tick, t, f"its {t.check} check passed", now, world.phases)
+            by = seen.passed_by.get((*t.partition, t.check))
+            why = f"{HEALED_BY} {by[:8]}'s runs" if by and by != t.cid else None
+            _supersede(tick, t, why or f"its {t.check} check passed", now, world.phases)
 
 
 def _give_up(tick: _Tick, t: Target, now: datetime, world: World) -> None:
@@ -290,11 +295,11 @@ def _give_up(tick: _Tick, t: Target, now: datetime, world: World) -> None:
 
 
 def _supersede(tick: _Tick, t: Target, why: str, now: datetime, phases: Mapping[str, int]) -> None:
-    """Close a target its check says is fine now; after an attempt, its incident hears so
-    (before one, there is no incident to tell: nothing is said)."""
+    """Close a target its check says is fine now; once it has run or waited for an input,
+    its incident hears so (before that, there is no incident to tell: nothing is said)."""
     del tick.targets[t.key]
     tick.decision.closed.append(f"{t.asset} {t.day}: superseded ({why})")
-    if t.cid and t.attempts:
+    if t.cid and (t.attempts or t.holds):
         tick.decision.closing.append(superseded(t, why, now, phases))
 
 
@@ -310,10 +315,12 @@ def _claims(tick: _Tick, seen: Observation) -> dict[Partition, str]:
     return claimed
 
 
-def _due(
+def _timely(
     t: Target, tick: _Tick, seen: Observation, *, world: World, now: datetime, policy: Policy
 ) -> bool:
-    """Whether a target not healing may be planned now (else the tick says why not)."""
+    """Whether a target not healing may be planned now as far as time goes: its back-off is
+    over, its check still fails, no sweep in flight may still add to what it opens (else
+    the tick says why not)."""
     allowed = policy.next_allowed(t.attempts, t.ended_at)
     if allowed and now < allowed:
         tick.skip(
@@ -322,14 +329,8 @@ def _due(
         )
         return False
     if not world.still_fails(*t.partition, t.check):
-        _supersede(tick, t, f"its {t.check} check passes on the warehouse now", now, world.phases)
-        return False
-    repairable = _repairable(tick, {t.key})
-    held = [p for p in world.broken_inputs(*t.partition) if not repairable(p)]
-    if held:
-        # Its input is given up or being repaired under its own attempts: computing now
-        # would fail on it. Wait for that, spending no attempt.
-        tick.skip(f"{t.asset} {t.day}: held by {', '.join(f'{a} {d}' for a, d in held)}")
+        why = f"its {t.check} check passes on the warehouse now"
+        _supersede(tick, t, why, now, world.phases)
         return False
     fresh = (now - t.detected_at).total_seconds() < policy.group_wait_seconds
     if t.cid is None and seen.sweeping and fresh:
@@ -338,29 +339,83 @@ def _due(
     return True
 
 
+def _held(t: Target, tick: _Tick, world: World, planning: set[str]) -> bool:
+    """Whether a broken input the target reads is given up, or owned by a target outside
+    ``planning`` (repaired under its own attempts): computing now would fail on it, so it
+    waits, spending no attempt."""
+    repairable = _repairable(tick, planning)
+    held = [p for p in world.broken_inputs(*t.partition) if not repairable(p)]
+    if held:
+        tick.skip(f"{t.asset} {t.day}: held by {', '.join(f'{a} {d}' for a, d in held)}")
+    return bool(held)
+
+
+def connected(
+    targets: list[Target], world: World, planning: set[str], tick: _Tick
+) -> list[list[Target]]:
+    """The targets in groups that touch: two are one group when their plans write a common
+    partition (one reads the other, directly or through what it refreshes, or both are read
+    by one refresh: planned apart, that refresh would run twice). Groups keep the targets'
+    order, and come in the order of their first target."""
+    repairable = _repairable(tick, planning)
+    writes = {t.key: world.plan([t.partition], repairable).writes() for t in targets}
+    root = {t.key: t.key for t in targets}
+
+    def find(key: str) -> str:
+        while root[key] != key:
+            root[key] = root[root[key]]
+            key = root[key]
+        return key
+
+    for i, a in enumerate(targets):
+        for b in targets[i + 1 :]:
+            if writes[a.key] & writes[b.key]:
+                root[find(b.key)] = find(a.key)
+    groups: dict[str, list[Target]] = {}
+    for t in targets:
+        groups.setdefault(find(t.key), []).append(t)
+    return list(groups.values())
+
+
 def _launch(tick: _Tick, seen: Observation, *, world: World, now: datetime, policy: Policy) -> None:
     """Plan every target that is due; launch those whose writes no other run is making.
 
-    Due targets of one incident are planned together; new targets together open one new
-    incident. Incidents are planned one after another, each claiming what it writes, so two
-    incidents never write one partition at once."""
+    An incident's due targets are planned together. New targets that touch (their plans
+    write a common partition: a root cause and its readers) open one incident with one
+    plan; new targets that do not touch open one each. Incidents are planned one after another, each
+    claiming what it writes, so two incidents never write one partition at once."""
     claimed = _claims(tick, seen)
-    incidents: dict[str, list[Target]] = {}  # "" for the new targets
+    timely: dict[str, list[Target]] = {}  # by incident; "" for the new targets
     for t in sorted(tick.targets.values(), key=lambda t: t.record_id):
-        if t.state == TargetState.HEALING:
-            continue
-        if _due(t, tick, seen, world=world, now=now, policy=policy):
-            incidents.setdefault(t.cid or "", []).append(t)
-    for cid, due in sorted(incidents.items(), key=lambda kv: kv[1][0].record_id):
-        ready = [t for t in due if _free(t, tick, world, claimed)]
+        if t.state != TargetState.HEALING and _timely(
+            t, tick, seen, world=world, now=now, policy=policy
+        ):
+            timely.setdefault(t.cid or "", []).append(t)
+    groups: list[tuple[str, list[Target], set[str]]] = []
+    for cid, group in timely.items():
+        planning = {t.key for t in group}
+        due = [t for t in group if not _held(t, tick, world, planning)]
+        planning = {t.key for t in due}
+        if cid:
+            groups.append((cid, due, planning))
+        else:
+            groups += [("", c, planning) for c in connected(due, world, planning, tick)]
+    for cid, due, planning in sorted(groups, key=lambda g: g[1][0].record_id if g[1] else 0):
+        ready = [t for t in due if _free(t, tick, world, claimed, planning)]
         if ready:  # targets ready in one tick share one plan: no claims between them
             claimed.update(_start(ready, cid or None, tick, world, now))
 
 
-def _free(t: Target, tick: _Tick, world: World, claimed: Mapping[Partition, str]) -> bool:
+def _free(
+    t: Target,
+    tick: _Tick,
+    world: World,
+    claimed: Mapping[Partition, str],
+    planning: set[str],
+) -> bool:
     """Whether no run in flight or planned writes what the target's heal would write, or
     rewrites what it reads (heal once, after it)."""
-    mine = world.plan([t.partition], _repairable(tick, {t.key}))
+    mine = world.plan([t.partition], _repairable(tick, planning))
     busy = sorted({claimed[p] for p in mine.writes() if p in claimed})
     if busy:
         tick.skip(f"{t.asset} {t.day}: waits for queued or running {', '.join(busy)}")
@@ -377,7 +432,8 @@ def _start(
 ) -> dict[Partition, str]:
     """Plan and launch one incident's attempt (``cid`` None: a new incident); returns what
     its runs write."""
-    salt = "|".join(f"{t.key}#{t.attempts + 1}" for t in ready)
+    # A launch again after a run that waited for an input: a new batch (run keys are unique).
+    salt = "|".join(f"{t.key}#{t.attempts + 1}" + (f"w{t.holds}" if t.holds else "") for t in ready)
     batch = correlation_id([t.record_id for t in ready], salt)  # unique per attempt
     if cid is None:
         cid = batch
@@ -390,6 +446,7 @@ def _start(
         plan,
         heal=failures,
         attempts={t.partition: t.attempts for t in ready},
+        holds={t.partition: t.holds for t in ready},
         phases=world.phases,
         now=now,
         cid=cid,

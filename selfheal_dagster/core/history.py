@@ -24,6 +24,10 @@ DATASET = "nba_orchestration"
 TABLE = "self_heal_history"
 
 
+# What a closing says of a target healed by another incident's run: then its short ID.
+HEALED_BY = "healed by incident"
+
+
 class Outcome(StrEnum):
     TRIGGERED = "triggered"
     HEALED = "healed"
@@ -32,6 +36,7 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"
     SUPERSEDED = "superseded"  # its check passed by other means after an attempt
     CLOSED = "closed"  # the incident's marker: nothing of it is healing or waiting any more
+    FIXED = "fixed"  # a target given up on was healed later (a person's heal, or the loop)
 
 
 FINAL = frozenset(
@@ -42,6 +47,7 @@ FINAL = frozenset(
         Outcome.SKIPPED,
         Outcome.SUPERSEDED,
         Outcome.CLOSED,
+        Outcome.FIXED,
     }
 )
 
@@ -65,9 +71,10 @@ COLUMNS = {
     "alerts": "STRING",  # JSON list of {kind, key, at, via, delivered[, ts, channel]}
     "held": "STRING",  # JSON list of [asset, first, last]: what a give-up leaves broken
     "cause": "STRING",  # the failing check results that opened it (kept when it resolves)
+    "waited": "INT",  # launches of this attempt before it that waited for an input
 }
 # Columns added after the first release (a warehouse from an older version gains them).
-ADDED = ("held", "cause")
+ADDED = ("held", "cause", "waited")
 # What an outcome changes on a record (alerts are noted separately, by the alerts sensor).
 OUTCOME_COLUMNS = (
     "success",
@@ -80,13 +87,17 @@ OUTCOME_COLUMNS = (
 JSON_COLUMNS = ("missing_components", "healing_result", "assets", "run_ids", "alerts", "held")
 
 
-def record_id(day: date, phase: str, correlation_id: str, attempt: int = 1, kind: str = "") -> str:
+def record_id(
+    day: date, phase: str, correlation_id: str, attempt: int = 1, kind: str = "", waited: int = 0
+) -> str:
     """``{date}_{phase}_{cid[:8]}``; a retry's record ends in its attempt, a closing record
-    (gave up, superseded) in what closed it."""
+    (gave up, superseded) in what closed it, an attempt launched again after its run waited
+    for an input (no attempt spent) in ``_w`` and how many times it waited."""
     base = f"{day.isoformat()}_{phase}_{correlation_id[:8]}"
     if kind:
         return f"{base}_{kind}"
-    return base if attempt <= 1 else f"{base}_{attempt}"
+    base = base if attempt <= 1 else f"{base}_{attempt}"
+    return f"{base}_w{waited}" if waited else base
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,7 @@ class HealRecord:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     held: list[list[str]] = field(default_factory=list)
     cause: str = ""
+    waited: int = 0
 
     @property
     def closing(self) -> bool:
@@ -125,7 +137,9 @@ class HealRecord:
     @property
     def id(self) -> str:
         kind = str(self.outcome) if self.closing else ""
-        return record_id(self.target_date, self.phase, self.correlation_id, self.attempt, kind)
+        return record_id(
+            self.target_date, self.phase, self.correlation_id, self.attempt, kind, self.waited
+        )
 
     def resolved(
         self, outcome: Outcome, at: datetime, reason: str, run_id: str | None = None
@@ -168,6 +182,7 @@ class HealRecord:
         values["healing_result"] = HealingResult(**values["healing_result"])
         values["outcome"] = Outcome(values["outcome"])
         values["cause"] = values["cause"] or ""
+        values["waited"] = values["waited"] or 0
         return cls(**values)
 
     def document(self) -> dict[str, Any]:

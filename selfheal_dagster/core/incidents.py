@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from selfheal_dagster.core.dates import span_text
-from selfheal_dagster.core.history import FINAL, HealRecord, Outcome
+from selfheal_dagster.core.history import FINAL, HEALED_BY, HealRecord, Outcome
 from selfheal_dagster.core.text import more
 from selfheal_dagster.tables import PHASE_OWNERS, table_name
 
@@ -109,6 +109,12 @@ class Incident:
     @property
     def gave_up(self) -> list[HealRecord]:
         return self.of_outcome(Outcome.GAVE_UP)
+
+    @property
+    def answered(self) -> bool:
+        """Every target it gave up on was healed later (a person's heal, or the loop)."""
+        fixed = {(a, r.target_date) for r in self.of_outcome(Outcome.FIXED) for a in r.assets}
+        return all((a, r.target_date) in fixed for r in self.gave_up for a in r.assets)
 
     @property
     def closed(self) -> bool:
@@ -205,6 +211,13 @@ class Incident:
             return "🔧 Healing", "healing"
         last, attempt = launches[-1], launches[-1].attempt
         healed = last.settled and all(r.outcome is Outcome.HEALED for r in last.records)
+        if self.closed and self.gave_up and self.answered:
+            names = ", ".join(f"{r.missing_components[0]} {r.target_date}" for r in self.gave_up)
+            by = sorted({by for r in self.of_outcome(Outcome.FIXED) if (by := healer(r))})
+            return (
+                f"✅ Fixed after the give-up: {names} healed by incident {', '.join(by)}",
+                "healed",
+            )
         if self.closed and self.gave_up:
             names = ", ".join(f"{r.missing_components[0]} {r.target_date}" for r in self.gave_up)
             return f"🚨 Gave up after {attempt} attempt(s): {names}; needs a person", "gave_up"
@@ -213,6 +226,8 @@ class Incident:
             took = max(ends) - self.records[0].timestamp if ends else None
             return f"✅ Healed on attempt {attempt}{_took(took)}", "healed"
         if self.closed:
+            if by := self.healed_by():
+                return f"✅ Healed by the runs of incident {', '.join(by)}", "healed"
             if self.of_outcome(Outcome.SUPERSEDED):
                 return f"✅ Resolved by other means after attempt {attempt}", "healed"
             failed = [r for r in last.records if r.outcome is not Outcome.HEALED]
@@ -223,6 +238,19 @@ class Incident:
                 "healing",
             )
         return f"🔧 Healing: attempt {attempt} of {max_attempts} running", "healing"
+
+    def healed_by(self) -> list[str]:
+        """The incidents whose runs healed what this one's last attempt left (every part of
+        it it did not heal itself): their short IDs; [] when something else did, or nothing."""
+        launches = self.launches
+        if not launches:
+            return []
+        left = [r for r in launches[-1].records if r.outcome is not Outcome.HEALED]
+        superseded = self.of_outcome(Outcome.SUPERSEDED)
+        found = [by for r in superseded if (by := healer(r))]
+        if not left or not superseded or len(found) < len(superseded):
+            return []
+        return sorted(set(found))
 
     def attempt_lines(self, launch: Attempt) -> list[str]:
         """How one attempt went, a line per repair and one per refreshed span."""
@@ -255,9 +283,17 @@ class Incident:
         n = launch.attempt
         if outcomes == {Outcome.HEALED}:
             return f"✅ Attempt {n} healed everything"
+        if outcomes == {Outcome.SKIPPED}:  # it waited for an input: no attempt was spent
+            return f"⏳ Attempt {n} computed nothing: it waited for an input; no attempt spent"
         left = max_attempts - n
         then = f"retrying ({left} attempt(s) left)" if left > 0 else "no attempts left"
         return f"❌ Attempt {n} of {max_attempts} did not heal everything; {then}"
+
+
+def healer(record: HealRecord) -> str | None:
+    """The short ID of the incident whose run healed the target a closing record closes."""
+    found = re.search(rf"{HEALED_BY} (\w+)", record.healing_result.reason)
+    return found[1] if found else None
 
 
 def held_lines(record: HealRecord) -> list[str]:

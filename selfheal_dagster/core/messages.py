@@ -15,7 +15,14 @@ from typing import Any
 
 from selfheal_dagster.core.healing import WAITED_REASON
 from selfheal_dagster.core.history import HealRecord, Outcome
-from selfheal_dagster.core.incidents import Attempt, Incident, first_lines, held_lines, owner
+from selfheal_dagster.core.incidents import (
+    Attempt,
+    Incident,
+    first_lines,
+    healer,
+    held_lines,
+    owner,
+)
 from selfheal_dagster.core.text import listed
 
 ORANGE = "#FFA500"
@@ -31,7 +38,7 @@ MODES = ("all", "pages")
 
 @dataclass(frozen=True)
 class Message:
-    kind: str  # parent | reply | update | page | open | close | digest
+    kind: str  # parent | reply | update | page | open | close | fixed | digest
     title: str
     color: str = ""
     fields: tuple[tuple[str, str], ...] = ()
@@ -104,9 +111,25 @@ def reply(
 
 def superseded(record: HealRecord) -> Message:
     name = f"{', '.join(record.missing_components)} {record.target_date}"
+    if by := healer(record):
+        return Message(
+            kind="reply",
+            title=f"↪️ {name} was healed by the runs of incident {by}; no further attempt",
+        )
     return Message(
         kind="reply",
         title=f"↩️ {name} came back by other means (its check passes); no further attempt",
+    )
+
+
+def fixed(record: HealRecord) -> Message:
+    """A page answered: the target given up on is healed, and by what."""
+    name = f"{', '.join(record.missing_components)} {record.target_date}"
+    runs = f" (run {', '.join(r[:8] for r in record.run_ids)})" if record.run_ids else ""
+    return Message(
+        kind="fixed",
+        title=f"✅ Fixed: {name} healed by incident {healer(record)}{runs}; the page is answered",
+        color=COLORS["healed"],
     )
 
 
@@ -217,10 +240,16 @@ def owed(
     """What ``incident`` is still owed, in the order it is to be said."""
     noted = {n["key"] for n in incident.notes}
     pages = _pages(incident)
+    answers = [
+        (f"fixed:{r.id}", fixed(r))
+        for r in incident.of_outcome(Outcome.FIXED)
+        if f"fixed:{r.id}" not in noted
+    ]
     if mode == "pages":
         for key, records, waiting in pages:
             if key not in noted:
                 yield Owed(key, page(incident, records, waiting), "new")
+        yield from (Owed(key, message, "new") for key, message in answers)
         return
     if not threads:
         if "open" not in noted:
@@ -230,10 +259,12 @@ def owed(
             if len(due) <= 1:  # the closing roll-up is the page
                 message = close(incident, max_attempts, *(due[0][1:] if due else ([], [])))
                 yield Owed("close", message, "new", tuple(k for k, *_ in due))
-                return
-            yield Owed("close", close(incident, max_attempts, [], []), "new")
+                due = []
+            else:
+                yield Owed("close", close(incident, max_attempts, [], []), "new")
         for key, records, waiting in due:
             yield Owed(key, page(incident, records, waiting), "new")
+        yield from (Owed(key, message, "new") for key, message in answers)
         return
     status, _ = incident.status(max_attempts)
     if "parent" not in noted:  # it shows the status as it is now
@@ -247,6 +278,7 @@ def owed(
     for key, records, waiting in pages:
         if key not in noted:
             yield Owed(key, page(incident, records, waiting), "new")
+    yield from (Owed(key, message, "thread") for key, message in answers)
     if f"status:{status}" not in noted and "parent" in noted:
         yield Owed(f"status:{status}", parent(incident, max_attempts), "update")
 

@@ -26,6 +26,7 @@ class CheckResult:
     reason: str
     at: datetime  # when it was recorded
     read_at: datetime  # when the warehouse read it was computed from started
+    run_id: str = ""  # the run that recorded it
 
     @property
     def healable(self) -> bool:
@@ -40,6 +41,16 @@ def newest_passes(results: Iterable[CheckResult]) -> dict[tuple[str, date, str],
             key = (r.asset, r.day, r.check)
             passes[key] = max(r.at, passes.get(key, r.at))
     return passes
+
+
+def pass_runs(results: Iterable[CheckResult]) -> dict[tuple[str, date, str], str]:
+    """The run that recorded the newest passing result per (asset, date, check)."""
+    newest: dict[tuple[str, date, str], CheckResult] = {}
+    for r in results:
+        key = (r.asset, r.day, r.check)
+        if r.passed and (key not in newest or r.at >= newest[key].at):
+            newest[key] = r
+    return {key: r.run_id for key, r in newest.items() if r.run_id}
 
 
 def new_failures(

@@ -1,11 +1,13 @@
 """Game-date partitions and the partition mappings derived from the registry."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
 import dagster as dg
 
 from selfheal_dagster.adapters.settings import season_start
-from selfheal_dagster.adapters.warehouse import WriteResult
+from selfheal_dagster.adapters.warehouse import Warehouse, WriteResult
 from selfheal_dagster.core.dates import range_text
 from selfheal_dagster.core.job_context import JobContext
 from selfheal_dagster.core.names import ATTEMPT, CORRELATION_ID, PHASE
@@ -100,6 +102,17 @@ def job_context(
         correlation_id=tags.get(CORRELATION_ID, ""),
         attempt=int(attempt) if attempt.isdigit() else 0,
     )
+
+
+@contextmanager
+def writing(
+    context: dg.AssetExecutionContext, warehouse, table: Table
+) -> Iterator[tuple[list[date], JobContext, Warehouse]]:
+    """A table asset's step: its dates, whom its jobs serve, its warehouse (closed after)."""
+    days = partition_days(context)
+    job = job_context(context, "asset", table)
+    with warehouse.open(job) as wh:
+        yield days, job, wh
 
 
 def games_by_day(warehouse, days: list[date]) -> dict[date, int]:

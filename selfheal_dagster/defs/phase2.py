@@ -26,9 +26,7 @@ def phase2_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         source: Phase1SourceResource,
     ) -> dg.MaterializeResult:
-        days = partitions.partition_days(context)
-        job = partitions.job_context(context, "asset", table)
-        with warehouse.open(job) as wh:
+        with partitions.writing(context, warehouse, table) as (days, job, wh):
             if len(days) == 1:  # one date: exactly one load, its error raised as it is
                 result = source.load(table, days[0], wh, job)
                 context.log.info(f"{table.key} {days[0]}: {result.rows} rows loaded")

@@ -36,9 +36,7 @@ def phase4_asset(table: Table, warehouse_kind: str) -> dg.AssetsDefinition:
         phase4: Phase4Resource,
         source: Phase1SourceResource,
     ) -> dg.MaterializeResult:
-        days = partitions.partition_days(context)
-        job = partitions.job_context(context, "asset", table)
-        with warehouse.open(job) as wh:
+        with partitions.writing(context, warehouse, table) as (days, job, wh):
             start, tables = input_window(table, days[0])
             # The inputs' rows counted in the tables (not metadata): a partition written a
             # moment ago is there.

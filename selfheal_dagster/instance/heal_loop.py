@@ -12,13 +12,14 @@ planner, records, run requests and ``verify``, run by run in this process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 
 import dagster as dg
 
-from selfheal_dagster.adapters.warehouse import Warehouse, read_window
+from selfheal_dagster.adapters.warehouse import HistoryReader, StatsReader, Warehouse, read_window
 from selfheal_dagster.core import claims, heal_state, healing, names, planner, results, verdicts
 from selfheal_dagster.core.checks import (
     CHECKS,
@@ -87,7 +88,7 @@ class WarehouseView:
 
     @classmethod
     def read(
-        cls, warehouse: Warehouse, days: Iterable[date], today: date, calendar: Calendar | None
+        cls, warehouse: StatsReader, days: Iterable[date], today: date, calendar: Calendar | None
     ) -> WarehouseView:
         days = sorted(set(days)) or [today]
         back = max(t.lookback_days for t in TABLES) + HISTORY_DAYS
@@ -144,8 +145,9 @@ class Results:
 
     failures: list[heal_state.Failure]
     passes: dict[tuple[str, date, str], datetime]
-    watermark: int
-    seen: tuple[int, ...]
+    pass_runs: dict[tuple[str, date, str], str]  # the run that recorded each newest pass
+    watermark: int | None  # None: no records were read (a person's heal)
+    seen: tuple[int, ...] = ()
 
 
 def check_result(record: check_records.AssetCheckExecutionRecord) -> results.CheckResult | None:
@@ -167,6 +169,7 @@ def check_result(record: check_records.AssetCheckExecutionRecord) -> results.Che
         reason=evaluation.description or (status.value if status else "failed"),
         at=at,
         read_at=datetime.fromtimestamp(read.value, UTC) if read is not None else at,
+        run_id=record.run_id,
     )
 
 
@@ -195,7 +198,8 @@ def read_results(
     view = view_for({r.day for r in found if r.healable} | state.days())
     watermark, above = results.advance(state.watermark, state.seen, handled, floor)
     failures = results.new_failures(found, view.loaded_at)
-    return Results(failures, results.newest_passes(found), watermark, above), view
+    passes = results.newest_passes(found)
+    return Results(failures, passes, results.pass_runs(found), watermark, above), view
 
 
 def run_days(run: dg.DagsterRun) -> list[date]:
@@ -265,6 +269,7 @@ def run_statuses(
             healed,
             "; ".join(failing) or why,
             held=outcome is Outcome.SKIPPED,
+            run_id=run.run_id,
         )
     return out
 
@@ -287,28 +292,47 @@ def busy_partitions(instance: dg.DagsterInstance, now: datetime) -> dict[planner
     )
 
 
+class TickReader(StatsReader, HistoryReader, Protocol):
+    """All ``gather`` reads of a warehouse: partition stats and the heal history (a tick's
+    reads are typed by what they read, as a plan builder takes a state reader; a write is
+    not among them)."""
+
+
 def gather(
     instance: dg.DagsterInstance,
     state: heal_state.State,
-    warehouse: Warehouse,
+    warehouse: TickReader,
     *,
     graph: planner.Graph,
     today: date,
     now: datetime,
     calendar: Calendar | None = None,
+    found: Sequence[heal_state.Failure] | None = None,
 ) -> tuple[heal_state.Observation, heal_state.World]:
     """Everything a tick decides on, read once and turned into frozen values; it changes
-    nothing and decides nothing (the cursor's advance is in the observation, for ``decide``)."""
-    results, view = read_results(
-        instance, state, lambda days: WarehouseView.read(warehouse, days, today, calendar)
-    )
+    nothing and decides nothing (the cursor's advance is in the observation, for ``decide``).
+
+    ``found``: the failures a person's heal evaluated itself; the check records are not
+    read (the cursor does not move)."""
+
+    def view_for(days: Iterable[date]) -> WarehouseView:
+        return WarehouseView.read(warehouse, days, today, calendar)
+
+    if found is None:
+        results, view = read_results(instance, state, view_for)
+    else:
+        results = Results(list(found), {}, {}, None)
+        view = view_for({f.day for f in found} | state.days())
     sweeping = instance.get_run_records(
         dg.RunsFilter(job_name=SWEEP_JOB, statuses=list(IN_FLIGHT)), limit=1
     )
+    statuses = run_statuses(instance, state.run_keys())
     observation = heal_state.Observation(
         failures=results.failures,
         passes=results.passes,
-        runs=run_statuses(instance, state.run_keys()),
+        passed_by=incidents_of(instance, results.pass_runs),
+        runs=statuses,
+        paged=open_pages(warehouse, healed_now(state, statuses)),
         busy=busy_partitions(instance, now),
         sweeping=bool(sweeping),
         watermark=results.watermark,
@@ -317,6 +341,52 @@ def gather(
     checks = {(t.asset, t.day, t.check) for t in state.targets.values()}
     checks |= {(f.asset, f.day, f.check) for f in results.failures}
     return observation, view.world(graph, today, checks, now)
+
+
+def healed_now(
+    state: heal_state.State, statuses: Mapping[str, heal_state.RunStatus]
+) -> set[planner.Partition]:
+    """The targets whose run ended having healed them: the ones a page may wait on."""
+    return {
+        t.partition
+        for t in state.targets.values()
+        if t.run_key in statuses and t.partition in statuses[t.run_key].healed
+    }
+
+
+def open_pages(
+    warehouse: HistoryReader, partitions: Iterable[planner.Partition]
+) -> dict[planner.Partition, str]:
+    """Which of ``partitions`` an incident gave up on and paged for, with no answer yet:
+    the paging incident's correlation ID (the newest, if several). Reads the history only
+    for the dates of ``partitions`` (none: no read)."""
+    wanted = set(partitions)
+    out: dict[planner.Partition, str] = {}
+    for day in sorted({d for _, d in wanted}):
+        records = warehouse.history(day=day)  # newest first
+        answered = {
+            (r.correlation_id, a) for r in records if r.outcome is Outcome.FIXED for a in r.assets
+        }
+        for r in records:
+            for asset in r.assets if r.outcome is Outcome.GAVE_UP else ():
+                if (asset, day) in wanted and (r.correlation_id, asset) not in answered:
+                    out.setdefault((asset, day), r.correlation_id)
+    return out
+
+
+def incidents_of(
+    instance: dg.DagsterInstance, run_ids: Mapping[tuple[str, date, str], str]
+) -> dict[tuple[str, date, str], str]:
+    """The heal incident (correlation ID) of each run, where a heal launched it."""
+    if not run_ids:
+        return {}
+    records = instance.get_run_records(dg.RunsFilter(run_ids=sorted(set(run_ids.values()))))
+    cids = {
+        r.dagster_run.run_id: r.dagster_run.tags[names.CORRELATION_ID]
+        for r in records
+        if names.CORRELATION_ID in r.dagster_run.tags
+    }
+    return {key: cids[run] for key, run in run_ids.items() if run in cids}
 
 
 def judge(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[Outcome, str]:

@@ -1,7 +1,9 @@
 """Warehouses behind one interface; import an engine's module only where that engine is used."""
 
 from selfheal_dagster.adapters.warehouse.base import (
+    HistoryReader,
     PartitionStats,
+    StatsReader,
     Warehouse,
     WarehouseError,
     WriteResult,
@@ -10,7 +12,9 @@ from selfheal_dagster.adapters.warehouse.base import (
 )
 
 __all__ = [
+    "HistoryReader",
     "PartitionStats",
+    "StatsReader",
     "Warehouse",
     "WarehouseError",
     "WriteResult",

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from importlib import resources
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from selfheal_dagster.core.coverage import PartitionStats, Window
 from selfheal_dagster.core.history import HealRecord
@@ -104,6 +104,20 @@ class HistoryFilter:
     limit: int = 500
     since: datetime | None = None  # recorded at or after
     until: datetime | None = None  # recorded before
+
+
+class StatsReader(Protocol):
+    """What reading a window of partitions needs of a warehouse: one call, no write."""
+
+    def window_stats(
+        self, tables: Sequence[Table], start: date, end: date, metadata: bool = False
+    ) -> dict[str, dict[date, PartitionStats]]: ...
+
+
+class HistoryReader(Protocol):
+    """What reading the heal history needs of a warehouse: one call, no write."""
+
+    def history(self, **where: Any) -> list[HealRecord]: ...
 
 
 class Warehouse(ABC):
@@ -237,7 +251,7 @@ class Warehouse(ABC):
 
 
 def read_window(
-    warehouse: Warehouse,
+    warehouse: StatsReader,
     start: date,
     end: date,
     tables: Sequence[Table] = TABLES,
