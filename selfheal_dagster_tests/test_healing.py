@@ -577,3 +577,36 @@ def test_a_launch_again_after_a_held_run_has_a_run_key_and_records_of_its_own():
     assert second.run_key != first.run_key and second.tags[names.ATTEMPT] == "1"
     assert {r.id for r in again.records}.isdisjoint({r.id for r in d.records})
     assert all(r.id.endswith("_w1") and r.waited == 1 for r in again.records)
+
+
+def test_an_incident_whose_repairs_healed_and_refresh_waited_closes_repaired_not_failed():
+    """The root cause reloaded; the refresh of its readers found another input broken and
+    did not run (held): nothing failed, so the closing says what was repaired and what
+    was deferred, never "Failed" or "retrying"."""
+    from selfheal_dagster.core import heal_records, messages
+    from selfheal_dagster.core.incidents import Incident
+
+    state = Cursor()
+    d = decide(
+        state,
+        T0,
+        Observation(failures=[failure(RAW, TODAY - timedelta(days=3), 1)]),
+        lambda a, d: True,
+    )
+    cid = d.launch[0].tags[names.CORRELATION_ID]
+    later = T0 + timedelta(minutes=1)
+    records = [
+        r.resolved(Outcome.HEALED, later, "reloaded")
+        if r.missing_components
+        else r.resolved(Outcome.SKIPPED, later, "held: an input is missing")
+        for r in d.records
+    ]
+    assert {r.outcome for r in records} == {Outcome.HEALED, Outcome.SKIPPED}
+    marker = heal_records.closed(cid, RAW, TODAY - timedelta(days=3), PHASES, later)
+    incident = Incident.of(cid, [*records, marker])
+    status, color = incident.status(3)
+    assert color == "healed" and "Repaired on attempt 1" in status and "Phase 4" in status
+    said = [messages.close(incident, 3, [], [])]
+    said += [o.message for o in messages.owed(incident, mode="all", threads=True, max_attempts=3)]
+    text = "\n".join(m.text() for m in said)
+    assert "Failed" not in text and "retrying" not in text and "did not heal" not in text, text

@@ -225,6 +225,12 @@ class Incident:
             ends = [r.resolved_at for r in last.records if r.resolved_at]
             took = max(ends) - self.records[0].timestamp if ends else None
             return f"✅ Healed on attempt {attempt}{_took(took)}", "healed"
+        if self.closed and (deferred := self.deferred()):
+            return (
+                f"✅ Repaired on attempt {attempt}; the refresh of {deferred} waited for an "
+                "input another heal was repairing and did not run (the sweep checks it again)",
+                "healed",
+            )
         if self.closed:
             if by := self.healed_by():
                 return f"✅ Healed by the runs of incident {', '.join(by)}", "healed"
@@ -238,6 +244,11 @@ class Incident:
                 "healing",
             )
         return f"🔧 Healing: attempt {attempt} of {max_attempts} running", "healing"
+
+    def deferred(self) -> str:
+        """``deferred_refresh`` of the last attempt; "" before any."""
+        launches = self.launches
+        return deferred_refresh(launches[-1]) if launches else ""
 
     def healed_by(self) -> list[str]:
         """The incidents whose runs healed what this one's last attempt left (every part of
@@ -283,6 +294,11 @@ class Incident:
         n = launch.attempt
         if outcomes == {Outcome.HEALED}:
             return f"✅ Attempt {n} healed everything"
+        if deferred := deferred_refresh(launch):
+            return (
+                f"✅ Attempt {n} repaired what broke; the refresh of {deferred} waited for an "
+                "input and did not run"
+            )
         if outcomes == {Outcome.SKIPPED}:  # it waited for an input: no attempt was spent
             return f"⏳ Attempt {n} computed nothing: it waited for an input; no attempt spent"
         left = max_attempts - n
@@ -294,6 +310,19 @@ def healer(record: HealRecord) -> str | None:
     """The short ID of the incident whose run healed the target a closing record closes."""
     found = re.search(rf"{HEALED_BY} (\w+)", record.healing_result.reason)
     return found[1] if found else None
+
+
+def deferred_refresh(launch: Attempt) -> str:
+    """What an attempt left undone when every repair of it healed and only refreshes did
+    not run (held, or waiting on a held run): ``Phase 4 2026-11-17..2026-12-02, 15 dates``;
+    "" otherwise. Nothing of such an attempt failed."""
+    left = [r for r in launch.records if r.outcome is not Outcome.HEALED]
+    if not left or any(r.outcome is not Outcome.SKIPPED or r.missing_components for r in left):
+        return ""
+    by_phase: dict[str, list[date]] = {}
+    for r in left:
+        by_phase.setdefault(r.phase, []).append(r.target_date)
+    return "; ".join(f"{_phase_label(p)} {span_text(d)}" for p, d in sorted(by_phase.items()))
 
 
 def held_lines(record: HealRecord) -> list[str]:
