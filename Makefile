@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOME_DIR := $(CURDIR)/.selfheal/dagster_home
 
-.PHONY: install demo test lint format dev bench clean
+.PHONY: install demo test test-fast lint format dev bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ format: install
 
 test: lint
 	$(BIN)/python -m pytest
+
+# After every change: the pure core, registry, checks, planner, SQL and assets on DuckDB
+# (no server, browser or daemon); `make test` before you push.
+test-fast: install
+	$(BIN)/python -m pytest -m fast -q --durations=5
 
 $(HOME_DIR)/dagster.yaml: | install
 	env -u DAGSTER_HOME $(BIN)/python -c "from selfheal_dagster import runs; runs.instance()"

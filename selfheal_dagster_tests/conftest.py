@@ -38,7 +38,67 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# The suite's four layers (the style guide's), by module: ``pytest -m unit`` and friends.
+# ``fast`` is what ``make test-fast`` runs after every change: the pure core, the registry,
+# checks, planner, SQL and the assets against DuckDB, with no server, browser or daemon.
+LAYERS = {
+    "unit": (
+        "test_healing",
+        "test_planner",
+        "test_tables",
+        "test_layers",
+        "test_league",
+        "test_checks",
+        "test_phase4_sql",
+        "test_warehouse",
+        "test_private_api",
+    ),
+    "assets": (
+        "test_assets",
+        "test_ranges",
+        "test_bigquery",
+        "test_bigquery_double",
+        "test_zetasql",
+        "test_services",
+        "test_prod",
+        "test_graph_snapshot",
+        "test_definitions",
+        "test_isolation",
+    ),
+    "sensors": (
+        "test_heal_sensor",
+        "test_alerts",
+        "test_history",
+        "test_one_heal_path",
+        "test_doubled_loads",
+        "test_sweep",
+        "test_orphans",
+    ),
+    "e2e": (
+        "test_cli",
+        "test_doctor",
+        "test_dg",
+        "test_ui",
+        "test_postgres",
+        "test_daemon_guarantees",
+        "test_daemon_crash",
+        "test_prod_heal",
+    ),
+}
+FAST = (*LAYERS["unit"], "test_assets")
+LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its layer (and ``fast``); a module in no layer is an error, so a
+    new test module says where it belongs."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if module not in LAYER_OF:
+            raise pytest.UsageError(f"{module}: add it to a layer in conftest.LAYERS")
+        item.add_marker(getattr(pytest.mark, LAYER_OF[module]))
+        if module in FAST:
+            item.add_marker(pytest.mark.fast)
     if config.getoption("--reverse"):
         items.reverse()
 
