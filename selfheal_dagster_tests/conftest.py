@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -17,19 +15,14 @@ from dagster._core.storage.defs_state.base import DefsStateStorage
 from selfheal_dagster.adapters.league import League
 from selfheal_dagster.adapters.settings import DEFAULT_SEED
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
-
-# A mid-season Tuesday of the 2025-26 season with games on it and around it.
-GAME_DAY = date(2026, 1, 20)
-ALL_STAR_SUNDAY = date(2026, 2, 15)
-
-# Every wait in a test is a bound a slow, loaded 2-core machine meets, never a speed check;
-# SELFHEAL_TEST_WAIT_SCALE multiplies them all for a machine slower still.
-WAIT_SCALE = float(os.environ.get("SELFHEAL_TEST_WAIT_SCALE", "1"))
-
-
-def bound(seconds: float) -> float:
-    """A generous wait, scaled by ``SELFHEAL_TEST_WAIT_SCALE``."""
-    return seconds * WAIT_SCALE
+from selfheal_dagster_tests.support import (
+    GAME_DAY,
+    PROD_CID,
+    PROD_RUN_ID,
+    bigquery_double,
+    bigquery_warehouse,
+    load_phase2,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -156,17 +149,6 @@ def defs(env: Path) -> dg.Definitions:
     return load()
 
 
-def load_phase2(warehouse: DuckDBWarehouse, league: League, start: date, end: date) -> None:
-    """Fill Phase 2 straight from the league (no Dagster) to give Phase 4 its history."""
-    from selfheal_dagster.tables import in_phase
-
-    day = start
-    while day <= end:
-        for table in in_phase(2):
-            warehouse.replace_partition(table, day, league.feed(table.feed, day))
-        day += timedelta(days=1)
-
-
 @pytest.fixture(scope="session")
 def history_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A warehouse with Phase 2 for the 31 days before GAME_DAY through the day after it."""
@@ -186,24 +168,6 @@ def history(env: Path, history_file: Path) -> DuckDBWarehouse:
     target = env / "warehouse.duckdb"
     shutil.copy(history_file, target)
     return DuckDBWarehouse(target)
-
-
-def set_loaded_at(wh: DuckDBWarehouse, table, day: date, when) -> None:
-    """Pretend a partition was written at ``when`` (tests of deadlines and staleness)."""
-    import duckdb
-
-    con = duckdb.connect(wh.path)
-    try:
-        con.execute(
-            f"UPDATE {wh.ref(table)} SET _loaded_at = ? WHERE {table.partition_column} = ?",
-            [when.astimezone(UTC).replace(tzinfo=None), day],
-        )
-    finally:
-        con.close()
-
-
-def calendar(league: League):
-    return lambda day: len(league.games_on(day))
 
 
 @pytest.fixture(scope="session")
@@ -244,89 +208,11 @@ def zetasql():
     return ZetaSQL(ZETASQL_CACHE)
 
 
-BQ_PROJECT = "nba-props-prod"
-BQ_LOCATION = "EU"
-_ZETA_TYPES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
-
-
-def zeta_params(types: dict[str, str]) -> dict:
-    """Query parameter types as the double reads them off a job (``DATE``, ``INTEGER``,
-    ``ARRAY<DATE>``…), as ZetaSQL types."""
-    from selfheal_dagster_tests.zetasql_engine import array, scalar
-
-    def one(kind: str):
-        return scalar(_ZETA_TYPES.get(kind, kind))
-
-    return {
-        name: array(_ZETA_TYPES.get(k[6:-1], k[6:-1])) if k.startswith("ARRAY<") else one(k)
-        for name, k in types.items()
-    }
-
-
-class ZetaSQLAnalyser:
-    """The strict BigQuery double's analyser: each statement it receives, analysed by
-    ZetaSQL against the double's own catalog with the job's parameter types (a statement
-    already analysed with the same types is not analysed again). ``kinds``: the resolved
-    kinds of statement seen; ``count``: statements analysed."""
-
-    def __init__(self, zetasql) -> None:
-        self.zetasql = zetasql
-        self.kinds: set[str] = set()
-        self.count = 0
-        self._seen: set[tuple[str, tuple]] = set()
-        self._lock = threading.Lock()  # one WebAssembly instance: one call at a time
-
-    def __call__(self, sql, catalog, types) -> None:
-        with self._lock:
-            self._analyse(sql, catalog, types)
-
-    def _analyse(self, sql, catalog, types) -> None:
-        from selfheal_dagster_tests.zetasql_engine import Table
-
-        key = (sql, tuple(sorted(types.items())))
-        if key in self._seen:
-            return
-        tables = [
-            Table(name, tuple((c, _ZETA_TYPES.get(k, k)) for c, k in columns))
-            for name, columns in catalog
-        ]
-        found = self.zetasql.analyze_script(sql, tables, zeta_params(types))
-        self.kinds |= {kind for kind, _ in found}
-        self.count += len(found)
-        self._seen.add(key)
-
-
-def zetasql_analyser(zetasql) -> ZetaSQLAnalyser:
-    return ZetaSQLAnalyser(zetasql)
-
-
-@contextmanager
-def bigquery_double(key_dir: Path, zetasql, **options) -> Iterator:
-    """The strict BigQuery double on 127.0.0.1, with a service-account key whose token
-    endpoint it is, reached by the real client (``BIGQUERY_EMULATOR_HOST``); every statement
-    it receives is analysed by ZetaSQL."""
-    import json
-
-    from selfheal_dagster_tests.bigquery_double import BigQueryDouble, service_account_key
-
-    double = BigQueryDouble(BQ_PROJECT, BQ_LOCATION, analyser=zetasql_analyser(zetasql), **options)
-    with double.serve(), pytest.MonkeyPatch.context() as patch:
-        key = key_dir / "service-account.json"
-        key.write_text(json.dumps(service_account_key(double.url, BQ_PROJECT)))
-        patch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
-        patch.setenv("BIGQUERY_EMULATOR_HOST", double.url)
-        yield double
-
-
 @pytest.fixture
 def bigquery(tmp_path: Path, zetasql):
     """The strict BigQuery double for one test (see ``bigquery_double``)."""
     with bigquery_double(tmp_path, zetasql) as double:
         yield double
-
-
-PROD_RUN_ID = "5f0c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
-PROD_CID = "a1b2c3d4-0000-4000-8000-000000000000"
 
 
 @pytest.fixture(scope="session")
@@ -342,12 +228,3 @@ def prod_day(tmp_path_factory, zetasql):
         with bigquery_warehouse("asset", **job) as wh:
             prod_scenario.run(wh, League(DEFAULT_SEED))
         yield double
-
-
-def bigquery_warehouse(component: str = "cli", **job):
-    """The production warehouse against the double (labels from a job context)."""
-    from selfheal_dagster.core.job_context import JobContext
-    from selfheal_dagster.defs.resources import BigQueryWarehouseResource
-
-    resource = BigQueryWarehouseResource(project=BQ_PROJECT, location=BQ_LOCATION)
-    return resource.open(JobContext(component, **job))

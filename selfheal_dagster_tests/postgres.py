@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from selfheal_dagster_tests.conftest import bound
+from selfheal_dagster_tests.daemon import free_port
+from selfheal_dagster_tests.support import bound
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +79,6 @@ def postgres_server() -> Iterator[Postgres]:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    from selfheal_dagster_tests.daemon import free_port
 
     root = Path(tempfile.mkdtemp(prefix="selfheal-pg-"))
     data, sockets = root / "data", root / "sockets"

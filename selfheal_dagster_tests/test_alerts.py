@@ -19,9 +19,8 @@ from selfheal_dagster.core.history import HealingResult, HealRecord
 from selfheal_dagster.core.incidents import Incident
 from selfheal_dagster.defs.resources import AlertsResource
 from selfheal_dagster.tables import BY_NAME, execution_order, in_phase
-from selfheal_dagster_tests.conftest import GAME_DAY, load_phase2
 from selfheal_dagster_tests.slack import FakeSlack
-from selfheal_dagster_tests.test_heal_sensor import Loop
+from selfheal_dagster_tests.support import GAME_DAY, SweepingLoop, load_phase2
 
 TOKEN = "xoxb-0000-secret-token-do-not-log"
 CID = "a1b2c3d4-1111-2222-3333-444455556666"
@@ -126,7 +125,7 @@ def webhook(monkeypatch, httpserver):
 def loop_for(history, instance):
     from selfheal_dagster.definitions import defs as load
 
-    return Loop(load(), instance, history)
+    return SweepingLoop(load(), instance, history)
 
 
 def refresh_days(loop, league, count: int) -> list[date]:

@@ -7,7 +7,7 @@ from selfheal_dagster import runs
 from selfheal_dagster.adapters.league import League
 from selfheal_dagster.adapters.settings import DEFAULT_SEED
 from selfheal_dagster.tables import BY_NAME, TABLES, in_phase
-from selfheal_dagster_tests.conftest import GAME_DAY
+from selfheal_dagster_tests.support import GAME_DAY
 
 
 def materializations(instance, table, day):

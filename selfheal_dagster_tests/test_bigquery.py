@@ -28,7 +28,7 @@ from selfheal_dagster.defs.resources import verified
 from selfheal_dagster.tables import BY_NAME, LOADED_AT, TABLES, execution_order, in_phase
 from selfheal_dagster_tests import prod_scenario
 from selfheal_dagster_tests.bigquery_double import unpruned
-from selfheal_dagster_tests.conftest import (
+from selfheal_dagster_tests.support import (
     BQ_LOCATION,
     BQ_PROJECT,
     PROD_CID,

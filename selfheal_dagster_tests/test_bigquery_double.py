@@ -14,7 +14,7 @@ from google.api_core import exceptions
 from google.cloud import bigquery
 
 from selfheal_dagster_tests.bigquery_double import RULES
-from selfheal_dagster_tests.conftest import BQ_LOCATION, BQ_PROJECT, bound
+from selfheal_dagster_tests.support import BQ_LOCATION, BQ_PROJECT, bound
 
 DAY = date(2026, 1, 20)
 T = f"{BQ_PROJECT}.nba_raw.t"

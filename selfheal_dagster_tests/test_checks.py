@@ -15,7 +15,7 @@ from selfheal_dagster.core.checks import (
 )
 from selfheal_dagster.core.dates import eastern
 from selfheal_dagster.tables import BY_NAME, SCHEDULE, TABLES, execution_order, in_phase
-from selfheal_dagster_tests.conftest import ALL_STAR_SUNDAY, GAME_DAY, calendar, set_loaded_at
+from selfheal_dagster_tests.support import ALL_STAR_SUNDAY, GAME_DAY, calendar, set_loaded_at
 
 BOX = BY_NAME["bdl_player_boxscores"]
 ODDS = BY_NAME["odds_api_game_lines"]

@@ -9,27 +9,7 @@ import pytest
 
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.tables import TABLES, execution_order, in_phase
-from selfheal_dagster_tests.conftest import bound
-
-
-def selfheal(env_dir, *args, extra_env=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))}
-    env.update(
-        SELFHEAL_DUCKDB_PATH=str(env_dir / "warehouse.duckdb"),
-        DAGSTER_HOME=str(env_dir / "dagster_home"),
-        COLUMNS="200",
-    )
-    env.update(extra_env or {})
-    if "DAGSTER_HOME" not in (extra_env or {}):
-        (env_dir / "dagster_home").mkdir(exist_ok=True)
-    return subprocess.run(
-        [sys.executable, "-m", "selfheal_dagster.cli", *args],
-        cwd=env_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=bound(900),
-    )
+from selfheal_dagster_tests.support import bound, selfheal
 
 
 @pytest.mark.parametrize(
@@ -468,3 +448,21 @@ def test_a_dagster_home_in_use_without_dagster_yaml_is_one_line_of_our_own(tmp_p
     )
     assert "No dagster instance configuration" not in out.stderr
     assert not (home / "dagster.yaml").exists()  # left as it was
+
+
+def test_the_readmes_heal_by_hand_runs_as_written(tmp_path):
+    """The README's quick-start commands, read from the README and run in order on a fresh
+    warehouse: each exits as its comment says (``exit 1`` where it says so, else 0)."""
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("Try a heal by hand:", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.strip().splitlines() if line.strip()]
+    assert len(commands) >= 4 and all(c.startswith(".venv/bin/selfheal ") for c in commands)
+    for line in commands:
+        command, _, comment = line.partition("#")
+        out = selfheal(tmp_path, *shlex.split(command)[1:])
+        expected = 1 if "exit 1" in comment else 0
+        assert out.returncode == expected, (line, out.stdout[-2000:], out.stderr[-2000:])
+    assert selfheal(tmp_path, "check", "--date", "2026-01-20").returncode == 0  # healed

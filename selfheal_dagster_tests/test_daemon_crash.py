@@ -22,9 +22,9 @@ from selfheal_dagster.core.dates import today_et
 from selfheal_dagster.core.history import FINAL
 from selfheal_dagster.instance import orphans
 from selfheal_dagster.tables import BY_NAME
-from selfheal_dagster_tests.conftest import bound, load_phase2
 from selfheal_dagster_tests.daemon import dagster_dev_running, heal_runs, wait_for
 from selfheal_dagster_tests.postgres import production_home
+from selfheal_dagster_tests.support import bound, load_phase2
 
 BOX = BY_NAME["bdl_player_boxscores"]
 WINDOW = 40

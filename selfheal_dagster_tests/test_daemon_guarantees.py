@@ -38,8 +38,8 @@ from selfheal_dagster.defs.checks import check_key
 from selfheal_dagster.instance import check_records
 from selfheal_dagster.instance.heal_loop import run_days
 from selfheal_dagster.tables import BY_NAME, in_phase
-from selfheal_dagster_tests.conftest import bound, load_phase2
 from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, heal_runs, wait_for
+from selfheal_dagster_tests.support import bound, load_phase2
 
 BOX = BY_NAME["bdl_player_boxscores"]
 GAMEBOOK = BY_NAME["nbac_gamebook_player_stats"]

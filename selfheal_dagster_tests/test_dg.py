@@ -17,8 +17,8 @@ from selfheal_dagster import runs
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.core.checks import CHECKS
 from selfheal_dagster.tables import TABLES, in_phase
-from selfheal_dagster_tests.conftest import bound
 from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, graphql, wait_for
+from selfheal_dagster_tests.support import bound
 
 DG = Path(sys.executable).parent / "dg"
 

@@ -21,22 +21,12 @@ from selfheal_dagster.core.dates import date_range, eastern, now_utc
 from selfheal_dagster.core.history import Outcome
 from selfheal_dagster.core.incidents import how
 from selfheal_dagster.tables import BY_NAME, LOADED_AT, TABLES, execution_order, in_phase
-from selfheal_dagster_tests.conftest import GAME_DAY, calendar
+from selfheal_dagster_tests.support import GAME_DAY, calendar, fingerprint, selfheal_here
 
 BOX = BY_NAME["bdl_player_boxscores"]
 ODDS = BY_NAME["odds_api_game_lines"]
 FEATURES = BY_NAME["ml_feature_store_v2"]
 SEASON = 2025
-
-
-def fingerprint(wh, table, day) -> list[tuple]:
-    """A partition's rows, load time aside, in one order: equal means the exact rows."""
-    cols = ", ".join(table.column_names)
-    rows = wh.query(
-        f"SELECT {cols} FROM {wh.ref(table)} WHERE {table.partition_column} = $d ORDER BY ALL",
-        {"d": day},
-    )
-    return [tuple(r.values()) for r in rows]
 
 
 @pytest.fixture(scope="session")
@@ -190,7 +180,7 @@ def test_doubled_and_tripled_loads_are_healed_to_their_exact_rows(history, insta
 
 def test_the_key_is_counted_in_bigquery_too(tmp_path, zetasql):
     """The same stats statement through the strict double (pruned, analysed by ZetaSQL)."""
-    from selfheal_dagster_tests.conftest import bigquery_double, bigquery_warehouse
+    from selfheal_dagster_tests.support import bigquery_double, bigquery_warehouse
 
     league = League(DEFAULT_SEED)
     with bigquery_double(tmp_path, zetasql) as double, bigquery_warehouse() as wh:
@@ -204,15 +194,7 @@ def test_the_key_is_counted_in_bigquery_too(tmp_path, zetasql):
 
 
 def test_a_person_rehearses_a_doubled_load_and_check_names_it(history, capsys):
-    from selfheal_dagster import cli
-
-    def selfheal(*args: str) -> int:
-        try:
-            cli.main(list(args))
-        except SystemExit as exc:
-            return exc.code or 0
-        return 0
-
+    selfheal = selfheal_here
     day = GAME_DAY.isoformat()
     assert selfheal("gap", "--table", BOX.name, "--date", day, "--copies", "2") == 0
     assert "loaded 2 times over: 185 → 370 rows" in capsys.readouterr().out

@@ -10,31 +10,19 @@ import pytest
 
 from selfheal_dagster import runs
 from selfheal_dagster.core import heal_state, healing, names
-from selfheal_dagster.core.dates import eastern, now_utc
+from selfheal_dagster.core.dates import now_utc
 from selfheal_dagster.core.history import Outcome
 from selfheal_dagster.defs.heal import heal_tick
 from selfheal_dagster.instance.heal_loop import OUTCOME_TAG, REASON_TAG, verify
 from selfheal_dagster.tables import BY_NAME, execution_order, in_phase
-from selfheal_dagster_tests.conftest import GAME_DAY, load_phase2
+from selfheal_dagster_tests.support import GAME_DAY, SweepingLoop, load_phase2
 
 BOX = BY_NAME["bdl_player_boxscores"]
 CACHE = BY_NAME["player_daily_cache"]
-NOW = eastern(GAME_DAY + timedelta(days=2), 13)  # sweep "today"; Phase 2 window GAME_DAY±1
+NOW = SweepingLoop.NOW  # sweep "today"; Phase 2 window GAME_DAY±1
 
 
-class Loop(runs.LocalLoop):
-    """The in-process daemon loop, sweeping the Phase 2 window around GAME_DAY."""
-
-    def __init__(self, defs, instance, warehouse):
-        super().__init__(defs, instance)
-        self.warehouse = warehouse
-        self.start()
-
-    def sweep(self):
-        return super().sweep(now=NOW.isoformat(), phase4_days=0, reassert_minutes=0)
-
-    def run(self, request):
-        return self.execute(request)
+Loop = SweepingLoop
 
 
 @pytest.fixture

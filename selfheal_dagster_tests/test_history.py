@@ -9,8 +9,7 @@ import pytest
 from selfheal_dagster.core import heal_state, names
 from selfheal_dagster.core.history import Outcome, record_id
 from selfheal_dagster.tables import BY_NAME
-from selfheal_dagster_tests.conftest import GAME_DAY
-from selfheal_dagster_tests.test_heal_sensor import Loop
+from selfheal_dagster_tests.support import GAME_DAY, SweepingLoop
 
 BOX = BY_NAME["bdl_player_boxscores"]
 ODDS = BY_NAME["odds_api_game_lines"]
@@ -22,7 +21,7 @@ def slack_loop(history, instance, httpserver, monkeypatch):
     monkeypatch.setenv("SLACK_WEBHOOK_URL", httpserver.url_for("/services/T0/B0/secret"))
     from selfheal_dagster.definitions import defs as load
 
-    return Loop(load(), instance, history)
+    return SweepingLoop(load(), instance, history)
 
 
 def webhook_titles(httpserver):

@@ -140,3 +140,42 @@ def test_heal_records_are_written_and_resolved_only_by_apply_and_verify():
                     found.append((module, fn.name, name))
     outside = sorted({f for f in found if (f[0], f[1]) not in allowed})
     assert found and outside == [], outside
+
+
+TESTS = PACKAGE.parent / "selfheal_dagster_tests"
+
+
+def test_no_test_module_imports_another_and_the_support_files_have_no_circle():
+    """A test module imports only support files (fixtures come from conftest.py by name);
+    the support files import each other, deferred imports included, without a circle."""
+    graph: dict[str, set[str]] = {}
+    for path in TESTS.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            found |= {
+                n.split(".")[1]
+                for n in names
+                if n.startswith("selfheal_dagster_tests.")
+                and (TESTS / f"{n.split('.')[1]}.py").exists()
+            }
+        graph[path.stem] = found - {path.stem}
+    importing_tests = sorted(
+        (m, t) for m, found in graph.items() for t in found if t.startswith("test_")
+    )
+    assert importing_tests == []
+    support = {m: found for m, found in graph.items() if not m.startswith("test_")}
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for nxt in support.get(start, ()):
+            if nxt == target or (nxt not in seen and reaches(nxt, target, seen | {nxt})):
+                return True
+        return False
+
+    assert [m for m in support if reaches(m, m, set())] == []

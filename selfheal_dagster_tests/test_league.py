@@ -11,7 +11,7 @@ from selfheal_dagster.adapters.league import (
     season_games,
 )
 from selfheal_dagster.core.calendar import all_star_sunday, game_days, opening_night, season_end
-from selfheal_dagster_tests.conftest import ALL_STAR_SUNDAY, GAME_DAY
+from selfheal_dagster_tests.support import ALL_STAR_SUNDAY, GAME_DAY
 
 FEEDS = [
     "nbac_schedule",

@@ -9,13 +9,14 @@ from datetime import timedelta
 
 import dagster as dg
 
-from selfheal_dagster import cli, report, runs
+from selfheal_dagster import report, runs
 from selfheal_dagster.core import heal_state, names
 from selfheal_dagster.core.dates import eastern, partition_tags
 from selfheal_dagster.core.history import Outcome
 from selfheal_dagster.core.incidents import Incident
 from selfheal_dagster.tables import BY_NAME, execution_order, in_phase
-from selfheal_dagster_tests.conftest import GAME_DAY
+from selfheal_dagster_tests.support import GAME_DAY, fingerprint
+from selfheal_dagster_tests.support import selfheal_here as selfheal
 
 D = GAME_DAY
 ODDS = BY_NAME["odds_api_game_lines"]
@@ -23,16 +24,6 @@ BOX = BY_NAME["bdl_player_boxscores"]
 CACHE = BY_NAME["player_daily_cache"]
 # The odds and the five Phase 4 tables of one date: one run, in dependency order.
 IN_ORDER = [t.key for t in execution_order([ODDS, *in_phase(4)])]
-
-
-def fingerprint(wh, table, day) -> list[tuple]:
-    """A partition's rows, load time aside, in one order: equal means the exact rows."""
-    cols = ", ".join(c for c in table.column_names if c != "_loaded_at")
-    rows = wh.query(
-        f"SELECT {cols} FROM {wh.ref(table)} WHERE {table.partition_column} = $d ORDER BY ALL",
-        {"d": day},
-    )
-    return [tuple(r.values()) for r in rows]
 
 
 def break_odds_and_phase4(history, instance, defs) -> dict[str, list[tuple]]:
@@ -91,15 +82,6 @@ def test_odds_and_the_five_phase4_tables_found_in_one_tick_are_one_incident(
     assert incident.closed and incident.status(3)[1] == "healed", incident.status(3)
     for table in [ODDS, *in_phase(4)]:
         assert fingerprint(history, table, D) == truth[table.name], table.name
-
-
-def selfheal(*args: str) -> int:
-    """The CLI in this process: its exit code."""
-    try:
-        cli.main(list(args))
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
 
 
 def test_the_same_through_selfheal_heal(history, instance, defs, capsys):

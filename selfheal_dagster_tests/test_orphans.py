@@ -13,7 +13,7 @@ import pytest
 
 from selfheal_dagster.defs.reaper import run_reaper
 from selfheal_dagster.instance import orphans
-from selfheal_dagster_tests.conftest import bound
+from selfheal_dagster_tests.support import bound
 
 WORKER = """
 import sys, time
@@ -139,7 +139,7 @@ engine.DuckDBWarehouse(sys.argv[1]).replace_partitions(
 
 def test_a_writer_killed_mid_range_write_leaves_every_partition_as_it_was(history, tmp_path):
     from selfheal_dagster.tables import BY_NAME
-    from selfheal_dagster_tests.conftest import GAME_DAY
+    from selfheal_dagster_tests.support import GAME_DAY
 
     box = BY_NAME["bdl_player_boxscores"]
     days = [GAME_DAY - timedelta(days=k) for k in (2, 1, 0)]

@@ -14,7 +14,7 @@ from selfheal_dagster.tables import (
     execution_order,
     in_phase,
 )
-from selfheal_dagster_tests.conftest import ALL_STAR_SUNDAY, GAME_DAY
+from selfheal_dagster_tests.support import ALL_STAR_SUNDAY, GAME_DAY
 
 PHASE4 = execution_order(in_phase(4))
 

@@ -13,10 +13,9 @@ from selfheal_dagster.core import names
 from selfheal_dagster.core.history import Outcome
 from selfheal_dagster.instance.heal_loop import verify
 from selfheal_dagster.tables import BY_NAME
-from selfheal_dagster_tests.conftest import GAME_DAY, bound
 from selfheal_dagster_tests.daemon import dagster_dev_running, wait_for
 from selfheal_dagster_tests.postgres import production_home
-from selfheal_dagster_tests.test_heal_sensor import Loop
+from selfheal_dagster_tests.support import GAME_DAY, SweepingLoop, bound
 
 BOX = BY_NAME["bdl_player_boxscores"]
 
@@ -39,7 +38,7 @@ def test_the_shipped_instance_runs_on_postgres_with_its_coordinator_and_monitori
 
 
 def test_a_heal_is_planned_run_verified_and_recorded_on_postgres(history, pg_instance, defs):
-    loop = Loop(defs, pg_instance, history)
+    loop = SweepingLoop(defs, pg_instance, history)
     loop.warehouse.punch_gap(BOX, GAME_DAY)
     loop.sweep()
     [request] = loop.tick().run_requests

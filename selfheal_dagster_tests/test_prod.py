@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from selfheal_dagster.adapters.settings import Settings, SettingsError
-from selfheal_dagster_tests.conftest import bound
+from selfheal_dagster_tests.support import bound
 
 ROOT = Path(__file__).resolve().parents[1]
 PROD = {

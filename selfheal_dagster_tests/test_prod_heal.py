@@ -21,8 +21,8 @@ from selfheal_dagster.adapters.settings import DEFAULT_SEED
 from selfheal_dagster.core import history
 from selfheal_dagster.core.dates import today_et
 from selfheal_dagster.tables import BY_NAME, in_phase
-from selfheal_dagster_tests.conftest import BQ_LOCATION, BQ_PROJECT, bigquery_warehouse, bound
 from selfheal_dagster_tests.daemon import dagster_dev_running, graphql, launch_run, wait_for
+from selfheal_dagster_tests.support import BQ_LOCATION, BQ_PROJECT, bigquery_warehouse, bound
 
 BOX = BY_NAME["bdl_player_boxscores"]
 CACHE = BY_NAME["player_daily_cache"]

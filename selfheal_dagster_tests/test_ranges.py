@@ -22,7 +22,7 @@ from selfheal_dagster.core.checks import CHECKS
 from selfheal_dagster.core.dates import date_range
 from selfheal_dagster.instance import check_records
 from selfheal_dagster.tables import BY_NAME, LOADED_AT, TABLES, execution_order, in_phase
-from selfheal_dagster_tests.conftest import GAME_DAY, bound, load_phase2
+from selfheal_dagster_tests.support import GAME_DAY, bound, load_phase2
 
 OPENING = season_start()  # 2024-10-22: the first partition, no history to look back on
 THANKSGIVING = date(2024, 11, 28)  # no games

@@ -12,7 +12,7 @@ from selfheal_dagster.adapters.services import ServiceClient, ServiceError
 from selfheal_dagster.core.job_context import JobContext
 from selfheal_dagster.defs.resources import Phase4Resource, ScraperServiceResource, ServiceConfig
 from selfheal_dagster.tables import BY_NAME
-from selfheal_dagster_tests.conftest import GAME_DAY, bound
+from selfheal_dagster_tests.support import GAME_DAY, bound
 
 BOX = BY_NAME["bdl_player_boxscores"]
 TOKEN = "eyJ-google-id-token-never-logged"

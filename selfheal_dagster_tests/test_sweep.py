@@ -10,7 +10,7 @@ from selfheal_dagster.core.dates import eastern
 from selfheal_dagster.defs.checks import check_key
 from selfheal_dagster.instance import check_records
 from selfheal_dagster.tables import BY_NAME, TABLES
-from selfheal_dagster_tests.conftest import GAME_DAY
+from selfheal_dagster_tests.support import GAME_DAY
 
 BOX = BY_NAME["bdl_player_boxscores"]
 BOOK = BY_NAME["nbac_gamebook_player_stats"]

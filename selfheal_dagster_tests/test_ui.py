@@ -16,9 +16,8 @@ from selfheal_dagster.core import names
 from selfheal_dagster.core.checks import CHECKS
 from selfheal_dagster.instance.heal_loop import OUTCOME_TAG
 from selfheal_dagster.tables import BY_NAME, TABLES
-from selfheal_dagster_tests.conftest import bound
 from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, graphql, wait_for
-from selfheal_dagster_tests.test_cli import selfheal
+from selfheal_dagster_tests.support import bound, selfheal
 
 ARTIFACTS = ROOT / "artifacts" / "ui"
 LOCATION = {"repositoryLocationName": "selfheal_dagster", "repositoryName": "__repository__"}

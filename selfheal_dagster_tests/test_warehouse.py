@@ -5,7 +5,7 @@ import pytest
 from selfheal_dagster.adapters.warehouse import WarehouseError
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.tables import BY_NAME, TABLES
-from selfheal_dagster_tests.conftest import GAME_DAY
+from selfheal_dagster_tests.support import GAME_DAY
 
 BOX = BY_NAME["bdl_player_boxscores"]
 

@@ -37,10 +37,10 @@ from selfheal_dagster.core import history
 from selfheal_dagster.core.calendar import opening_night
 from selfheal_dagster.tables import BY_NAME, LOADED_AT, TABLES, execution_order, in_phase
 from selfheal_dagster_tests import prod_scenario
-from selfheal_dagster_tests.conftest import (
+from selfheal_dagster_tests.support import (
     BQ_PROJECT as PROJECT,
 )
-from selfheal_dagster_tests.conftest import (
+from selfheal_dagster_tests.support import (
     zeta_params,
 )
 
