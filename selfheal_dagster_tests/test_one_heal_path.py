@@ -39,6 +39,20 @@ def break_odds_and_phase4(history, instance, defs) -> dict[str, list[tuple]]:
     return truth
 
 
+def swept_loop(defs, instance) -> tuple[runs.LocalLoop, dict]:
+    """The in-process heal loop, started, and what the sweep of D (as of the next day,
+    13:00 US/Eastern) recorded."""
+    loop = runs.LocalLoop(defs, instance)
+    loop.start()
+    swept = loop.sweep(
+        start=D.isoformat(),
+        end=D.isoformat(),
+        now=eastern(D + timedelta(days=1), 13).isoformat(),
+        reassert_minutes=0,
+    )
+    return loop, swept
+
+
 def one_incident(history) -> Incident:
     """The one incident the history holds for D (every record of D shares its ID)."""
     records = history.history(day=D)
@@ -59,14 +73,7 @@ def test_odds_and_the_five_phase4_tables_found_in_one_tick_are_one_incident(
     history, instance, defs
 ):
     truth = break_odds_and_phase4(history, instance, defs)
-    loop = runs.LocalLoop(defs, instance)
-    loop.start()
-    swept = loop.sweep(
-        start=D.isoformat(),
-        end=D.isoformat(),
-        now=eastern(D + timedelta(days=1), 13).isoformat(),
-        reassert_minutes=0,
-    )
+    loop, swept = swept_loop(defs, instance)
     assert swept["failing_count"] >= 6, swept["failing"]
     first = loop.tick()  # one tick finds all six
     state = heal_state.State.from_json(loop.cursor)
@@ -177,14 +184,7 @@ def test_a_person_heal_of_a_target_given_up_on_answers_its_page(
 
     monkeypatch.setenv("SELFHEAL_LEAGUE_OUTAGES", f"{BOX.name}@{D}")
     history.punch_gap(BOX, D)
-    loop = runs.LocalLoop(load(), instance)
-    loop.start()
-    loop.sweep(
-        start=D.isoformat(),
-        end=D.isoformat(),
-        now=eastern(D + timedelta(days=1), 13).isoformat(),
-        reassert_minutes=0,
-    )
+    loop, _ = swept_loop(load(), instance)
     policy = heal_state.Policy(max_attempts=1, backoff_seconds=0)
     for _ in range(3):
         result = heal_tick(loop.context(), history, policy)
@@ -244,14 +244,7 @@ def test_gather_reads_through_the_reader_protocol_and_nothing_else(history, inst
     from selfheal_dagster.instance import heal_loop
 
     history.punch_gap(BOX, D)
-    loop = runs.LocalLoop(defs, instance)
-    loop.start()
-    loop.sweep(
-        start=D.isoformat(),
-        end=D.isoformat(),
-        now=eastern(D + timedelta(days=1), 13).isoformat(),
-        reassert_minutes=0,
-    )
+    loop, _ = swept_loop(defs, instance)
     reader = OnlyReads(history)
     state = heal_state.State.from_json(loop.cursor)
     now = eastern(D + timedelta(days=1), 14)
