@@ -45,6 +45,7 @@ LAYERS = {
         "test_phase4_sql",
         "test_warehouse",
         "test_private_api",
+        "test_deploy",
     ),
     "assets": (
         "test_assets",
