@@ -25,8 +25,9 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The whole suite on 4 workers (2 cores: the daemon tests mostly wait), the long ones first.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 4 --dist loadfile
 
 # After every change: the pure core, registry, checks, planner, SQL and assets on DuckDB
 # (no server, browser or daemon); `make test` before you push.

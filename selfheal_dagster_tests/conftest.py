@@ -19,10 +19,13 @@ from selfheal_dagster_tests.support import (
     GAME_DAY,
     PROD_CID,
     PROD_RUN_ID,
+    ROOT,
     bigquery_double,
     bigquery_warehouse,
     load_phase2,
 )
+
+TESTS = Path(__file__).resolve().parent
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,68 +34,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-# The suite's four layers (the style guide's), by module: ``pytest -m unit`` and friends.
-# ``fast`` is what ``make test-fast`` runs after every change: the pure core, the registry,
-# checks, planner, SQL and the assets against DuckDB, with no server, browser or daemon.
-LAYERS = {
-    "unit": (
-        "test_healing",
-        "test_planner",
-        "test_tables",
-        "test_layers",
-        "test_league",
-        "test_checks",
-        "test_phase4_sql",
-        "test_warehouse",
-        "test_private_api",
-        "test_deploy",
-    ),
-    "assets": (
-        "test_assets",
-        "test_ranges",
-        "test_bigquery",
-        "test_bigquery_double",
-        "test_zetasql",
-        "test_services",
-        "test_prod",
-        "test_graph_snapshot",
-        "test_definitions",
-        "test_isolation",
-    ),
-    "sensors": (
-        "test_heal_sensor",
-        "test_alerts",
-        "test_history",
-        "test_one_heal_path",
-        "test_doubled_loads",
-        "test_sweep",
-        "test_orphans",
-    ),
-    "e2e": (
-        "test_cli",
-        "test_doctor",
-        "test_dg",
-        "test_ui",
-        "test_postgres",
-        "test_daemon_guarantees",
-        "test_daemon_crash",
-        "test_prod_heal",
-    ),
-}
-FAST = (*LAYERS["unit"], "test_assets")
-LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
+# The suite's four layers (the style guide's) are its folders: unit/, assets/, sensors/, e2e/,
+# each also a marker (``pytest -m unit`` and friends). ``fast`` is what ``make test-fast`` runs
+# after every change: the pure core, the registry, checks, planner, SQL and the assets against
+# DuckDB, with no server, browser or daemon.
+LAYERS = ("unit", "assets", "sensors", "e2e")
+FAST = {"unit": None, "assets": {"test_assets"}}  # None: the whole layer
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test with its layer (and ``fast``); a module in no layer is an error, so a
-    new test module says where it belongs."""
+    """Mark each test with its layer, the folder it is in (and ``fast``); a test outside the
+    layers is an error, so a new test module says where it belongs by where it is."""
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if module not in LAYER_OF:
-            raise pytest.UsageError(f"{module}: add it to a layer in conftest.LAYERS")
-        item.add_marker(getattr(pytest.mark, LAYER_OF[module]))
-        if module in FAST:
+        path = Path(str(item.path)).resolve()
+        layer = path.parent.name
+        if path.parent.parent != TESTS or layer not in LAYERS:
+            raise pytest.UsageError(f"{path.name}: move it into a layer folder {LAYERS}")
+        item.add_marker(getattr(pytest.mark, layer))
+        if layer in FAST and (FAST[layer] is None or path.stem in FAST[layer]):
             item.add_marker(pytest.mark.fast)
+    # The long tests first, then the layers from the slowest: under parallel workers
+    # (``make test``) each long test starts at once on a worker of its own, and the quick
+    # ones fill in around them.
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("long") is None,
+            -LAYERS.index(Path(str(item.path)).parent.name),
+        )
+    )
     if config.getoption("--reverse"):
         items.reverse()
 
@@ -192,7 +161,7 @@ def pg_instance(env, postgres, tmp_path, monkeypatch):
         yield inst
 
 
-ZETASQL_CACHE = Path(__file__).resolve().parents[1] / ".selfheal" / "zetasql"
+ZETASQL_CACHE = ROOT / ".selfheal" / "zetasql"
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from selfheal_dagster.core import names
-from selfheal_dagster_tests.support import bound
-
-ROOT = Path(__file__).resolve().parents[1]
+from selfheal_dagster_tests.support import ROOT, bound
 
 
 def free_port() -> int:

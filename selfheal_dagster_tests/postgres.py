@@ -22,9 +22,7 @@ from pathlib import Path
 import pytest
 
 from selfheal_dagster_tests.daemon import free_port
-from selfheal_dagster_tests.support import bound
-
-ROOT = Path(__file__).resolve().parents[1]
+from selfheal_dagster_tests.support import ROOT, bound
 
 
 def binaries() -> Path | None:
@@ -122,9 +120,19 @@ def postgres_server() -> Iterator[Postgres]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def production_home(tmp_path: Path, server: Postgres) -> tuple[Path, dict[str, str]]:
-    """A DAGSTER_HOME holding deploy/dagster.yaml as shipped, and the env it reads."""
+def production_home(
+    tmp_path: Path, server: Postgres, run_monitoring: dict | None = None
+) -> tuple[Path, dict[str, str]]:
+    """A DAGSTER_HOME holding deploy/dagster.yaml as shipped, and the env it reads;
+    ``run_monitoring``: values that replace the shipped ones (a test that owns the waits)."""
     home = tmp_path / "production_dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    if run_monitoring:
+        import yaml
+
+        config = yaml.safe_load((home / "dagster.yaml").read_text())
+        assert set(run_monitoring) <= set(config["run_monitoring"]), run_monitoring
+        config["run_monitoring"].update(run_monitoring)
+        (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     return home, {"DAGSTER_HOME": str(home), **server.env(server.create_db())}

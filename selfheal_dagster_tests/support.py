@@ -31,6 +31,10 @@ ALL_STAR_SUNDAY = date(2026, 2, 15)
 # SELFHEAL_TEST_WAIT_SCALE multiplies them all for a machine slower still.
 WAIT_SCALE = float(os.environ.get("SELFHEAL_TEST_WAIT_SCALE", "1"))
 
+# The repository's root: the project's files (README, deploy/, workspace.yaml) and cwd of
+# the commands the tests run.
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def bound(seconds: float) -> float:
     """A generous wait, scaled by ``SELFHEAL_TEST_WAIT_SCALE``."""

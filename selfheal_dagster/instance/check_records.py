@@ -5,8 +5,9 @@ Private Dagster API, on purpose: Dagster 1.13 exposes per-partition check histor
 ``get_latest_asset_check_execution_by_key``), and the types those take and return (the
 partition filter, the execution record and its status, a check result's target
 materialisation) only under ``dagster._core``; no public API serves them. Every private
-name the check records need is imported here, and ``selfheal_dagster_tests/test_private_api.py``
-fails loudly on a Dagster upgrade that moves or changes one of them.
+name the check records need is imported here, and
+``selfheal_dagster_tests/unit/test_private_api.py`` fails loudly on a Dagster upgrade that
+moves or changes one of them.
 """
 
 from __future__ import annotations

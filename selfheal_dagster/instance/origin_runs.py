@@ -5,7 +5,7 @@ location origin and execute it in the current process. ``execute_in_process`` (p
 runs with no origin, so the UI's job, timeline and sensor views omit them; the run launcher
 (public) starts a new process per run, which costs an import of the code location (seconds) and
 hides each step's end from the CLI. Every private name this needs is imported here, and
-``selfheal_dagster_tests/test_private_api.py`` fails loudly on a Dagster upgrade that moves or
+``selfheal_dagster_tests/unit/test_private_api.py`` fails loudly on a Dagster upgrade that moves or
 changes one of them.
 """
 

@@ -46,8 +46,8 @@ from packaging.specifiers import SpecifierSet
 
 from selfheal_dagster.adapters.settings import Settings, SettingsError
 from selfheal_dagster_tests import helm_chart
+from selfheal_dagster_tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 VALUES = ROOT / "deploy" / "helm" / "values.yaml"

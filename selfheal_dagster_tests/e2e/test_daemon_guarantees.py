@@ -88,7 +88,7 @@ def faults(tmp_path, monkeypatch, hanging_slack):
         "SELFHEAL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "SELFHEAL_LEAGUE_OUTAGES": f"bdl_player_boxscores@{outage}",
         "SELFHEAL_LEAGUE_SHORT": f"nbac_gamebook_player_stats@{short}:0.5",
-        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "5",
+        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "15",  # every sweep is a run: a process
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "1",
         "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",
@@ -115,6 +115,7 @@ def faults(tmp_path, monkeypatch, hanging_slack):
     return env, instance, warehouse, today, outage, gap, short, features_rows
 
 
+@pytest.mark.long
 def test_the_daemon_keeps_the_heal_promises(faults, tmp_path):
     env, instance, warehouse, today, outage, gap, short, features_rows = faults
     with dagster_dev_running(env, tmp_path / "dagster_dev.log"):

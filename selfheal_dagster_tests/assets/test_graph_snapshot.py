@@ -2,7 +2,7 @@
 partition mappings, checks and their blocking flag, kinds, owners, tags, partitions and
 backfill policies. A change to any of them shows in review as a change to
 ``snapshots/asset_graph.json``; regenerate it with ``SELFHEAL_UPDATE_SNAPSHOT=1 pytest
-selfheal_dagster_tests/test_graph_snapshot.py`` and read the diff."""
+selfheal_dagster_tests/assets/test_graph_snapshot.py`` and read the diff."""
 
 import json
 import os

@@ -11,7 +11,7 @@ other, directly or around a circle.
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "selfheal_dagster"
+PACKAGE = Path(__file__).resolve().parents[2] / "selfheal_dagster"
 LAYERS = {"tables": 0, "core": 1, "adapters": 2, "instance": 3, "defs": 4}
 APPLICATION = 5
 
@@ -146,10 +146,18 @@ TESTS = PACKAGE.parent / "selfheal_dagster_tests"
 
 
 def test_no_test_module_imports_another_and_the_support_files_have_no_circle():
-    """A test module imports only support files (fixtures come from conftest.py by name);
-    the support files import each other, deferred imports included, without a circle."""
+    """A test module (in a layer folder) imports only support files (fixtures come from
+    conftest.py by name); the support files import each other, deferred imports included,
+    without a circle."""
+    modules = {
+        ".".join(path.relative_to(TESTS).with_suffix("").parts): path
+        for path in TESTS.rglob("*.py")
+        if path.stem != "__init__"
+    }
+    assert {m.split(".")[0] for m in modules if "." in m} == {"unit", "assets", "sensors", "e2e"}
+    assert not [m for m in modules if m.startswith("test_")]  # every test is in a layer
     graph: dict[str, set[str]] = {}
-    for path in TESTS.glob("*.py"):
+    for module, path in modules.items():
         tree = ast.parse(path.read_text())
         found = set()
         for node in ast.walk(tree):
@@ -159,18 +167,14 @@ def test_no_test_module_imports_another_and_the_support_files_have_no_circle():
                 names = [a.name for a in node.names]
             else:
                 continue
-            found |= {
-                n.split(".")[1]
-                for n in names
-                if n.startswith("selfheal_dagster_tests.")
-                and (TESTS / f"{n.split('.')[1]}.py").exists()
-            }
-        graph[path.stem] = found - {path.stem}
-    importing_tests = sorted(
-        (m, t) for m, found in graph.items() for t in found if t.startswith("test_")
-    )
+            prefix = "selfheal_dagster_tests."
+            found |= {n[len(prefix) :] for n in names if n.startswith(prefix)} & set(modules)
+        graph[module] = found - {module}
+    is_test = {m for m in modules if m.rsplit(".", 1)[-1].startswith("test_")}
+    importing_tests = sorted((m, t) for m, found in graph.items() for t in found if t in is_test)
     assert importing_tests == []
-    support = {m: found for m, found in graph.items() if not m.startswith("test_")}
+    support = {m: found for m, found in graph.items() if m not in is_test}
+    assert {"support", "daemon", "postgres", "bigquery_double"} <= set(support)
 
     def reaches(start: str, target: str, seen: set[str]) -> bool:
         for nxt in support.get(start, ()):

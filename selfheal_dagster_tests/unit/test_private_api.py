@@ -4,13 +4,12 @@ fails here by name, before any heal does."""
 
 import inspect
 import re
-from pathlib import Path
 
 import dagster as dg
 
 from selfheal_dagster.instance import check_records, origin_runs
+from selfheal_dagster_tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PRIVATE_MODULES = {
     "selfheal_dagster/instance/check_records.py",
     "selfheal_dagster/instance/origin_runs.py",

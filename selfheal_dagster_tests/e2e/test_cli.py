@@ -9,7 +9,7 @@ import pytest
 
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.tables import TABLES, execution_order, in_phase
-from selfheal_dagster_tests.support import bound, selfheal
+from selfheal_dagster_tests.support import ROOT, bound, selfheal
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,6 @@ def test_a_bad_setting_is_one_line_exit_2_and_nothing_written(
 
 
 def test_definitions_validate_says_the_bad_setting_before_any_stack_trace(tmp_path):
-    from selfheal_dagster_tests.daemon import ROOT
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))}
     env.update(SELFHEAL_SWEEP_PHASE2_DAYS="-1", DAGSTER_HOME=str(tmp_path))
@@ -454,9 +453,8 @@ def test_the_readmes_heal_by_hand_runs_as_written(tmp_path):
     """The README's quick-start commands, read from the README and run in order on a fresh
     warehouse: each exits as its comment says (``exit 1`` where it says so, else 0)."""
     import shlex
-    from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     block = readme.split("Try a heal by hand:", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     commands = [line for line in block.strip().splitlines() if line.strip()]
     assert len(commands) >= 4 and all(c.startswith(".venv/bin/selfheal ") for c in commands)

@@ -4,14 +4,12 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from selfheal_dagster.adapters.settings import Settings, SettingsError
-from selfheal_dagster_tests.support import bound
+from selfheal_dagster_tests.support import ROOT, bound
 
-ROOT = Path(__file__).resolve().parents[1]
 PROD = {
     "SELFHEAL_ENV": "prod",
     "SELFHEAL_BQ_PROJECT": "nba-props-prod",

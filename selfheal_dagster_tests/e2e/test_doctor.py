@@ -17,9 +17,7 @@ from selfheal_dagster.adapters.league import League
 from selfheal_dagster.adapters.settings import DEFAULT_SEED
 from selfheal_dagster.tables import TABLES
 from selfheal_dagster_tests import prod_scenario
-from selfheal_dagster_tests.support import BQ_LOCATION, BQ_PROJECT, bigquery_warehouse, bound
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from selfheal_dagster_tests.support import BQ_LOCATION, BQ_PROJECT, ROOT, bigquery_warehouse, bound
 
 
 @pytest.fixture
