@@ -51,6 +51,20 @@ DEFAULT_DAGSTER_HOME = ".selfheal/dagster_home"
 # (the alerts sensor waiting on Slack) never delays the heal sensor.
 LOCAL_INSTANCE = """telemetry:
   enabled: false
+# The run queue of every deployment (deploy/dagster.yaml, deploy/helm/values.yaml): at most 8
+# runs at once, one heal per target date, one sweep at a time.
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 8
+    tag_concurrency_limits:
+      - key: "selfheal/target_date"
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+      - key: "selfheal/sweep"
+        limit: 1
 sensors:
   use_threads: true
   num_workers: 4

@@ -44,7 +44,9 @@ from dagster_postgres import (
 )
 from packaging.specifiers import SpecifierSet
 
+from selfheal_dagster import runs
 from selfheal_dagster.adapters.settings import Settings, SettingsError
+from selfheal_dagster.core import names
 from selfheal_dagster_tests import helm_chart
 from selfheal_dagster_tests.support import ROOT
 
@@ -611,3 +613,33 @@ def test_an_env_secret_with_a_misspelt_variable_is_caught():
     filled = {k: FILLED.get(k, "filled") if v == PLACEHOLDER else v for k, v in env.items()}
     with pytest.raises(SettingsError, match="SELFHEAL_BQ_PROJECT is not set"):
         Settings.from_env(filled)
+
+
+def run_queue(config: dict[str, Any]) -> dict[str, Any]:
+    found = effective(config)
+    return {k: found[k] for k in ("max_concurrent_runs", "tag_concurrency_limits")}
+
+
+def test_every_deployment_flavour_has_the_same_run_queue_limits():
+    """One heal per target date and one sweep at a time, at most 8 runs: the laptop's
+    instance (what ``dagster dev`` and ``make dev`` get), deploy/dagster.yaml and the
+    instance the Helm chart renders, each read back from Dagster itself."""
+    flavours = {
+        "local": yaml.safe_load(runs.LOCAL_INSTANCE),
+        "deploy/dagster.yaml": yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text()),
+        "helm": helm_chart.instance_config(load_values()),
+    }
+    queues = {name: run_queue(config) for name, config in flavours.items()}
+    assert queues["local"] == queues["deploy/dagster.yaml"] == queues["helm"], queues
+    limits = {
+        (limit["key"], str(limit.get("value"))): limit["limit"]
+        for limit in queues["local"]["tag_concurrency_limits"]
+    }
+    assert limits == {
+        (names.TARGET_DATE, "{'applyLimitPerUniqueValue': True}"): 1,
+        (names.SWEEP_TAG, "None"): 1,
+    }
+    # And a flavour that drops one is told apart.
+    local = yaml.safe_load(runs.LOCAL_INSTANCE)
+    local["run_coordinator"]["config"]["tag_concurrency_limits"].pop(0)
+    assert run_queue(local) != queues["helm"]
