@@ -25,9 +25,10 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The whole suite on 4 workers (2 cores: the daemon tests mostly wait), the long ones first.
+# The whole suite on 6 workers (2 cores: the daemon tests mostly wait), a file per worker at a
+# time; each long test starts at once on a worker of its own (see conftest.py).
 test: lint
-	$(BIN)/python -m pytest -n 4 --dist loadfile
+	$(BIN)/python -m pytest -n 6 --dist loadfile --no-loadscope-reorder
 
 # After every change: the pure core, registry, checks, planner, SQL and assets on DuckDB
 # (no server, browser or daemon); `make test` before you push.

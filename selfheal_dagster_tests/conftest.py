@@ -39,6 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # after every change: the pure core, the registry, checks, planner, SQL and the assets against
 # DuckDB, with no server, browser or daemon.
 LAYERS = ("unit", "assets", "sensors", "e2e")
+ORDER = ("unit", "e2e", "sensors", "assets")  # the order they run in (make test)
 FAST = {"unit": None, "assets": {"test_assets"}}  # None: the whole layer
 
 
@@ -53,15 +54,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(getattr(pytest.mark, layer))
         if layer in FAST and (FAST[layer] is None or path.stem in FAST[layer]):
             item.add_marker(pytest.mark.fast)
-    # The long tests first, then the layers from the slowest: under parallel workers
-    # (``make test``) each long test starts at once on a worker of its own, and the quick
-    # ones fill in around them.
-    items.sort(
-        key=lambda item: (
-            item.get_closest_marker("long") is None,
-            -LAYERS.index(Path(str(item.path)).parent.name),
-        )
-    )
+
+    # The order make test's workers take the files in (pytest-xdist, a file per worker at a
+    # time, in this order): the files of the long tests first, each on a worker of its own;
+    # then the unit layer, which is what each of those workers is handed next and finishes at
+    # once; then the slowest layers, so the quick tests fill in at the end.
+    def order(item: pytest.Item) -> tuple[bool, int]:
+        layer = Path(str(item.path)).parent.name
+        return (item.get_closest_marker("long") is None, ORDER.index(layer))
+
+    items.sort(key=order)
     if config.getoption("--reverse"):
         items.reverse()
 
