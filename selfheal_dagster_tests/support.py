@@ -41,6 +41,19 @@ def bound(seconds: float) -> float:
     return seconds * WAIT_SCALE
 
 
+def game_days_ago(league: League, today: date, first: int, last: int) -> list[date]:
+    """The game days ``first`` to ``last`` - 1 days before ``today``, newest first; skips the
+    test when there is none (a daemon test needs an old date that nothing recent reads)."""
+    found = [
+        today - timedelta(days=i)
+        for i in range(first, last)
+        if league.games_on(today - timedelta(days=i))
+    ]
+    if not found:
+        pytest.skip(f"no game day {first}-{last - 1} days before {today} in the simulated league")
+    return found
+
+
 def load_phase2(warehouse: DuckDBWarehouse, league: League, start: date, end: date) -> None:
     """Fill Phase 2 straight from the league (no Dagster) to give Phase 4 its history."""
     from selfheal_dagster.tables import in_phase

@@ -24,7 +24,7 @@ from selfheal_dagster.instance import orphans
 from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.daemon import dagster_dev_running, heal_runs, wait_for
 from selfheal_dagster_tests.postgres import production_home
-from selfheal_dagster_tests.support import bound, load_phase2
+from selfheal_dagster_tests.support import bound, game_days_ago, load_phase2
 
 BOX = BY_NAME["bdl_player_boxscores"]
 WINDOW = 40
@@ -54,13 +54,7 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
 ):
     today = today_et()
     league = League(DEFAULT_SEED)
-    old = [
-        today - timedelta(days=i)
-        for i in range(31, WINDOW)
-        if league.games_on(today - timedelta(days=i))
-    ]
-    if not old:
-        pytest.skip("no game day 31-40 days ago in the simulated league")
+    old = game_days_ago(league, today, 31, WINDOW)
     day = old[0]  # outside the lookback of every Phase 4 partition the sweep watches
     # The shipped instance, but run monitoring's start timeout (300 s, polled every 60 s)
     # cut to 60 s polled every 10 s: this test waits on it (a sweep run caught STARTING by

@@ -39,7 +39,7 @@ from selfheal_dagster.instance import check_records
 from selfheal_dagster.instance.heal_loop import run_days
 from selfheal_dagster.tables import BY_NAME, in_phase
 from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, heal_runs, wait_for
-from selfheal_dagster_tests.support import bound, load_phase2
+from selfheal_dagster_tests.support import bound, game_days_ago, load_phase2
 
 BOX = BY_NAME["bdl_player_boxscores"]
 GAMEBOOK = BY_NAME["nbac_gamebook_player_stats"]
@@ -73,11 +73,7 @@ def faults(tmp_path, monkeypatch, hanging_slack):
     league = League(DEFAULT_SEED)
     if not league.games_on(today):
         pytest.skip(f"{today} has no games in the simulated league: the Phase 4 case needs some")
-    old = [
-        today - timedelta(days=i)
-        for i in range(31, WINDOW)
-        if league.games_on(today - timedelta(i))
-    ]
+    old = game_days_ago(league, today, 31, WINDOW)
     outage, gap, short = old[0], old[1], old[2]  # out of the lookback of today's Phase 4
     home = tmp_path / "dagster_home"
     home.mkdir()

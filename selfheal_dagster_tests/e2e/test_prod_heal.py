@@ -22,7 +22,13 @@ from selfheal_dagster.core import history
 from selfheal_dagster.core.dates import today_et
 from selfheal_dagster.tables import BY_NAME, in_phase
 from selfheal_dagster_tests.daemon import dagster_dev_running, graphql, launch_run, wait_for
-from selfheal_dagster_tests.support import BQ_LOCATION, BQ_PROJECT, bigquery_warehouse, bound
+from selfheal_dagster_tests.support import (
+    BQ_LOCATION,
+    BQ_PROJECT,
+    bigquery_warehouse,
+    bound,
+    game_days_ago,
+)
 
 BOX = BY_NAME["bdl_player_boxscores"]
 CACHE = BY_NAME["player_daily_cache"]
@@ -73,13 +79,7 @@ def production(bigquery, httpserver, tmp_path):
     scores deleted; the environment ``dagster dev`` runs with."""
     today = today_et()
     league = League(DEFAULT_SEED)
-    old = [
-        today - timedelta(days=i)
-        for i in range(33, WINDOW)
-        if league.games_on(today - timedelta(days=i))
-    ]
-    if not old:
-        pytest.skip("no game day 33-39 days ago in the simulated league")
+    old = game_days_ago(league, today, 33, WINDOW)
     gap = old[0]
     after = [gap + timedelta(days=i) for i in (1, 2, 3)]
     days = [today - timedelta(days=i) for i in range(WINDOW + 31, 0, -1)]

@@ -39,7 +39,7 @@ from selfheal_dagster.core.history import FINAL, Outcome
 from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.daemon import free_port, graphql, heal_runs, wait_for
 from selfheal_dagster_tests.postgres import production_home
-from selfheal_dagster_tests.support import ROOT, bound, load_phase2
+from selfheal_dagster_tests.support import ROOT, bound, game_days_ago, load_phase2
 
 BOX = BY_NAME["bdl_player_boxscores"]
 WINDOW = 40
@@ -116,13 +116,7 @@ def test_the_services_heal_a_gap_and_a_code_server_redeploy_mid_heal_leaves_noth
 ):
     today = today_et()
     league = League(DEFAULT_SEED)
-    old = [
-        today - timedelta(days=i)
-        for i in range(31, WINDOW)
-        if league.games_on(today - timedelta(days=i))
-    ]
-    if not old:
-        pytest.skip("no game day 31-40 days ago in the simulated league")
+    old = game_days_ago(league, today, 31, WINDOW)
     day = old[0]  # outside the lookback of every Phase 4 partition the sweep watches
     home, pg_env = production_home(tmp_path, postgres)
     grpc_port, web_port = free_port(), free_port()
