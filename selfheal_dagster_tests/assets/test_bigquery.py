@@ -6,7 +6,6 @@ statement is also analysed by ZetaSQL. The double's own rules are tested in
 from __future__ import annotations
 
 import math
-import os
 import signal
 import threading
 import time
@@ -261,9 +260,18 @@ def test_an_interrupted_step_cancels_its_job_and_writes_nothing(loaded):
     loaded.gate(r"^MERGE .*player_daily_cache")
     before = loaded.rows(CACHE.dataset, CACHE.name)
     # A real SIGINT, as a terminated run's worker gets a signal: it interrupts the blocking
-    # HTTP call the step waits in.
-    timer = threading.Timer(1.5, os.kill, args=(os.getpid(), signal.SIGINT))
-    timer.start()
+    # HTTP call the step waits in. Sent once BigQuery holds the MERGE, and to the main
+    # thread: a signal the kernel hands another thread does not wake a blocked read.
+    main = threading.main_thread().ident
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + bound(60)
+        while not _merges(loaded, CACHE) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the wait for its result
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
     with pytest.raises(KeyboardInterrupt), bigquery_warehouse() as wh:
         wh.run_processor(CACHE, [DAY])
         time.sleep(bound(30))  # not reached: the interrupt lands while the job runs
