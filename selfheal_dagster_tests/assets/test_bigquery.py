@@ -254,7 +254,7 @@ def test_a_transient_bigquery_error_is_retried_as_a_new_job(loaded):
 # --- a job never outlives its step ------------------------------------------------------
 
 
-def test_an_interrupted_step_cancels_its_job_and_writes_nothing(loaded):
+def test_an_interrupted_step_cancels_its_job_and_writes_nothing(loaded, request):
     """What a terminated run does to its step (Dagster raises an interrupt in it): the
     BigQuery job it waits on is cancelled, and the partition keeps its rows."""
     loaded.gate(r"^MERGE .*player_daily_cache")
@@ -272,6 +272,10 @@ def test_an_interrupted_step_cancels_its_job_and_writes_nothing(loaded):
         signal.pthread_kill(main, signal.SIGINT)
 
     threading.Thread(target=interrupt, daemon=True).start()
+    # Python's own handler, as a run worker's step has: an earlier test on this worker may
+    # have left Dagster's capture_interrupts() handler (which only notes a SIGINT) in place.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     with pytest.raises(KeyboardInterrupt), bigquery_warehouse() as wh:
         wh.run_processor(CACHE, [DAY])
         time.sleep(bound(30))  # not reached: the interrupt lands while the job runs
