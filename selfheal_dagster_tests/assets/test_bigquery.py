@@ -272,8 +272,8 @@ def test_an_interrupted_step_cancels_its_job_and_writes_nothing(loaded, request)
         signal.pthread_kill(main, signal.SIGINT)
 
     threading.Thread(target=interrupt, daemon=True).start()
-    # Python's own handler, as a run worker's step has: an earlier test on this worker may
-    # have left Dagster's capture_interrupts() handler (which only notes a SIGINT) in place.
+    # Python's own handler, as a run worker's step has: pytest started in the background
+    # (``make test &``, a CI step) inherits SIGINT ignored, and the SIGINT would be lost.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     with pytest.raises(KeyboardInterrupt), bigquery_warehouse() as wh:
