@@ -200,4 +200,3 @@ def prod_day(tmp_path_factory, zetasql):
         with bigquery_warehouse("asset", **job) as wh:
             prod_scenario.run(wh, League(DEFAULT_SEED))
         yield double
-
