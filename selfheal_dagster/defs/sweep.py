@@ -149,6 +149,9 @@ def sweep_checks(
 @dg.job(
     name=SWEEP_JOB,
     partitions_def=daily_partitions,
+    # One op: in production's multiprocess executor each sweep would start a second process
+    # (importing Dagster and the location again) only to run that op, every interval.
+    executor_def=dg.in_process_executor,
     description=(
         "Sweep the watch window with every check. Launched for a game date (or backfilled "
         "over a range) from its Partitions tab, it re-checks every table on those dates and "

@@ -66,7 +66,7 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
         **{k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))},
         **pg_env,
         "SELFHEAL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "15",  # every sweep is a run: a process
+        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "45",  # every sweep is a run: a process
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "0",
         "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",

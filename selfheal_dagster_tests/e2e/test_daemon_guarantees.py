@@ -84,7 +84,7 @@ def faults(tmp_path, monkeypatch, hanging_slack):
         "SELFHEAL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "SELFHEAL_LEAGUE_OUTAGES": f"bdl_player_boxscores@{outage}",
         "SELFHEAL_LEAGUE_SHORT": f"nbac_gamebook_player_stats@{short}:0.5",
-        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "15",  # every sweep is a run: a process
+        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "45",  # every sweep is a run: a process
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "1",
         "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",

@@ -116,7 +116,7 @@ def production(bigquery, httpserver, tmp_path):
         "PHASE4_SERVICE_URL": httpserver.url_for("/phase4/"),
         "SELFHEAL_PHASE4_VIA_SERVICE": CACHE.name,
         "SLACK_WEBHOOK_URL": httpserver.url_for("/slack"),
-        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "15",  # every sweep is a run: a process
+        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "45",  # every sweep is a run: a process
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "0",
         "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",

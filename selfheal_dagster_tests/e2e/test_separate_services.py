@@ -133,7 +133,7 @@ def test_the_services_heal_a_gap_and_a_code_server_redeploy_mid_heal_leaves_noth
         **{k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))},
         **pg_env,
         "SELFHEAL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "15",
+        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "45",
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "0",
         "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",
