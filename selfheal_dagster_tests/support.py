@@ -35,6 +35,10 @@ WAIT_SCALE = float(os.environ.get("SELFHEAL_TEST_WAIT_SCALE", "1"))
 # the commands the tests run.
 ROOT = Path(__file__).resolve().parents[1]
 
+# How often the tests under the daemon sweep: every sweep is a run, and every run a process
+# that imports Dagster and the location again; each test's faults are found by the first.
+DAEMON_SWEEP_SECONDS = "45"
+
 
 def bound(seconds: float) -> float:
     """A generous wait, scaled by ``SELFHEAL_TEST_WAIT_SCALE``."""

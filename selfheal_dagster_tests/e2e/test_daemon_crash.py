@@ -24,7 +24,7 @@ from selfheal_dagster.instance import orphans
 from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.daemon import dagster_dev_running, heal_runs, wait_for
 from selfheal_dagster_tests.postgres import production_home
-from selfheal_dagster_tests.support import bound, game_days_ago, load_phase2
+from selfheal_dagster_tests.support import DAEMON_SWEEP_SECONDS, bound, game_days_ago, load_phase2
 
 BOX = BY_NAME["bdl_player_boxscores"]
 WINDOW = 40
@@ -66,7 +66,7 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
         **{k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))},
         **pg_env,
         "SELFHEAL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "45",  # every sweep is a run: a process
+        "SELFHEAL_SWEEP_INTERVAL_SECONDS": DAEMON_SWEEP_SECONDS,
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "0",
         "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",

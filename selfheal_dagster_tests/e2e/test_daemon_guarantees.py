@@ -39,7 +39,7 @@ from selfheal_dagster.instance import check_records
 from selfheal_dagster.instance.heal_loop import run_days
 from selfheal_dagster.tables import BY_NAME, in_phase
 from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, heal_runs, wait_for
-from selfheal_dagster_tests.support import bound, game_days_ago, load_phase2
+from selfheal_dagster_tests.support import DAEMON_SWEEP_SECONDS, bound, game_days_ago, load_phase2
 
 BOX = BY_NAME["bdl_player_boxscores"]
 GAMEBOOK = BY_NAME["nbac_gamebook_player_stats"]
@@ -84,7 +84,7 @@ def faults(tmp_path, monkeypatch, hanging_slack):
         "SELFHEAL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "SELFHEAL_LEAGUE_OUTAGES": f"bdl_player_boxscores@{outage}",
         "SELFHEAL_LEAGUE_SHORT": f"nbac_gamebook_player_stats@{short}:0.5",
-        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "45",  # every sweep is a run: a process
+        "SELFHEAL_SWEEP_INTERVAL_SECONDS": DAEMON_SWEEP_SECONDS,
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "1",
         "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",

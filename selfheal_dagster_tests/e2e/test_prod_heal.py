@@ -25,6 +25,7 @@ from selfheal_dagster_tests.daemon import dagster_dev_running, graphql, launch_r
 from selfheal_dagster_tests.support import (
     BQ_LOCATION,
     BQ_PROJECT,
+    DAEMON_SWEEP_SECONDS,
     bigquery_warehouse,
     bound,
     game_days_ago,
@@ -116,7 +117,7 @@ def production(bigquery, httpserver, tmp_path):
         "PHASE4_SERVICE_URL": httpserver.url_for("/phase4/"),
         "SELFHEAL_PHASE4_VIA_SERVICE": CACHE.name,
         "SLACK_WEBHOOK_URL": httpserver.url_for("/slack"),
-        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "45",  # every sweep is a run: a process
+        "SELFHEAL_SWEEP_INTERVAL_SECONDS": DAEMON_SWEEP_SECONDS,
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "0",
         "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",

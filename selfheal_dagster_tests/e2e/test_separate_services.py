@@ -39,7 +39,13 @@ from selfheal_dagster.core.history import FINAL, Outcome
 from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.daemon import free_port, graphql, heal_runs, wait_for
 from selfheal_dagster_tests.postgres import production_home
-from selfheal_dagster_tests.support import ROOT, bound, game_days_ago, load_phase2
+from selfheal_dagster_tests.support import (
+    DAEMON_SWEEP_SECONDS,
+    ROOT,
+    bound,
+    game_days_ago,
+    load_phase2,
+)
 
 BOX = BY_NAME["bdl_player_boxscores"]
 WINDOW = 40
@@ -133,7 +139,7 @@ def test_the_services_heal_a_gap_and_a_code_server_redeploy_mid_heal_leaves_noth
         **{k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))},
         **pg_env,
         "SELFHEAL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-        "SELFHEAL_SWEEP_INTERVAL_SECONDS": "45",
+        "SELFHEAL_SWEEP_INTERVAL_SECONDS": DAEMON_SWEEP_SECONDS,
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "0",
         "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",
