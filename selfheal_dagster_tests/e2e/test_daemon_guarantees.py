@@ -94,7 +94,11 @@ def faults(tmp_path, monkeypatch, hanging_slack):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
-    load_phase2(warehouse, league, today - timedelta(days=WINDOW), today - timedelta(days=1))
+    # From the oldest date the gap's Phase 4 reads (the last step computes it): a window fixed
+    # in days from today left the season's opening night out once today moved past it.
+    lookback = max(t.lookback_days for t in in_phase(4))
+    first = min(today - timedelta(days=WINDOW), gap - timedelta(days=lookback))
+    load_phase2(warehouse, league, first, today - timedelta(days=1))
     for table in (BY_NAME["nbac_schedule"], ODDS):
         warehouse.replace_partition(table, today, league.feed(table.name, today))
     from selfheal_dagster.definitions import defs as load
