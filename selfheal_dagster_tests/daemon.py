@@ -86,6 +86,13 @@ def dagster_dev_running(
             timeout=bound(240),
         )
         yield DagsterDev(port, proc.pid)
+    except BaseException:
+        # What the daemon did, in the failure's captured output: a timeout on a loaded CI
+        # machine is otherwise a message with nothing to go on.
+        print(run_timeline(env["DAGSTER_HOME"]))
+        log.flush()
+        print("".join(log_path.read_text(errors="replace").splitlines(True)[-40:]))
+        raise
     finally:
         for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
             if proc.poll() is not None:
@@ -97,6 +104,32 @@ def dagster_dev_running(
             except subprocess.TimeoutExpired:
                 continue
         log.close()
+
+
+def run_timeline(home: str) -> str:
+    """Every run of the instance: created, started and ended (seconds after the first was
+    created), job, status, target date and assets."""
+    try:
+        with dg.DagsterInstance.from_config(home) as instance:
+            records = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
+    except Exception as error:  # noqa: BLE001 — a diagnostic must not hide the failure
+        return f"no run timeline: {error}"
+    if not records:
+        return "no runs"
+    t0 = records[0].create_timestamp.timestamp()
+
+    def at(t: float | None) -> str:
+        return f"{t - t0:7.1f}" if t else "      -"
+
+    lines = ["created started   ended  job / status / date / assets"]
+    for r in records:
+        run = r.dagster_run
+        assets = [k.to_user_string() for k in run.asset_selection or ()]
+        lines.append(
+            f"{at(r.create_timestamp.timestamp())} {at(r.start_time)} {at(r.end_time)}  "
+            f"{run.job_name} {run.status.value} {run.tags.get(names.TARGET_DATE, '')} {assets}"
+        )
+    return "\n".join(lines)
 
 
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:
