@@ -40,6 +40,28 @@ ROOT = Path(__file__).resolve().parents[1]
 DAEMON_SWEEP_SECONDS = "45"
 
 
+# The longest a test under the daemon takes on a loaded machine (measured: 8 minutes in a
+# 15-minute suite on 2 cores), with room to spare.
+DAEMON_TEST_MINUTES = 15
+
+
+def daemon_today() -> date:
+    """Today (US/Eastern) for a test under the daemon, which reads the clock itself: a test
+    that started shortly before midnight first waits for it, so that the daemon's today is
+    the test's from start to end (its sweep windows and targets move at midnight)."""
+    import time
+
+    from selfheal_dagster.core.dates import now_utc, today_et
+
+    now = now_utc()
+    midnight = eastern(today_et(now) + timedelta(days=1), 0)
+    left = (midnight - now).total_seconds()
+    if left < DAEMON_TEST_MINUTES * 60 * WAIT_SCALE:
+        print(f"{left:.0f}s to midnight US/Eastern: waiting for it, so that today holds")
+        time.sleep(left + 1)
+    return today_et()
+
+
 def bound(seconds: float) -> float:
     """A generous wait, scaled by ``SELFHEAL_TEST_WAIT_SCALE``."""
     return seconds * WAIT_SCALE

@@ -18,13 +18,18 @@ from selfheal_dagster.adapters.league import League
 from selfheal_dagster.adapters.settings import DEFAULT_SEED
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.core import names
-from selfheal_dagster.core.dates import today_et
 from selfheal_dagster.core.history import FINAL
 from selfheal_dagster.instance import orphans
 from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.daemon import dagster_dev_running, heal_runs, wait_for
 from selfheal_dagster_tests.postgres import production_home
-from selfheal_dagster_tests.support import DAEMON_SWEEP_SECONDS, bound, game_days_ago, load_phase2
+from selfheal_dagster_tests.support import (
+    DAEMON_SWEEP_SECONDS,
+    bound,
+    daemon_today,
+    game_days_ago,
+    load_phase2,
+)
 
 BOX = BY_NAME["bdl_player_boxscores"]
 WINDOW = 40
@@ -52,7 +57,7 @@ def sweeps_after(instance, when):
 def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
     tmp_path, monkeypatch, postgres
 ):
-    today = today_et()
+    today = daemon_today()
     league = League(DEFAULT_SEED)
     old = game_days_ago(league, today, 31, WINDOW)
     day = old[0]  # outside the lookback of every Phase 4 partition the sweep watches

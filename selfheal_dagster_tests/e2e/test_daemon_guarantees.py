@@ -31,7 +31,6 @@ from selfheal_dagster.adapters.league import League
 from selfheal_dagster.adapters.settings import DEFAULT_SEED
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.core import names
-from selfheal_dagster.core.dates import today_et
 from selfheal_dagster.core.errors import error_summary
 from selfheal_dagster.core.history import Outcome
 from selfheal_dagster.defs.checks import check_key
@@ -39,7 +38,13 @@ from selfheal_dagster.instance import check_records
 from selfheal_dagster.instance.heal_loop import run_days
 from selfheal_dagster.tables import BY_NAME, in_phase
 from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, heal_runs, wait_for
-from selfheal_dagster_tests.support import DAEMON_SWEEP_SECONDS, bound, game_days_ago, load_phase2
+from selfheal_dagster_tests.support import (
+    DAEMON_SWEEP_SECONDS,
+    bound,
+    daemon_today,
+    game_days_ago,
+    load_phase2,
+)
 
 BOX = BY_NAME["bdl_player_boxscores"]
 GAMEBOOK = BY_NAME["nbac_gamebook_player_stats"]
@@ -69,7 +74,7 @@ def hanging_slack():
 
 @pytest.fixture
 def faults(tmp_path, monkeypatch, hanging_slack):
-    today = today_et()
+    today = daemon_today()
     league = League(DEFAULT_SEED)
     if not league.games_on(today):
         pytest.skip(f"{today} has no games in the simulated league: the Phase 4 case needs some")

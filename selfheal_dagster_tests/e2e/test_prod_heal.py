@@ -19,7 +19,6 @@ from selfheal_dagster import runs
 from selfheal_dagster.adapters.league import League
 from selfheal_dagster.adapters.settings import DEFAULT_SEED
 from selfheal_dagster.core import history
-from selfheal_dagster.core.dates import today_et
 from selfheal_dagster.tables import BY_NAME, in_phase
 from selfheal_dagster_tests.daemon import dagster_dev_running, graphql, launch_run, wait_for
 from selfheal_dagster_tests.support import (
@@ -28,6 +27,7 @@ from selfheal_dagster_tests.support import (
     DAEMON_SWEEP_SECONDS,
     bigquery_warehouse,
     bound,
+    daemon_today,
     game_days_ago,
 )
 
@@ -78,7 +78,7 @@ class Platform:
 def production(bigquery, httpserver, tmp_path):
     """Phase 2 for the window, Phase 4 for the three days after a game day X, then X's box
     scores deleted; the environment ``dagster dev`` runs with."""
-    today = today_et()
+    today = daemon_today()
     league = League(DEFAULT_SEED)
     old = game_days_ago(league, today, 33, WINDOW)
     gap = old[0]

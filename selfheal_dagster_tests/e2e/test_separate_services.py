@@ -34,7 +34,6 @@ from selfheal_dagster.adapters.league import League
 from selfheal_dagster.adapters.settings import DEFAULT_SEED
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
 from selfheal_dagster.core import names
-from selfheal_dagster.core.dates import today_et
 from selfheal_dagster.core.history import FINAL, Outcome
 from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.daemon import free_port, graphql, heal_runs, wait_for
@@ -43,6 +42,7 @@ from selfheal_dagster_tests.support import (
     DAEMON_SWEEP_SECONDS,
     ROOT,
     bound,
+    daemon_today,
     game_days_ago,
     load_phase2,
 )
@@ -120,7 +120,7 @@ def sensor_ticks(instance: dg.DagsterInstance, name: str, after: float) -> list:
 def test_the_services_heal_a_gap_and_a_code_server_redeploy_mid_heal_leaves_nothing_open(
     tmp_path, monkeypatch, postgres
 ):
-    today = today_et()
+    today = daemon_today()
     league = League(DEFAULT_SEED)
     old = game_days_ago(league, today, 31, WINDOW)
     day = old[0]  # outside the lookback of every Phase 4 partition the sweep watches
