@@ -381,6 +381,15 @@ def initialized(resources: dict[str, dg.ConfigurableResource]) -> dict:
     return out
 
 
+# Production runs each step in a process of its own (a step that hangs or dies takes only
+# itself), forked from a server that imported Dagster and the location once per run. Spawned,
+# each of a heal's steps (a table's, and each of its checks': 20 for five tables) was a fresh
+# interpreter importing both again, seconds of CPU apiece before any work.
+PROD_EXECUTOR = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": ["selfheal_dagster.definitions"]}}}
+)
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = Settings.from_env()
@@ -388,5 +397,5 @@ def defs() -> dg.Definitions:
         resources=build_resources(settings),
         # One process per run locally: DuckDB admits one writer process, and each step
         # process would re-import the code location.
-        executor=dg.multiprocess_executor if settings.is_prod else dg.in_process_executor,
+        executor=PROD_EXECUTOR if settings.is_prod else dg.in_process_executor,
     )

@@ -77,7 +77,9 @@ def test_production_loads_bigquery_the_services_and_multiprocess_without_network
         "node = d.resolve_asset_graph().get(dg.AssetKey(['nba_raw', 'bdl_player_boxscores']))\n"
         "r = d.resources\n"
         "print(sorted(node.kinds), type(r['warehouse']).__name__, type(r['source']).__name__)\n"
-        "print(d.resolve_job_def('heal_job').executor_def.name,"
+        "heal = d.resolve_job_def('heal_job').executor_def\n"
+        "config = heal.config_schema.resolve_config({}).value['config']\n"
+        "print(heal.name, list(config['start_method']),"
         " d.resolve_job_def('sweep_job').executor_def.name)\n"
         "print(r['phase4'].via_service)\n"
         "print([m for m in ('google.cloud.bigquery', 'slack_sdk') if m in sys.modules])\n"
@@ -86,7 +88,9 @@ def test_production_loads_bigquery_the_services_and_multiprocess_without_network
     assert out.returncode == 0, out.stderr
     kinds, executor, via, heavy = out.stdout.strip().splitlines()
     assert kinds == "['bigquery', 'python'] BigQueryWarehouseResource ScraperServiceResource"
-    assert executor == "multiprocess in_process"  # a sweep is one op: no second process
+    # A heal's steps fork from a server that imported the location once; a sweep is one op:
+    # no second process.
+    assert executor == "multiprocess ['forkserver'] in_process"
     assert via == "['player_daily_cache', 'ml_feature_store_v2']"
     assert heavy == "[]"  # clients load when a run uses them, not at load
 
