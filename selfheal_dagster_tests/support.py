@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, timedelta
@@ -21,7 +22,7 @@ import pytest
 from selfheal_dagster import runs
 from selfheal_dagster.adapters.league import League
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
-from selfheal_dagster.core.dates import eastern
+from selfheal_dagster.core.dates import eastern, now_utc, today_et
 
 # A mid-season Tuesday of the 2025-26 season with games on it and around it.
 GAME_DAY = date(2026, 1, 20)
@@ -49,10 +50,6 @@ def daemon_today() -> date:
     """Today (US/Eastern) for a test under the daemon, which reads the clock itself: a test
     that started shortly before midnight first waits for it, so that the daemon's today is
     the test's from start to end (its sweep windows and targets move at midnight)."""
-    import time
-
-    from selfheal_dagster.core.dates import now_utc, today_et
-
     now = now_utc()
     midnight = eastern(today_et(now) + timedelta(days=1), 0)
     left = (midnight - now).total_seconds()

@@ -91,8 +91,9 @@ def demo_ui(tmp_path_factory) -> DemoUI:
     # The instance has shown its "join the community" dialog already (Dagster keeps that in
     # $DAGSTER_HOME/.nux/nux.yaml): otherwise it opens over the first page some time after it
     # loads, and its backdrop takes the clicks meant for the page.
-    (Path(env["DAGSTER_HOME"]) / ".nux").mkdir(exist_ok=True)
-    (Path(env["DAGSTER_HOME"]) / ".nux" / "nux.yaml").write_text("seen: 1\n")
+    nux = Path(env["DAGSTER_HOME"]) / ".nux"
+    nux.mkdir(exist_ok=True)
+    (nux / "nux.yaml").write_text("seen: 1\n")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with dagster_dev_running(env, ARTIFACTS / "dagster_dev.log") as dev:
 
