@@ -78,14 +78,13 @@ def game_days_ago(league: League, today: date, first: int, last: int) -> list[da
 
 
 def load_phase2(warehouse: DuckDBWarehouse, league: League, start: date, end: date) -> None:
-    """Fill Phase 2 straight from the league (no Dagster) to give Phase 4 its history."""
+    """Fill Phase 2 straight from the league (no Dagster) to give Phase 4 its history: one
+    write per table for the whole range (a write per date opens the file that many times)."""
     from selfheal_dagster.tables import in_phase
 
-    day = start
-    while day <= end:
-        for table in in_phase(2):
-            warehouse.replace_partition(table, day, league.feed(table.feed, day))
-        day += timedelta(days=1)
+    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    for table in in_phase(2) if days else ():
+        warehouse.replace_partitions(table, {day: league.feed(table.feed, day) for day in days})
 
 
 def set_loaded_at(wh: DuckDBWarehouse, table, day: date, when) -> None:

@@ -38,7 +38,6 @@ _TYPES = {
     "TIMESTAMP": "TIMESTAMP",
 }
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
-_INSERT_CHUNK = 200
 LOCK_SAY_SECONDS = 5.0  # how often a wait for the file lock says so
 _ready: set[tuple[str, int]] = set()  # (path, inode) whose tables exist, per process
 
@@ -191,20 +190,21 @@ class DuckDBWarehouse(base.Warehouse):
         rows = [row for day in days for row in rows_by_day[day]]
         cols, pc = table.column_names, table.partition_column
         loaded_at = now_utc()
-        stamp = _naive_utc(loaded_at)
         collist = ", ".join(quote(c) for c in [*cols, LOADED_AT])
-        placeholder = "(" + ", ".join("?" * (len(cols) + 1)) + ")"
+        # One list per column, zipped back into rows by UNNEST: DuckDB binds a list
+        # parameter in one go, where a VALUES list of one placeholder per cell is parsed
+        # and bound cell by cell (measured: 10 to 15 times slower for a 2,000-row write).
+        unnest = ", ".join(
+            f"UNNEST(${i + 1}::{_TYPES[c.type]}[])" for i, c in enumerate(table.columns)
+        )
         what = f"replace {table.key} {range_text(days)}"
         with self.connect() as con, self._transaction(con, what):
             self._exec(con, f"DELETE FROM {self.ref(table)} WHERE {_in_list(quote(pc))}", [days])
-            for start in range(0, len(rows), _INSERT_CHUNK):
-                chunk = rows[start : start + _INSERT_CHUNK]
-                params = [v for row in chunk for v in (*(row[c] for c in cols), stamp)]
+            if rows:
                 self._exec(
                     con,
-                    f"INSERT INTO {self.ref(table)} ({collist}) VALUES "
-                    + ", ".join([placeholder] * len(chunk)),
-                    params,
+                    f"INSERT INTO {self.ref(table)} ({collist}) SELECT {unnest}, ${len(cols) + 1}",
+                    [*([row[c] for row in rows] for c in cols), _naive_utc(loaded_at)],
                 )
         by_day = {day: len(rows_by_day[day]) for day in days}
         return WriteResult(rows=len(rows), loaded_at=loaded_at, by_day=by_day)
