@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from selfheal_dagster_tests.support import (
     bigquery_double,
     bigquery_warehouse,
     load_phase2,
+    selfheal,
 )
 
 TESTS = Path(__file__).resolve().parent
@@ -140,6 +144,37 @@ def history(env: Path, history_file: Path) -> DuckDBWarehouse:
     target = env / "warehouse.duckdb"
     shutil.copy(history_file, target)
     return DuckDBWarehouse(target)
+
+
+DEMO_ARGS = ("demo", "--end", "2026-01-20", "--days", "2")
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Callable[[Path], subprocess.CompletedProcess]:
+    """``selfheal demo --end 2026-01-20 --days 2``, run once per ``pytest`` run, and a copy of
+    what it made (its warehouse and Dagster home) for each test that asks: ``demo(folder)``
+    copies them into ``folder`` and gives the demo's exit code and output. The first test to
+    ask runs it (about 35 CPU-s) in a folder every xdist worker of the run shares, under a
+    file lock; a test asking meanwhile waits for it. Nothing in the copy refers to the
+    folder it was made in (the instance's storage is relative to ``DAGSTER_HOME``)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    made, said = shared / "demo", shared / "demo.json"
+    with open(shared / "demo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not said.exists():
+            shutil.rmtree(made, ignore_errors=True)  # an attempt that was interrupted
+            made.mkdir()
+            out = selfheal(made, *DEMO_ARGS)
+            kept = {"returncode": out.returncode, "stdout": out.stdout, "stderr": out.stderr}
+            said.write_text(json.dumps(kept))
+    kept = json.loads(said.read_text())
+
+    def copy(folder: Path) -> subprocess.CompletedProcess:
+        shutil.copytree(made, folder, dirs_exist_ok=True)
+        return subprocess.CompletedProcess(["selfheal", *DEMO_ARGS], **kept)
+
+    return copy
 
 
 @pytest.fixture(scope="session")

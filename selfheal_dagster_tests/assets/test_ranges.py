@@ -26,7 +26,13 @@ from selfheal_dagster_tests.support import GAME_DAY, bound, load_phase2
 
 OPENING = season_start()  # 2024-10-22: the first partition, no history to look back on
 THANKSGIVING = date(2024, 11, 28)  # no games
-SPAN = date_range(OPENING, THANKSGIVING + timedelta(days=1))  # 39 dates
+# Two ranges: the season's first week (lookback windows still filling) and the days around
+# Thanksgiving (a no-game date inside a range, every window full: 35 days in); the dates
+# between are Phase 2 history both ways, written directly (a ranged run costs Dagster an
+# event per date, asset and check: about 15 ms each).
+OPENING_WEEK = date_range(OPENING, OPENING + timedelta(days=6))
+AROUND_THANKSGIVING = date_range(THANKSGIVING - timedelta(days=2), THANKSGIVING + timedelta(days=1))
+SPAN = [*OPENING_WEEK, *AROUND_THANKSGIVING]
 BOX = BY_NAME["bdl_player_boxscores"]
 CACHE = BY_NAME["player_daily_cache"]
 
@@ -55,26 +61,34 @@ def fingerprints(wh: DuckDBWarehouse, days) -> dict[str, tuple[int, str]]:
 
 
 def test_a_range_run_gives_the_rows_of_one_run_per_date(env, league, instance, defs, tmp_path):
+    between = (OPENING_WEEK[-1] + timedelta(days=1), AROUND_THANKSGIVING[0] - timedelta(days=1))
     # Per date, outside Dagster: each table's one-date write, Phase 2 then Phase 4, in order.
     per_date = DuckDBWarehouse(tmp_path / "per_date.duckdb")
-    load_phase2(per_date, league, SPAN[0], SPAN[-1])
+    load_phase2(per_date, league, OPENING, SPAN[-1])
     for table in execution_order(in_phase(4)):
         for day in SPAN:
             per_date.run_processor(table, [day])
-    # Ranged, through Dagster: Phase 2 of the span in one run, Phase 4 in another.
+    # Ranged, through Dagster: each range's Phase 2 in one run, then its Phase 4 in another.
+    ranged = DuckDBWarehouse(env / "warehouse.duckdb")
+    load_phase2(ranged, league, *between)
     outcomes = runs.materialize(SPAN, TABLES, dagster_instance=instance, defs=defs, by_phase=True)
     assert [(o.phases, o.days, o.success) for o in outcomes] == [
-        ((2,), tuple(SPAN), True),
-        ((4,), tuple(SPAN), True),
+        ((2,), tuple(OPENING_WEEK), True),
+        ((4,), tuple(OPENING_WEEK), True),
+        ((2,), tuple(AROUND_THANKSGIVING), True),
+        ((4,), tuple(AROUND_THANKSGIVING), True),
     ]
-    ranged = DuckDBWarehouse(env / "warehouse.duckdb")
     expected, got = fingerprints(per_date, SPAN), fingerprints(ranged, SPAN)
     assert got == expected
-    # The span holds what the claim is about: a no-game date (zero rows everywhere) and the
-    # first dates of the season (short lookback: Phase 4 rows before the window is full).
+    # The ranges hold what the claim is about: a no-game date (zero rows everywhere), the
+    # first dates of the season (short lookback: Phase 4 rows before the window is full),
+    # and dates whose every window is full of history.
     assert all(got[f"{t.name} {THANKSGIVING}"][0] == 0 for t in TABLES)
-    first_week = [got[f"{CACHE.name} {d}"][0] for d in SPAN[:7]]
+    first_week = [got[f"{CACHE.name} {d}"][0] for d in OPENING_WEEK]
     assert first_week[0] == 0 and any(first_week)  # nobody has played yet, then some have
+    lookback = max(t.lookback_days for t in in_phase(4))
+    assert AROUND_THANKSGIVING[0] - timedelta(days=lookback) > OPENING
+    assert all(got[f"{t.name} {AROUND_THANKSGIVING[0]}"][0] > 0 for t in TABLES)
 
 
 def test_every_partition_of_a_range_run_has_its_own_check_results(env, league, instance, defs):

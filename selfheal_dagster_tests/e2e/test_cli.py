@@ -136,8 +136,8 @@ def test_a_correlation_id_filter_matches_a_prefix_literally(tmp_path):
     assert len(wh.history(correlation_id="a1b")) == 2
 
 
-def test_demo_backfill_and_gap_end_to_end(tmp_path):
-    out = selfheal(tmp_path, "demo", "--end", "2026-01-20", "--days", "2")
+def test_demo_backfill_and_gap_end_to_end(tmp_path, demo):
+    out = demo(tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     said = out.stdout + out.stderr  # no Dagster banner nor instance warning: quiet by default
     assert "Welcome to Dagster" not in said and "Telemetry:" not in said

@@ -17,7 +17,7 @@ from selfheal_dagster.core.checks import CHECKS
 from selfheal_dagster.instance.heal_loop import OUTCOME_TAG
 from selfheal_dagster.tables import BY_NAME, TABLES
 from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, graphql, wait_for
-from selfheal_dagster_tests.support import bound, selfheal
+from selfheal_dagster_tests.support import bound
 
 ARTIFACTS = ROOT / "artifacts" / "ui"
 LOCATION = {"repositoryLocationName": "selfheal_dagster", "repositoryName": "__repository__"}
@@ -67,22 +67,16 @@ class DemoUI:
     gap_day: str  # the date whose box scores the demo deleted
 
 
-def _demo(workdir: Path) -> dict[str, str]:
-    """``selfheal demo`` over two days into ``workdir``; the environment it ran in."""
-    out = selfheal(workdir, "demo", "--end", "2026-01-20", "--days", "2")
+@pytest.fixture(scope="module")
+def demo_ui(tmp_path_factory, demo) -> DemoUI:
+    workdir = tmp_path_factory.mktemp("ui")
+    out = demo(workdir)  # the demo over two days, made once for the run (conftest.py)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))}
-    return {
-        **env,
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))},
         "SELFHEAL_DUCKDB_PATH": str(workdir / "warehouse.duckdb"),
         "DAGSTER_HOME": str(workdir / "dagster_home"),
     }
-
-
-@pytest.fixture(scope="module")
-def demo_ui(tmp_path_factory) -> DemoUI:
-    workdir = tmp_path_factory.mktemp("ui")
-    env = _demo(workdir)
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         made = {r.run_id: r.job_name for r in instance.get_runs()}
         [heal] = instance.get_runs(
