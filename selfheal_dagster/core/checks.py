@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from statistics import median
 from typing import Any
 
@@ -95,7 +96,13 @@ def _scheduled(day: date, window: Window, calendar: Calendar | None) -> int:
 
 def lookback_reach(table: Table) -> int:
     """The longest lookback ``table`` depends on, directly or through what it reads."""
-    return max([table.lookback_days, *(lookback_reach(BY_NAME[u.table]) for u in table.upstream)])
+    return max([table.lookback_days, *(_reach(u.table) for u in table.upstream)])
+
+
+@cache  # the registry is fixed at import; a check reads this for every date of its window
+def _reach(name: str) -> int:
+    table = BY_NAME[name]
+    return max([table.lookback_days, *(_reach(u.table) for u in table.upstream)])
 
 
 def season_filling(table: Table, day: date, window: Window, calendar: Calendar | None) -> bool:

@@ -24,7 +24,6 @@ from selfheal_dagster_tests.daemon import dagster_dev_running, graphql, launch_r
 from selfheal_dagster_tests.support import (
     BQ_LOCATION,
     BQ_PROJECT,
-    DAEMON_SWEEP_SECONDS,
     bigquery_warehouse,
     bound,
     daemon_today,
@@ -34,6 +33,7 @@ from selfheal_dagster_tests.support import (
 BOX = BY_NAME["bdl_player_boxscores"]
 CACHE = BY_NAME["player_daily_cache"]
 COMPOSITE = BY_NAME["player_composite_factors"]
+ONE_SWEEP = "3600"  # no second sweep while the test runs
 WINDOW = 40  # the sweep's Phase 2 window: the gap is in it, out of today's Phase 4 lookback
 
 TERMINATE = """
@@ -117,7 +117,9 @@ def production(bigquery, httpserver, tmp_path):
         "PHASE4_SERVICE_URL": httpserver.url_for("/phase4/"),
         "SELFHEAL_PHASE4_VIA_SERVICE": CACHE.name,
         "SLACK_WEBHOOK_URL": httpserver.url_for("/slack"),
-        "SELFHEAL_SWEEP_INTERVAL_SECONDS": DAEMON_SWEEP_SECONDS,
+        # One sweep, the sensor's first tick, finds the gap: nothing after it needs another,
+        # and each costs a run, its step process and its BigQuery jobs (each one analysed).
+        "SELFHEAL_SWEEP_INTERVAL_SECONDS": ONE_SWEEP,
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "0",
         "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",
