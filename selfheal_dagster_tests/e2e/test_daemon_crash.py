@@ -32,7 +32,12 @@ from selfheal_dagster_tests.support import (
 )
 
 BOX = BY_NAME["bdl_player_boxscores"]
-WINDOW = 40
+# The sweep watches the 12 dates before today: each is 12 check results per sweep, every
+# one an event the first sweep records. The gap is a recent game day in it: no Phase 4
+# partition exists, so its heal is the one table's. Phase 2 holds 40 days, the history the
+# row-count check learns its bounds from.
+WINDOW = 12
+HISTORY = 40
 
 
 def started_heal(instance, day, attempt):
@@ -59,8 +64,8 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
 ):
     today = daemon_today()
     league = League(DEFAULT_SEED)
-    old = game_days_ago(league, today, 31, WINDOW)
-    day = old[0]  # outside the lookback of every Phase 4 partition the sweep watches
+    old = game_days_ago(league, today, 3, WINDOW)
+    day = old[0]
     # The shipped instance, but run monitoring's start timeout (300 s, polled every 60 s)
     # cut to 60 s polled every 10 s: this test waits on it (a sweep run caught STARTING by
     # the crash) and owns the wait; what Dagster does at the timeout is the same.
@@ -80,7 +85,7 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
-    load_phase2(warehouse, league, today - timedelta(days=WINDOW), today - timedelta(days=1))
+    load_phase2(warehouse, league, today - timedelta(days=HISTORY), today - timedelta(days=1))
     full = warehouse.partition_stats(BOX, day, day)[day].rows
     _, kept = warehouse.punch_gap(BOX, day, keep=0.5)  # short: old rows that must survive
     instance = dg.DagsterInstance.from_config(str(home))

@@ -48,7 +48,12 @@ from selfheal_dagster_tests.support import (
 )
 
 BOX = BY_NAME["bdl_player_boxscores"]
-WINDOW = 40
+# The sweep watches the 12 dates before today: each is 12 check results per sweep, every
+# one an event the first sweep records. The gap is a recent game day in it: no Phase 4
+# partition exists, so its heal is the one table's. Phase 2 holds 40 days, the history the
+# row-count check learns its bounds from.
+WINDOW = 12
+HISTORY = 40
 IN_FLIGHT = (
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -122,8 +127,8 @@ def test_the_services_heal_a_gap_and_a_code_server_redeploy_mid_heal_leaves_noth
 ):
     today = daemon_today()
     league = League(DEFAULT_SEED)
-    old = game_days_ago(league, today, 31, WINDOW)
-    day = old[0]  # outside the lookback of every Phase 4 partition the sweep watches
+    old = game_days_ago(league, today, 3, WINDOW)
+    day = old[0]
     home, pg_env = production_home(tmp_path, postgres)
     grpc_port, web_port = free_port(), free_port()
     workspace = tmp_path / "workspace.yaml"
@@ -150,7 +155,7 @@ def test_the_services_heal_a_gap_and_a_code_server_redeploy_mid_heal_leaves_noth
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
-    load_phase2(warehouse, league, today - timedelta(days=WINDOW), today - timedelta(days=1))
+    load_phase2(warehouse, league, today - timedelta(days=HISTORY), today - timedelta(days=1))
     full = warehouse.partition_stats(BOX, day, day)[day].rows
     warehouse.punch_gap(BOX, day)
     instance = dg.DagsterInstance.from_config(str(home))
