@@ -41,6 +41,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DAEMON_SWEEP_SECONDS = "45"
 
 
+# The tests under the daemon whose gap is a recent game day (no Phase 4 partition exists to
+# read it, so its heal is the one table's) sweep the dates before today in this window: each
+# date is 12 check results a sweep, every one an event the first sweep records. Their Phase 2
+# holds 40 days, the history the row-count check learns its bounds from.
+RECENT_SWEEP_DAYS = 12
+PHASE2_HISTORY_DAYS = 40
+
+
 # The longest a test under the daemon takes on a loaded machine (measured: 8 minutes in a
 # 15-minute suite on 2 cores), with room to spare.
 DAEMON_TEST_MINUTES = 15
@@ -80,9 +88,10 @@ def game_days_ago(league: League, today: date, first: int, last: int) -> list[da
 def load_phase2(warehouse: DuckDBWarehouse, league: League, start: date, end: date) -> None:
     """Fill Phase 2 straight from the league (no Dagster) to give Phase 4 its history: one
     write per table for the whole range (a write per date opens the file that many times)."""
+    from selfheal_dagster.core.dates import date_range
     from selfheal_dagster.tables import in_phase
 
-    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    days = date_range(start, end)
     for table in in_phase(2) if days else ():
         warehouse.replace_partitions(table, {day: league.feed(table.feed, day) for day in days})
 

@@ -101,8 +101,7 @@ def lookback_reach(table: Table) -> int:
 
 @cache  # the registry is fixed at import; a check reads this for every date of its window
 def _reach(name: str) -> int:
-    table = BY_NAME[name]
-    return max([table.lookback_days, *(_reach(u.table) for u in table.upstream)])
+    return lookback_reach(BY_NAME[name])
 
 
 def season_filling(table: Table, day: date, window: Window, calendar: Calendar | None) -> bool:

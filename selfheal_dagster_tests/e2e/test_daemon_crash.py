@@ -25,6 +25,8 @@ from selfheal_dagster_tests.daemon import dagster_dev_running, heal_runs, wait_f
 from selfheal_dagster_tests.postgres import production_home
 from selfheal_dagster_tests.support import (
     DAEMON_SWEEP_SECONDS,
+    PHASE2_HISTORY_DAYS,
+    RECENT_SWEEP_DAYS,
     bound,
     daemon_today,
     game_days_ago,
@@ -32,12 +34,6 @@ from selfheal_dagster_tests.support import (
 )
 
 BOX = BY_NAME["bdl_player_boxscores"]
-# The sweep watches the 12 dates before today: each is 12 check results per sweep, every
-# one an event the first sweep records. The gap is a recent game day in it: no Phase 4
-# partition exists, so its heal is the one table's. Phase 2 holds 40 days, the history the
-# row-count check learns its bounds from.
-WINDOW = 12
-HISTORY = 40
 
 
 def started_heal(instance, day, attempt):
@@ -64,7 +60,7 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
 ):
     today = daemon_today()
     league = League(DEFAULT_SEED)
-    old = game_days_ago(league, today, 3, WINDOW)
+    old = game_days_ago(league, today, 3, RECENT_SWEEP_DAYS)
     day = old[0]
     # The shipped instance, but run monitoring's start timeout (300 s, polled every 60 s)
     # cut to 60 s polled every 10 s: this test waits on it (a sweep run caught STARTING by
@@ -77,7 +73,7 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
         **pg_env,
         "SELFHEAL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "SELFHEAL_SWEEP_INTERVAL_SECONDS": DAEMON_SWEEP_SECONDS,
-        "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
+        "SELFHEAL_SWEEP_PHASE2_DAYS": str(RECENT_SWEEP_DAYS),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "0",
         "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",
         "SELFHEAL_HEAL_BACKOFF_SECONDS": "5",
@@ -85,7 +81,9 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
-    load_phase2(warehouse, league, today - timedelta(days=HISTORY), today - timedelta(days=1))
+    load_phase2(
+        warehouse, league, today - timedelta(days=PHASE2_HISTORY_DAYS), today - timedelta(days=1)
+    )
     full = warehouse.partition_stats(BOX, day, day)[day].rows
     _, kept = warehouse.punch_gap(BOX, day, keep=0.5)  # short: old rows that must survive
     instance = dg.DagsterInstance.from_config(str(home))

@@ -24,6 +24,7 @@ from selfheal_dagster_tests.daemon import dagster_dev_running, graphql, launch_r
 from selfheal_dagster_tests.support import (
     BQ_LOCATION,
     BQ_PROJECT,
+    RECENT_SWEEP_DAYS,
     bigquery_warehouse,
     bound,
     daemon_today,
@@ -34,9 +35,9 @@ BOX = BY_NAME["bdl_player_boxscores"]
 CACHE = BY_NAME["player_daily_cache"]
 COMPOSITE = BY_NAME["player_composite_factors"]
 ONE_SWEEP = "3600"  # no second sweep while the test runs
-# The sweep's Phase 2 window: the gap is a recent game day in it. Phase 4 exists only for the
-# three days after the gap (the heal refreshes those); Phase 2 holds their lookback.
-WINDOW = 12
+# The gap is a recent game day in the sweep's window; Phase 4 exists only for the three days
+# after it (the heal refreshes those), and Phase 2 holds their lookback.
+WINDOW = RECENT_SWEEP_DAYS
 
 TERMINATE = """
 mutation Terminate($runId: String!) {

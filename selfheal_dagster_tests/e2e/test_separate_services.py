@@ -40,6 +40,8 @@ from selfheal_dagster_tests.daemon import free_port, graphql, heal_runs, wait_fo
 from selfheal_dagster_tests.postgres import production_home
 from selfheal_dagster_tests.support import (
     DAEMON_SWEEP_SECONDS,
+    PHASE2_HISTORY_DAYS,
+    RECENT_SWEEP_DAYS,
     ROOT,
     bound,
     daemon_today,
@@ -48,12 +50,6 @@ from selfheal_dagster_tests.support import (
 )
 
 BOX = BY_NAME["bdl_player_boxscores"]
-# The sweep watches the 12 dates before today: each is 12 check results per sweep, every
-# one an event the first sweep records. The gap is a recent game day in it: no Phase 4
-# partition exists, so its heal is the one table's. Phase 2 holds 40 days, the history the
-# row-count check learns its bounds from.
-WINDOW = 12
-HISTORY = 40
 IN_FLIGHT = (
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -127,7 +123,7 @@ def test_the_services_heal_a_gap_and_a_code_server_redeploy_mid_heal_leaves_noth
 ):
     today = daemon_today()
     league = League(DEFAULT_SEED)
-    old = game_days_ago(league, today, 3, WINDOW)
+    old = game_days_ago(league, today, 3, RECENT_SWEEP_DAYS)
     day = old[0]
     home, pg_env = production_home(tmp_path, postgres)
     grpc_port, web_port = free_port(), free_port()
@@ -145,7 +141,7 @@ def test_the_services_heal_a_gap_and_a_code_server_redeploy_mid_heal_leaves_noth
         **pg_env,
         "SELFHEAL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "SELFHEAL_SWEEP_INTERVAL_SECONDS": DAEMON_SWEEP_SECONDS,
-        "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
+        "SELFHEAL_SWEEP_PHASE2_DAYS": str(RECENT_SWEEP_DAYS),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "0",
         "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",
         "SELFHEAL_HEAL_BACKOFF_SECONDS": "5",
@@ -155,7 +151,9 @@ def test_the_services_heal_a_gap_and_a_code_server_redeploy_mid_heal_leaves_noth
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
-    load_phase2(warehouse, league, today - timedelta(days=HISTORY), today - timedelta(days=1))
+    load_phase2(
+        warehouse, league, today - timedelta(days=PHASE2_HISTORY_DAYS), today - timedelta(days=1)
+    )
     full = warehouse.partition_stats(BOX, day, day)[day].rows
     warehouse.punch_gap(BOX, day)
     instance = dg.DagsterInstance.from_config(str(home))
