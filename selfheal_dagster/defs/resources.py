@@ -383,7 +383,7 @@ def initialized(resources: dict[str, dg.ConfigurableResource]) -> dict:
 
 # Production runs each step in a process of its own (a step that hangs or dies takes only
 # itself), forked from a server that imported Dagster and the location once per run. Spawned,
-# each of a heal's steps (a table's, and each of its checks': 20 for five tables) was a fresh
+# each of a heal's steps (a table's and its checks': 10 for five tables) was a fresh
 # interpreter importing both again, seconds of CPU apiece before any work.
 PROD_EXECUTOR = dg.multiprocess_executor.configured(
     {"start_method": {"forkserver": {"preload_modules": ["selfheal_dagster.definitions"]}}}

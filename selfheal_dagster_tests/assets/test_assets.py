@@ -149,3 +149,33 @@ def test_a_short_same_day_input_stops_the_run_before_its_readers(
     assert len(materializations(instance, features, GAME_DAY)) == 1
     assert not any(e.startswith(features.key.replace("/", "__")) for e in short.errors)
     assert snapshot(history, [features], GAME_DAY) == before
+
+
+def test_one_check_of_a_table_runs_alone_and_records_only_its_result(
+    history, instance, defs, league
+):
+    """The three checks of a table are one step, but a person can still run one of them (the
+    UI's "Execute" on a check): the key check alone on a doubled partition fails, and the row
+    count and freshness record nothing."""
+
+    from selfheal_dagster.defs.checks import check_key
+
+    box = BY_NAME["bdl_player_boxscores"]
+    [outcome] = runs.materialize([GAME_DAY], [box], dagster_instance=instance, defs=defs)
+    assert outcome.success, outcome.errors
+    history.multiply(box, GAME_DAY, 2)
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection={check_key(box, "key")}
+    )
+    result = job.execute_in_process(
+        instance=instance, partition_key=GAME_DAY.isoformat(), raise_on_error=False
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert (evaluation.check_name, evaluation.passed) == ("key", False)
+    assert evaluation.metadata["duplicated_keys"].value == len(league.feed(box.name, GAME_DAY))
+    assert result.success  # the key check does not block: a failing result, not a failed run
+    for name, results in (("row_count", 1), ("freshness", 1), ("key", 2)):
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            check_key(box, name), limit=10
+        )
+        assert len(records) == results, name

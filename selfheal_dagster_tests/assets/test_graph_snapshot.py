@@ -95,13 +95,12 @@ def test_the_asset_graph_matches_its_reviewed_snapshot(defs):
 
 def tables_graph(resources):
     """The tables' assets and checks built again by the product's own factories."""
-    from selfheal_dagster.core.checks import CHECKS
     from selfheal_dagster.defs import checks, phase2, phase4
     from selfheal_dagster.tables import TABLES, execution_order, in_phase
 
     assets = [phase2.phase2_asset(t, "duckdb") for t in in_phase(2)]
     assets += [phase4.phase4_asset(t, "duckdb") for t in execution_order(in_phase(4))]
-    found = [checks.partition_check(t, name) for t in TABLES for name in CHECKS]
+    found = [checks.table_checks(t) for t in TABLES]
     return dg.Definitions(
         assets=assets, asset_checks=found, resources=resources
     ).resolve_asset_graph()
