@@ -367,18 +367,17 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 def initialized(resources: dict[str, dg.ConfigurableResource]) -> dict:
     """Resources for use outside a run (CLI, demo): ``dg.EnvVar`` values resolved.
 
-    Through the context-manager form, closed at once: ``process_config_and_initialize()``
-    leaves an init context holding an entered ephemeral instance, and when the garbage
-    collector later finalises it, Dagster's context-local defs-state storage is reset to
-    whatever instance was current when it was made, possibly one closed since (the
-    "undefined DagsterInstance weakref" seen when definitions are resolved afterwards). None
-    of these resources holds anything that its teardown would release.
+    All of them in one ``dg.build_resources``, so under one ephemeral instance: initialised
+    one at a time, each made its own (0.2 CPU-s apiece, most of a quick command's work).
+    Through the context-manager form, closed at once: an init context left open holds an
+    entered ephemeral instance, and when the garbage collector later finalises it, Dagster's
+    context-local defs-state storage is reset to whatever instance was current when it was
+    made, possibly one closed since (the "undefined DagsterInstance weakref" seen when
+    definitions are resolved afterwards). None of these resources holds anything that its
+    teardown would release.
     """
-    out = {}
-    for name, resource in resources.items():
-        with resource.process_config_and_initialize_cm() as value:
-            out[name] = value
-    return out
+    with dg.build_resources(resources) as built:
+        return {name: getattr(built, name) for name in resources}
 
 
 # Production runs each step in a process of its own (a step that hangs or dies takes only

@@ -24,6 +24,7 @@ from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.daemon import dagster_dev_running, heal_runs, wait_for
 from selfheal_dagster_tests.postgres import production_home
 from selfheal_dagster_tests.support import (
+    DAEMON_HEAL_SECONDS,
     DAEMON_SWEEP_SECONDS,
     PHASE2_HISTORY_DAYS,
     RECENT_SWEEP_DAYS,
@@ -75,7 +76,7 @@ def test_killed_workers_and_a_killed_daemon_end_healed_with_nothing_left_open(
         "SELFHEAL_SWEEP_INTERVAL_SECONDS": DAEMON_SWEEP_SECONDS,
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(RECENT_SWEEP_DAYS),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "0",
-        "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",
+        "SELFHEAL_HEAL_INTERVAL_SECONDS": DAEMON_HEAL_SECONDS,
         "SELFHEAL_HEAL_BACKOFF_SECONDS": "5",
     }
     for key, value in env.items():

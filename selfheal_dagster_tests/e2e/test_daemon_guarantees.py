@@ -39,6 +39,7 @@ from selfheal_dagster.instance.heal_loop import run_days
 from selfheal_dagster.tables import BY_NAME, in_phase
 from selfheal_dagster_tests.daemon import ROOT, dagster_dev_running, heal_runs, wait_for
 from selfheal_dagster_tests.support import (
+    DAEMON_HEAL_SECONDS,
     DAEMON_SWEEP_SECONDS,
     bound,
     daemon_today,
@@ -92,7 +93,7 @@ def faults(tmp_path, monkeypatch, hanging_slack):
         "SELFHEAL_SWEEP_INTERVAL_SECONDS": DAEMON_SWEEP_SECONDS,
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "1",
-        "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",
+        "SELFHEAL_HEAL_INTERVAL_SECONDS": DAEMON_HEAL_SECONDS,
         "SELFHEAL_HEAL_BACKOFF_SECONDS": str(BACKOFF),
         "SLACK_WEBHOOK_URL": hanging_slack,
     }

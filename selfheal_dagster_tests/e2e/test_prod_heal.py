@@ -24,6 +24,7 @@ from selfheal_dagster_tests.daemon import dagster_dev_running, graphql, launch_r
 from selfheal_dagster_tests.support import (
     BQ_LOCATION,
     BQ_PROJECT,
+    DAEMON_HEAL_SECONDS,
     RECENT_SWEEP_DAYS,
     bigquery_warehouse,
     bound,
@@ -125,7 +126,7 @@ def production(bigquery, httpserver, tmp_path):
         "SELFHEAL_SWEEP_INTERVAL_SECONDS": ONE_SWEEP,
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(WINDOW),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "0",
-        "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",
+        "SELFHEAL_HEAL_INTERVAL_SECONDS": DAEMON_HEAL_SECONDS,
         "SELFHEAL_HEAL_BACKOFF_SECONDS": "5",
         "SELFHEAL_HEAL_GROUP_WAIT_SECONDS": "5",
     }

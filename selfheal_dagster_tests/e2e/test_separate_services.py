@@ -39,6 +39,7 @@ from selfheal_dagster.tables import BY_NAME
 from selfheal_dagster_tests.daemon import free_port, graphql, heal_runs, wait_for
 from selfheal_dagster_tests.postgres import production_home
 from selfheal_dagster_tests.support import (
+    DAEMON_HEAL_SECONDS,
     DAEMON_SWEEP_SECONDS,
     PHASE2_HISTORY_DAYS,
     RECENT_SWEEP_DAYS,
@@ -143,7 +144,7 @@ def test_the_services_heal_a_gap_and_a_code_server_redeploy_mid_heal_leaves_noth
         "SELFHEAL_SWEEP_INTERVAL_SECONDS": DAEMON_SWEEP_SECONDS,
         "SELFHEAL_SWEEP_PHASE2_DAYS": str(RECENT_SWEEP_DAYS),
         "SELFHEAL_SWEEP_PHASE4_DAYS": "0",
-        "SELFHEAL_HEAL_INTERVAL_SECONDS": "5",
+        "SELFHEAL_HEAL_INTERVAL_SECONDS": DAEMON_HEAL_SECONDS,
         "SELFHEAL_HEAL_BACKOFF_SECONDS": "5",
         # The source answers after 25 s: the heal run is STARTED long enough to deploy under.
         "SELFHEAL_LEAGUE_SLOW": f"{BOX.name}@{day}:25",
