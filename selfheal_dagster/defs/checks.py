@@ -154,9 +154,10 @@ def table_checks(table: Table) -> dg.AssetChecksDefinition:
                 allow_retries=False,
             )
 
-    _checks.__name__ = f"{table.name}_checks"
     with accepted(dg.PreviewWarning):
-        return dg.multi_asset_check(specs=specs, can_subset=True)(_checks)
+        return dg.multi_asset_check(name=f"{table.name}_checks", specs=specs, can_subset=True)(
+            _checks
+        )
 
 
 defs = dg.Definitions(asset_checks=[table_checks(t) for t in TABLES])

@@ -6,6 +6,7 @@ from datetime import timedelta
 from selfheal_dagster import runs
 from selfheal_dagster.adapters.league import League
 from selfheal_dagster.adapters.settings import DEFAULT_SEED
+from selfheal_dagster.defs.checks import check_key
 from selfheal_dagster.tables import BY_NAME, TABLES, in_phase
 from selfheal_dagster_tests.support import GAME_DAY
 
@@ -157,9 +158,6 @@ def test_one_check_of_a_table_runs_alone_and_records_only_its_result(
     """The three checks of a table are one step, but a person can still run one of them (the
     UI's "Execute" on a check): the key check alone on a doubled partition fails, and the row
     count and freshness record nothing."""
-
-    from selfheal_dagster.defs.checks import check_key
-
     box = BY_NAME["bdl_player_boxscores"]
     [outcome] = runs.materialize([GAME_DAY], [box], dagster_instance=instance, defs=defs)
     assert outcome.success, outcome.errors

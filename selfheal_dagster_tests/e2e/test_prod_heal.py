@@ -155,7 +155,7 @@ def test_a_gap_is_healed_in_production_mode_and_a_terminated_run_cancels_its_job
             return [r for r in found if r.outcome is history.Outcome.CLOSED]
 
         # The refresh is a run of 10 steps (five tables and their checks), a process each:
-        # on 2 cores under the whole suite it took 240 s to over 285 s.
+        # on 2 cores under the whole suite, as 20 steps, it took 240 s to over 285 s.
         wait_for("the incident closed (its refresh done)", closed, timeout=bound(600))
         jobs = bigquery.received[setup:]
         with bigquery_warehouse("test") as wh:
