@@ -121,6 +121,13 @@ def season_filling(table: Table, day: date, window: Window, calendar: Calendar |
     return played < LEAGUE_ROUND_GAMES
 
 
+def _remembered(window: Window, key: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per window: what it derives depends only on the window's stats."""
+    if key not in window.memo:
+        window.memo[key] = compute()
+    return window.memo[key]
+
+
 def expected_games(table: Table, day: date, window: Window, calendar: Calendar | None) -> int:
     """Games on ``day``: the source's calendar when it knows, else the schedule table; none
     for a lookback table while the season's first games fill its lookback.
@@ -128,6 +135,14 @@ def expected_games(table: Table, day: date, window: Window, calendar: Calendar |
     The schedule cannot vouch for itself: without a calendar, a schedule with no rows on a date
     where other raw tables have rows is missing (at least one game).
     """
+    return _remembered(
+        window,
+        ("games", table.name, day, calendar),
+        lambda: _expected_games(table, day, window, calendar),
+    )
+
+
+def _expected_games(table: Table, day: date, window: Window, calendar: Calendar | None) -> int:
     if season_filling(table, day, window, calendar):
         return 0
     known = calendar(day) if calendar else None
@@ -181,6 +196,14 @@ def expectation(table: Table, day: date, window: Window, calendar: Calendar | No
     the median rows-per-game over the table's last ``history_window`` earlier game days that
     have rows, once ``history_min_days`` exist.
     """
+    return _remembered(
+        window,
+        ("expectation", table.name, day, calendar),
+        lambda: _expectation(table, day, window, calendar),
+    )
+
+
+def _expectation(table: Table, day: date, window: Window, calendar: Calendar | None) -> Expectation:
     games = expected_games(table, day, window, calendar)
     rule = table.rows
     floor = math.ceil(rule.min_per_game * games)

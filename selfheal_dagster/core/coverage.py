@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from selfheal_dagster.core.dates import date_range
@@ -28,6 +28,9 @@ class Window:
     start: date
     end: date
     stats: dict[str, dict[date, PartitionStats]]  # table name -> date -> stats
+    # What the checks derived from these stats (games, expectations), each once: a window's
+    # evaluation asks for the same (table, date) from every later date's volume bound.
+    memo: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def days(self) -> list[date]:

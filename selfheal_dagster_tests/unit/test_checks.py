@@ -163,3 +163,20 @@ def test_completeness_keeps_the_familiar_shape(history, league, gap):
     assert report["missing_processors"] == ([gap] if gap else [])
     assert report["record_counts"]["nbac_schedule"] == len(league.games_on(GAME_DAY))
     assert (report["record_counts"]["bdl_player_boxscores"] == 0) is bool(gap)
+
+
+def test_a_windows_evaluation_asks_the_calendar_once_per_table_and_date(history, league):
+    """Every date's volume bound looks back at up to 30 earlier dates; each (table, date)'s
+    games are derived once per window, so a sweep costs dates, not dates x history."""
+    asked: list = []
+
+    def counting(day):
+        asked.append(day)
+        return len(league.games_on(day))
+
+    days = [GAME_DAY - timedelta(days=k) for k in range(14)]
+    w = window(history, start=window_start(days))
+    outcomes = evaluate([(t, d) for t in TABLES for d in days], w, AFTER_DEADLINE, counting)
+    again = evaluate([(t, d) for t in TABLES for d in days], w, AFTER_DEADLINE, calendar(league))
+    assert [(o.status, o.reason) for o in outcomes] == [(o.status, o.reason) for o in again]
+    assert len(asked) <= len(TABLES) * len(w.days)
