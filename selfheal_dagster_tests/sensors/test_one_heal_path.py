@@ -91,8 +91,8 @@ def test_odds_and_the_five_phase4_tables_found_in_one_tick_are_one_incident(
         assert fingerprint(history, table, D) == truth[table.name], table.name
 
 
-def test_the_same_through_selfheal_heal(history, instance, defs, capsys):
-    truth = break_odds_and_phase4(history, instance, defs)
+def test_the_same_through_selfheal_heal(history, home_instance, defs, capsys):
+    truth = break_odds_and_phase4(history, home_instance, defs)
     dry = selfheal("heal", "--date", D.isoformat(), "--dry-run")
     out = capsys.readouterr().out
     assert dry == 0 and "dry run: nothing launched" in out
