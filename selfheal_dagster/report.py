@@ -15,6 +15,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
+from selfheal_dagster.adapters.connect import calendar, open_warehouse
 from selfheal_dagster.adapters.settings import Settings
 from selfheal_dagster.adapters.warehouse import Warehouse, read_window
 from selfheal_dagster.core.checks import CheckOutcome, Status, evaluate, window_start, worst
@@ -31,14 +32,16 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200, s
 
 
 def resources() -> dict:
-    # import cost: dagster, only for commands that read the warehouse
+    """The Dagster resources of runs, initialised (the doctor checks what runs will use)."""
+    # import cost: dagster, only where a command needs the resources themselves
     from selfheal_dagster.defs.resources import build_resources, initialized
 
     return initialized(build_resources(Settings.from_env()))
 
 
 def warehouse() -> Warehouse:
-    return resources()["warehouse"].open()
+    """The environment's warehouse, opened without Dagster (``adapters/connect.py``)."""
+    return open_warehouse(Settings.from_env())
 
 
 CELL_STYLE = {
@@ -59,10 +62,11 @@ def evaluate_now(
     days: Sequence[date], tables: Sequence[Table] = TABLES, now: datetime | None = None
 ) -> list[CheckOutcome]:
     """Evaluate every check for ``tables`` x ``days`` against the warehouse, as of now."""
-    found = resources()
-    window = read_window(found["warehouse"].open(), window_start(days), max(days))
+    settings = Settings.from_env()
+    with open_warehouse(settings) as found:
+        window = read_window(found, window_start(days), max(days))
     targets = [(t, d) for t in tables for d in days]
-    return evaluate(targets, window, now or now_utc(), found["source"].scheduled_games)
+    return evaluate(targets, window, now or now_utc(), calendar(settings))
 
 
 def _cell(outcome: CheckOutcome, rows: int) -> str:

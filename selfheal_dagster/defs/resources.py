@@ -2,24 +2,20 @@
 
 Local (the default) is the embedded DuckDB warehouse fed by the simulated league; nothing here
 connects to anything at import or load time: resources open connections when an asset runs.
+The ``selfheal`` commands that only read the warehouse open it without Dagster, through
+``adapters/connect.py`` (the DuckDB resource opens its file through it too; runs get their
+BigQuery client from dagster-gcp).
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from functools import cache
 
 import dagster as dg
 from pydantic import Field
 
-from selfheal_dagster.adapters import alerts
-from selfheal_dagster.adapters.league import (
-    League,
-    SourceOutage,
-    parse_outages,
-    parse_short,
-    parse_slow,
-)
+from selfheal_dagster.adapters import alerts, connect
+from selfheal_dagster.adapters.league import League, SourceOutage
 from selfheal_dagster.adapters.settings import (
     DEFAULT_JOB_TIMEOUT_SECONDS,
     DEFAULT_MAX_BYTES_BILLED,
@@ -43,15 +39,12 @@ class WarehouseResource(dg.ConfigurableResource):
 class DuckDBWarehouseResource(WarehouseResource):
     path: str = Field(description="Path of the DuckDB file that holds the local warehouse.")
     lock_timeout_seconds: float = Field(
-        default=120.0,
+        default=connect.DUCKDB_LOCK_TIMEOUT_SECONDS,
         description="How long to wait for another process holding the DuckDB file lock.",
     )
 
     def open(self, job: JobContext = CLI) -> Warehouse:
-        # import cost: the engine's module (and duckdb) only where it is used
-        from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
-
-        return DuckDBWarehouse(self.path, lock_timeout=self.lock_timeout_seconds)
+        return connect.duckdb_warehouse(self.path, self.lock_timeout_seconds)
 
 
 class BigQueryWarehouseResource(WarehouseResource):
@@ -174,10 +167,10 @@ class SimulatedLeagueResource(Phase1SourceResource):
     )
 
     def league(self) -> League:
-        return _league(self.seed, self.outages, self.short, self.slow)
+        return connect.league(self.seed, self.outages, self.short, self.slow)
 
     def scheduled_games(self, day: date) -> int | None:
-        return _scheduled(self.seed, day)
+        return connect.scheduled_games(self.seed, day)
 
     def load(
         self, table: Table, day: date, warehouse: Warehouse, job: JobContext = CLI
@@ -199,19 +192,6 @@ class SimulatedLeagueResource(Phase1SourceResource):
                 failed[day] = error_line(exc)
         written = warehouse.replace_partitions(table, rows) if rows else None
         return RangeLoad(written, failed)
-
-
-@cache
-def _league(seed: int, outages: str, short: str, slow: str) -> League:
-    """One League per configuration and process: checks ask the calendar thousands of times."""
-    return League(
-        seed, outages=parse_outages(outages), short=parse_short(short), slow=parse_slow(slow)
-    )
-
-
-@cache
-def _scheduled(seed: int, day: date) -> int:
-    return len(_league(seed, "", "", "").games_on(day))
 
 
 class AlertsResource(dg.ConfigurableResource):

@@ -464,3 +464,44 @@ def test_the_readmes_heal_by_hand_runs_as_written(tmp_path):
         expected = 1 if "exit 1" in comment else 0
         assert out.returncode == expected, (line, out.stdout[-2000:], out.stderr[-2000:])
     assert selfheal(tmp_path, "check", "--date", "2026-01-20").returncode == 0  # healed
+
+
+def test_the_commands_that_only_read_or_damage_the_warehouse_start_without_dagster(tmp_path):
+    """``init``, ``gap``, ``check``, ``status`` and ``history`` open the warehouse without
+    Dagster (``adapters/connect.py``): importing it was two thirds of their CPU."""
+    script = (
+        "import sys\n"
+        "from selfheal_dagster import cli\n"
+        "for line in sys.argv[1:]:\n"
+        "    try:\n"
+        "        cli.main(line.split())\n"
+        "    except SystemExit as exc:\n"
+        "        print('exit', line.split()[0], exc.code)\n"
+        "print('dagster imported:', 'dagster' in sys.modules)\n"
+    )
+    commands = [
+        "init",
+        "gap --table nbac_schedule --date 2026-01-20",
+        "check --date 2026-01-20 --phase 2",
+        "status --start 2026-01-19 --end 2026-01-20",
+        "history",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELFHEAL_", "SLACK_"))}
+    env.update(
+        SELFHEAL_DUCKDB_PATH=str(tmp_path / "warehouse.duckdb"),
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, *commands],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=bound(120),
+    )
+    lines = out.stdout.splitlines()
+    exits = dict(line.split()[1:] for line in lines if line.startswith("exit "))
+    assert exits == {"init": "0", "gap": "0", "check": "1", "status": "0", "history": "0"}, (
+        out.stdout + out.stderr
+    )
+    assert lines[-1] == "dagster imported: False"
