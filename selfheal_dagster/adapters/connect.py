@@ -3,15 +3,15 @@
 For the ``selfheal`` commands that only read or damage the warehouse (``check``, ``status``,
 ``history``, ``gap``, ``init``): importing Dagster to build its resources was about two
 thirds of such a command's CPU (1.1 CPU-s, now 0.2). Runs and sensors get the same engines
-through the Dagster resources of ``defs/resources.py``: the DuckDB one opens its file here,
-the BigQuery one gets its client from dagster-gcp's ``BigQueryResource``.
+through the Dagster resources of ``defs/resources.py``, which open them with the functions
+here (the BigQuery one with its client from dagster-gcp's ``BigQueryResource``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from datetime import date
 from functools import cache
 
@@ -31,25 +31,43 @@ def duckdb_warehouse(path: str, lock_timeout: float = DUCKDB_LOCK_TIMEOUT_SECOND
     return DuckDBWarehouse(path, lock_timeout=lock_timeout)
 
 
-def open_warehouse(
-    settings: Settings, job: JobContext = CLI, environ: Mapping[str, str] = os.environ
+def bigquery_warehouse(
+    project: str,
+    location: str,
+    *,
+    job: JobContext,
+    max_bytes_billed: int,
+    timeout_seconds: int,
+    client: Callable[[], AbstractContextManager] | None = None,
 ) -> Warehouse:
-    """The settings' warehouse. In production, a BigQuery client as dagster-gcp's
-    ``BigQueryResource`` makes one without a ``gcp_credentials`` key: the project and location,
-    credentials the usual Google way."""
-    if not settings.is_prod:
-        return duckdb_warehouse(str(settings.duckdb_path))
+    """BigQuery for ``project``. ``client``: where the client comes from (runs: dagster-gcp's
+    ``BigQueryResource.get_client``); by default the one that makes without a
+    ``gcp_credentials`` key: the project and location, credentials the usual Google way."""
     # import cost: the BigQuery client (and its engine module), only in production
     from google.cloud import bigquery
 
     from selfheal_dagster.adapters.warehouse.bigquery import BigQueryWarehouse  # import cost
 
-    project = environ["SELFHEAL_BQ_PROJECT"].strip()  # Settings refused it missing or malformed
-    location = settings.bq_location or None
+    where = location or None
     return BigQueryWarehouse(
         project,
-        location,
-        client=lambda: nullcontext(bigquery.Client(project=project, location=location)),
+        where,
+        client=client or (lambda: nullcontext(bigquery.Client(project=project, location=where))),
+        job=job,
+        max_bytes_billed=max_bytes_billed,
+        timeout_seconds=timeout_seconds,
+    )
+
+
+def open_warehouse(
+    settings: Settings, job: JobContext = CLI, environ: Mapping[str, str] = os.environ
+) -> Warehouse:
+    """The settings' warehouse: the DuckDB file, or in production BigQuery."""
+    if not settings.is_prod:
+        return duckdb_warehouse(str(settings.duckdb_path))
+    return bigquery_warehouse(
+        environ["SELFHEAL_BQ_PROJECT"],  # as dg.EnvVar gives it to runs; Settings checked it
+        settings.bq_location,
         job=job,
         max_bytes_billed=settings.bq_max_bytes_billed,
         timeout_seconds=settings.bq_job_timeout_seconds,

@@ -2,9 +2,9 @@
 
 Local (the default) is the embedded DuckDB warehouse fed by the simulated league; nothing here
 connects to anything at import or load time: resources open connections when an asset runs.
-The ``selfheal`` commands that only read the warehouse open it without Dagster, through
-``adapters/connect.py`` (the DuckDB resource opens its file through it too; runs get their
-BigQuery client from dagster-gcp).
+The warehouse resources open their engines through ``adapters/connect.py``, as the ``selfheal``
+commands that only read the warehouse do without Dagster (runs get their BigQuery client from
+dagster-gcp).
 """
 
 from collections.abc import Sequence
@@ -63,19 +63,17 @@ class BigQueryWarehouseResource(WarehouseResource):
     )
 
     def open(self, job: JobContext = CLI) -> Warehouse:
+        # import cost: dagster-gcp pulls in the BigQuery client, never imported locally
         from dagster_gcp import BigQueryResource
 
-        # import cost: the BigQuery client, never imported locally
-        from selfheal_dagster.adapters.warehouse.bigquery import BigQueryWarehouse
-
         bigquery = BigQueryResource(project=self.project, location=self.location or None)
-        return BigQueryWarehouse(
+        return connect.bigquery_warehouse(
             self.project,
-            self.location or None,
-            client=bigquery.get_client,
+            self.location,
             job=job,
             max_bytes_billed=self.max_bytes_billed,
             timeout_seconds=self.job_timeout_seconds,
+            client=bigquery.get_client,
         )
 
 
