@@ -15,6 +15,7 @@ import dagster as dg
 import pytest
 from dagster._core.storage.defs_state.base import DefsStateStorage
 
+from selfheal_dagster import runs
 from selfheal_dagster.adapters.league import League
 from selfheal_dagster.adapters.settings import DEFAULT_SEED
 from selfheal_dagster.adapters.warehouse.duckdb import DuckDBWarehouse
@@ -145,11 +146,22 @@ def empty_instance(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def instance(env: Path, empty_instance: Path) -> Iterator[dg.DagsterInstance]:
+def instance(
+    env: Path, empty_instance: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dg.DagsterInstance]:
     """This test's own instance (see ``_test_instance``), from a copy of the empty one; its
-    events are seen only through this object."""
+    events are seen only through this object, so opening ``DAGSTER_HOME`` again fails the
+    test, naming the fixture that allows it."""
+
+    def elsewhere() -> dg.DagsterInstance:
+        raise AssertionError(
+            "runs.instance() under the `instance` fixture: its events are in memory, a second "
+            "instance would not see them; take `home_instance`"
+        )
+
     shutil.copytree(empty_instance, env / "instance")
     with _test_instance(env / "instance") as inst:
+        monkeypatch.setattr(runs, "instance", elsewhere)
         yield inst
 
 

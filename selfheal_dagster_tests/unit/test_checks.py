@@ -175,8 +175,12 @@ def test_a_windows_evaluation_asks_the_calendar_once_per_table_and_date(history,
         return len(league.games_on(day))
 
     days = [GAME_DAY - timedelta(days=k) for k in range(14)]
+    targets = [(t, d) for t in TABLES for d in days]
     w = window(history, start=window_start(days))
-    outcomes = evaluate([(t, d) for t in TABLES for d in days], w, AFTER_DEADLINE, counting)
-    again = evaluate([(t, d) for t in TABLES for d in days], w, AFTER_DEADLINE, calendar(league))
-    assert [(o.status, o.reason) for o in outcomes] == [(o.status, o.reason) for o in again]
+    outcomes = evaluate(targets, w, AFTER_DEADLINE, counting)
     assert len(asked) <= len(TABLES) * len(w.days)
+    first = len(asked)
+    assert evaluate(targets, w, AFTER_DEADLINE, counting) == outcomes
+    assert len(asked) == first  # all remembered by the window
+    fresh = window(history, start=window_start(days))  # what a window without memory says
+    assert evaluate(targets, fresh, AFTER_DEADLINE, calendar(league)) == outcomes
