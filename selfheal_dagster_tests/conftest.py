@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -145,6 +146,13 @@ def empty_instance(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@contextmanager
+def _copied_instance(env: Path, empty_instance: Path, events_on_disk: bool):
+    shutil.copytree(empty_instance, env / "instance")
+    with _test_instance(env / "instance", events_on_disk) as inst:
+        yield inst
+
+
 @pytest.fixture
 def instance(
     env: Path, empty_instance: Path, monkeypatch: pytest.MonkeyPatch
@@ -159,8 +167,7 @@ def instance(
             "instance would not see them; take `home_instance`"
         )
 
-    shutil.copytree(empty_instance, env / "instance")
-    with _test_instance(env / "instance") as inst:
+    with _copied_instance(env, empty_instance, events_on_disk=False) as inst:
         monkeypatch.setattr(runs, "instance", elsewhere)
         yield inst
 
@@ -168,8 +175,7 @@ def instance(
 @pytest.fixture
 def home_instance(env: Path, empty_instance: Path) -> Iterator[dg.DagsterInstance]:
     """The same, its events on disk: ``runs.instance()`` (``DAGSTER_HOME``) opens it too."""
-    shutil.copytree(empty_instance, env / "instance")
-    with _test_instance(env / "instance", events_on_disk=True) as inst:
+    with _copied_instance(env, empty_instance, events_on_disk=True) as inst:
         yield inst
 
 

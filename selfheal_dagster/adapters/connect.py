@@ -75,7 +75,7 @@ def open_warehouse(
 
 
 @cache
-def league(seed: int, outages: str = "", short: str = "", slow: str = "") -> League:
+def league(seed: int, outages: str, short: str, slow: str) -> League:
     """One League per configuration and process: checks ask the calendar thousands of times."""
     return League(
         seed, outages=parse_outages(outages), short=parse_short(short), slow=parse_slow(slow)
@@ -85,7 +85,7 @@ def league(seed: int, outages: str = "", short: str = "", slow: str = "") -> Lea
 @cache
 def scheduled_games(seed: int, day: date) -> int:
     """Games the simulated league's calendar has on ``day`` (faults do not move games)."""
-    return len(league(seed).games_on(day))
+    return len(league(seed, "", "", "").games_on(day))  # the resource's key when fault-free
 
 
 def calendar(settings: Settings) -> Calendar | None:
